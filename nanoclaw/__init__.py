@@ -1,0 +1,2 @@
+"""NanoClaw server: chat apps in, containerised agent turns out."""
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from nanoclaw.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""GET /health: always open."""
+from quart import Blueprint
+from quart_schema import security_scheme, validate_response
+
+from nanoclaw import __version__
+from nanoclaw.api._common import Answer, services
+
+bp = Blueprint("health", __name__)
+
+
+class Health(Answer):
+    status: str
+    version: str
+    auth: bool
+
+
+@bp.get("/health")
+@security_scheme([])
+@validate_response(Health)
+async def health() -> Health:
+    """Liveness, version and whether API keys are required."""
+    return Health(status="ok", version=__version__, auth=await services().api_keys.enabled())

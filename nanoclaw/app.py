@@ -1,0 +1,141 @@
+"""The Quart-Trio application factory: routes, conventions, auth, docs."""
+from __future__ import annotations
+
+import html
+import json
+import logging
+
+import trio
+from quart import Response, request
+from quart_schema import QuartSchema
+from quart_trio import QuartTrio
+from werkzeug.exceptions import BadRequest
+
+from nanoclaw import __version__
+from nanoclaw.api import BLUEPRINTS, errors
+from nanoclaw.api.errors import ApiError
+
+log = logging.getLogger("nanoclaw.app")
+
+API_PREFIX = "/api/v1"
+MAX_BODY = 1024 * 1024
+# Routes that do their own verification instead of X-API-Key.
+OPEN_PATHS = {f"{API_PREFIX}/health", f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/channels/whatsapp/webhook"}
+# Routes that must see the raw body before anything parses it.
+RAW_BODY_PATHS = {f"{API_PREFIX}/channels/whatsapp/webhook"}
+
+
+def create_app(services, *, manage_services: bool = False) -> QuartTrio:
+    """Build the app around already-constructed services.
+
+    manage_services: start the services inside the ASGI lifespan (used when an
+    external server such as `hypercorn nanoclaw.asgi:app` runs the app); when
+    `nanoclaw serve` runs it, main() owns the services and this stays False.
+    """
+    app = QuartTrio("nanoclaw")
+    app.config["NANOCLAW_SERVICES"] = services
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    QuartSchema(
+        app,
+        openapi_path=f"{API_PREFIX}/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "NanoClaw server", "version": __version__},
+        security_schemes={"ApiKey": {"type": "apiKey", "in_": "header", "name": "X-API-Key"}},
+        security=[{"ApiKey": []}],
+    )
+    app.json.sort_keys = False
+    errors.install(app)
+
+    @app.before_request
+    async def _conventions():
+        path = request.path
+        if not path.startswith(API_PREFIX + "/"):
+            return None
+        if path not in OPEN_PATHS and await services.api_keys.enabled():
+            if not await services.api_keys.check(request.headers.get("X-API-Key")):
+                await services.audit.record(
+                    "warning", "auth", f"rejected {request.method} {path}: missing or invalid API key",
+                    details={"remoteAddr": request.remote_addr},
+                )
+                raise ApiError(401, "A valid X-API-Key header is required")
+        if request.method in {"POST", "PUT", "PATCH"} and path not in RAW_BODY_PATHS:
+            await _check_json_body()
+        return None
+
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint, url_prefix=API_PREFIX)
+
+    @app.get("/health")
+    async def health_root():
+        from nanoclaw.api.health import health
+
+        return await health()
+
+    @app.get("/docs")
+    async def docs():
+        document = app.extensions["QUART_SCHEMA"].openapi_provider.schema()
+        return Response(_render_docs(document), content_type="text/html; charset=utf-8")
+
+    if manage_services:
+        scope_holder: list[trio.CancelScope] = []
+
+        @app.before_serving
+        async def _start_services():
+            scope_holder.append(await app.nursery.start(services.serve))
+
+        @app.after_serving
+        async def _stop_services():
+            for scope in scope_holder:
+                scope.cancel()
+
+    return app
+
+
+async def _check_json_body() -> None:
+    has_body = (request.content_length or 0) > 0 or "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    ).lower()
+    if not has_body:
+        return
+    if not request.is_json:
+        raise ApiError(415, "Send the request body as application/json")
+    try:
+        await request.get_json()
+    except BadRequest:
+        raise ApiError(400, "The request body is not valid JSON", code="MALFORMED_JSON") from None
+
+
+def _render_docs(document: dict) -> str:
+    """A plain HTML reference built from the OpenAPI document: readable with curl, no CDN."""
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>NanoClaw API</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:auto}pre{background:#f4f4f4;"
+        "padding:.5em;overflow:auto}h3{margin-bottom:.2em}</style></head><body>",
+        f"<h1>NanoClaw API {html.escape(document['info']['version'])}</h1>",
+        f"<p>Machine-readable: <a href='{API_PREFIX}/openapi.json'>{API_PREFIX}/openapi.json</a>. "
+        "Send <code>X-API-Key</code> when auth is on.</p>",
+    ]
+    for path, operations in sorted(document.get("paths", {}).items()):
+        for method, op in operations.items():
+            out.append(f"<h3>{method.upper()} {html.escape(path)}</h3>")
+            if op.get("summary") or op.get("description"):
+                out.append(f"<p>{html.escape(op.get('summary') or op.get('description'))}</p>")
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                out.append(f"<p>Request body:</p><pre>{html.escape(json.dumps(body, indent=1))}</pre>")
+            for status, resp in op.get("responses", {}).items():
+                schema = resp.get("content", {}).get("application/json", {}).get("schema")
+                text = html.escape(json.dumps(schema, indent=1)) if schema else ""
+                out.append(f"<p>{status} {html.escape(resp.get('description', ''))}</p>")
+                if text:
+                    out.append(f"<pre>{text}</pre>")
+    schemas = document.get("components", {}).get("schemas", {})
+    if schemas:
+        out.append("<h2>Models</h2>")
+        for name, schema in sorted(schemas.items()):
+            out.append(f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3>")
+            out.append(f"<pre>{html.escape(json.dumps(schema, indent=1))}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,52 @@
+"""Wall-clock time derived from Trio's clock, so tests can swap in MockClock.
+
+`Clock.now()` is Unix time in seconds. It is `trio.current_time()` plus a fixed
+offset taken once, so under `autojump_clock` wall time jumps with the mock
+clock and `sleep_until(wall_time)` is an ordinary `trio.sleep_until`.
+"""
+from __future__ import annotations
+
+import time
+
+import trio
+
+
+class Clock:
+    def __init__(self, start: float | None = None) -> None:
+        # start: the Unix time that trio.current_time() == 0 maps to when given
+        # (tests); otherwise the real wall clock at the first call.
+        self._start = start
+        self._offset: float | None = None
+
+    def _get_offset(self) -> float:
+        if self._offset is None:
+            if self._start is not None:
+                self._offset = self._start
+            else:
+                self._offset = time.time() - trio.current_time()
+        return self._offset
+
+    def now(self) -> float:
+        return self._get_offset() + trio.current_time()
+
+    def now_ms(self) -> int:
+        return int(self.now() * 1000)
+
+    def to_trio(self, wall: float) -> float:
+        return wall - self._get_offset()
+
+    async def sleep_until(self, wall: float) -> None:
+        await trio.sleep_until(self.to_trio(wall))
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds -> ISO 8601 UTC with milliseconds, as every answer shows time."""
+    if ts is None:
+        return None
+    import datetime as dt
+
+    return (
+        dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )

@@ -1,0 +1,97 @@
+"""One typed configuration object, built from flags and NANOCLAW_* variables."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 55765
+
+
+@dataclasses.dataclass
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path("./data")
+    config_dir: Path = Path("~/.config/nanoclaw")
+    allow_insecure: bool = False
+    graceful_timeout: float = 5.0
+    max_concurrent: int = 5
+    # docker | podman | apple_container | none | "" (detect)
+    container_runtime: str = ""
+    container_network: str = "bridge"
+    agent_image: str = "nanoclaw-agent:latest"
+    # A unique id per data dir, so containers of this instance can be found again.
+    instance_id: str = ""
+    proxy_port: int = 3001
+    telegram_api_base: str = "https://api.telegram.org"
+    whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
+    slack_api_base: str = "https://slack.com/api"
+    discord_api_base: str = "https://discord.com/api/v10"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().absolute()
+        self.config_dir = Path(self.config_dir).expanduser().absolute()
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "nanoclaw.db"
+
+    @property
+    def groups_dir(self) -> Path:
+        return self.data_dir / "groups"
+
+    @property
+    def ipc_dir(self) -> Path:
+        return self.data_dir / "ipc"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.data_dir / "sessions"
+
+
+# (field, environment variable, parser)
+ENVIRONMENT = [
+    ("host", "NANOCLAW_HOST", str),
+    ("port", "NANOCLAW_PORT", int),
+    ("data_dir", "NANOCLAW_DATA_DIR", Path),
+    ("config_dir", "NANOCLAW_CONFIG_DIR", Path),
+    ("allow_insecure", "NANOCLAW_ALLOW_INSECURE", lambda v: v.lower() in {"1", "true", "yes"}),
+    ("graceful_timeout", "NANOCLAW_GRACEFUL_TIMEOUT", float),
+    ("max_concurrent", "NANOCLAW_MAX_CONCURRENT", int),
+    ("container_runtime", "NANOCLAW_CONTAINER_RUNTIME", str),
+    ("container_network", "NANOCLAW_CONTAINER_NETWORK", str),
+    ("agent_image", "NANOCLAW_AGENT_IMAGE", str),
+    ("proxy_port", "NANOCLAW_PROXY_PORT", int),
+    ("telegram_api_base", "NANOCLAW_TELEGRAM_API_BASE", str),
+    ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),
+    ("slack_api_base", "NANOCLAW_SLACK_API_BASE", str),
+    ("discord_api_base", "NANOCLAW_DISCORD_API_BASE", str),
+]
+
+
+class ConfigError(ValueError):
+    """A flag or environment variable has a value we cannot use."""
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
+    """Defaults, then NANOCLAW_* variables, then explicit overrides (flags)."""
+    env = os.environ if env is None else env
+    values = {}
+    for field, var, parse in ENVIRONMENT:
+        raw = env.get(var)
+        if raw not in (None, ""):
+            try:
+                values[field] = parse(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a valid value") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    if not 1 <= settings.max_concurrent <= 64:
+        raise ConfigError("NANOCLAW_MAX_CONCURRENT must be between 1 and 64")
+    if settings.container_network not in {"bridge", "host", "none"}:
+        raise ConfigError("NANOCLAW_CONTAINER_NETWORK must be bridge, host or none")
+    if settings.container_runtime not in {"", "docker", "podman", "apple_container", "none"}:
+        raise ConfigError("NANOCLAW_CONTAINER_RUNTIME must be docker, podman, apple_container or none")
+    return settings

@@ -1,0 +1,110 @@
+"""The process: one root nursery supervising every service and the HTTP server."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import sys
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from nanoclaw import __version__
+from nanoclaw.app import create_app
+from nanoclaw.config import Settings
+from nanoclaw.secrets import RedactingFilter
+from nanoclaw.services import Services, build
+
+log = logging.getLogger("nanoclaw")
+EXIT_INSECURE = 2
+
+
+class InsecureBind(Exception):
+    pass
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def setup_logging(services: Services, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(services.secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    host = f"[{settings.host}]" if ":" in settings.host and not settings.host.startswith("[") else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.graceful_timeout = settings.graceful_timeout
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def _watch_signals(shutdown: trio.Event, root: trio.Nursery) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not shutdown.is_set():
+                log.info("%s received: stopping (again to stop at once)", signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                root.cancel_scope.cancel()
+
+
+async def serve(settings: Settings, services: Services | None = None, *, out=sys.stdout,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the whole server until SIGINT/SIGTERM. Supports nursery.start (gives the bound URLs)."""
+    services = services or build(settings)
+    app = create_app(services)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as root:
+        root.start_soon(_watch_signals, shutdown, root)
+        await services.start(root)
+        auth = await services.api_keys.enabled()
+        if not auth and not is_loopback(settings.host) and not settings.allow_insecure:
+            raise InsecureBind(
+                f"refusing to serve on {settings.host} with no API key: anyone who can reach it "
+                "could run agents. Create a key (nanoclaw api-key create --name NAME), bind "
+                "127.0.0.1, or pass --allow-insecure."
+            )
+
+        async def _http(task_status):
+            await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait,
+                                  task_status=task_status)
+            # HTTP has drained (within graceful_timeout): now stop the services.
+            root.cancel_scope.cancel()
+
+        binds = await root.start(_http)
+        url = binds[0] if binds else f"http://{settings.host}:{settings.port}"
+        print(f"NanoClaw {__version__} serving on {url}", file=out)
+        print(f"API docs: {url}/docs", file=out)
+        print(f"Auth: {'on (X-API-Key required)' if auth else 'off (no API key created)'}", file=out)
+        print(f"Data: {settings.data_dir}", file=out, flush=True)
+        task_status.started(binds)
+
+
+def run(settings: Settings) -> int:
+    services = build(settings)
+    setup_logging(services)
+    code = 0
+    try:
+        trio.run(partial(serve, settings, services))
+    except* InsecureBind as group:
+        print(f"error: {group.exceptions[0]}", file=sys.stderr)
+        code = EXIT_INSECURE
+    except* OSError as group:
+        print(f"error: {group.exceptions[0]}", file=sys.stderr)
+        code = 1
+    return code

@@ -1,0 +1,264 @@
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import trio
+from pydantic import BaseModel, Field
+
+from nanoclaw.audit import Audit
+from nanoclaw.clock import Clock, iso
+from nanoclaw.config import Settings
+from nanoclaw.errors import Conflict, Invalid, NotFound
+from nanoclaw.fileio import write_atomic
+from nanoclaw.models import GROUP_NAME_RE, ContainerConfig
+from nanoclaw.store import Database
+
+GLOBAL = "global"
+INSTRUCTIONS_FILE = "CLAUDE.md"
+DEFAULT_TRIGGER = "@Andy"
+
+
+class Namespace(BaseModel):
+    id: str
+    name: str
+    description: str = ""
+    chatJids: list[str] = Field(default_factory=list)
+    trigger: str = DEFAULT_TRIGGER
+    requiresTrigger: bool = True
+    isMain: bool = False
+    containerConfig: ContainerConfig = Field(default_factory=ContainerConfig)
+    createdAt: str
+    updatedAt: str
+
+
+def check_name(name: str) -> None:
+    if not GROUP_NAME_RE.match(name):
+        raise Invalid(
+            "Namespace names are 1-64 characters of letters, digits, '_' and '-', "
+            "starting with a letter or digit"
+        )
+    if name == GLOBAL:
+        raise Invalid("'global' is reserved for the global instructions")
+
+
+def check_jid(jid: str) -> None:
+    prefix, sep, rest = jid.partition(":")
+    if not sep or not prefix or not rest or len(jid) > 200 or any(c.isspace() for c in jid):
+        raise Invalid(f"{jid!r} is not a chat JID (expected '<channel>:<id>', e.g. 'tg:12345')")
+
+
+class Namespaces:
+    def __init__(self, settings: Settings, db: Database, clock: Clock, audit: Audit) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.audit = audit
+        # Called with (old, new) after every write, so caches (routing) stay fresh.
+        self.listeners: list[Any] = []
+
+    # -- records ----------------------------------------------------------
+
+    def _load(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Namespace:
+        jids = [r[0] for r in conn.execute(
+            "SELECT jid FROM namespace_chats WHERE namespace_id = ? ORDER BY position", (row["id"],)
+        )]
+        return Namespace(
+            id=row["id"],
+            name=row["name"],
+            description=row["description"],
+            chatJids=jids,
+            trigger=row["trigger"],
+            requiresTrigger=bool(row["requires_trigger"]),
+            isMain=bool(row["is_main"]),
+            containerConfig=ContainerConfig.model_validate_json(row["container_config"]),
+            createdAt=iso(row["created_at"]),
+            updatedAt=iso(row["updated_at"]),
+        )
+
+    async def list(self) -> list[Namespace]:
+        def _q(conn):
+            return [self._load(conn, r) for r in conn.execute("SELECT * FROM namespaces ORDER BY name")]
+
+        return await self.db.read(_q)
+
+    async def get(self, name: str) -> Namespace:
+        def _q(conn):
+            row = conn.execute("SELECT * FROM namespaces WHERE name = ?", (name,)).fetchone()
+            return self._load(conn, row) if row else None
+
+        found = await self.db.read(_q)
+        if found is None:
+            raise NotFound(f"No namespace named {name!r}")
+        return found
+
+    async def find(self, name: str) -> Namespace | None:
+        try:
+            return await self.get(name)
+        except NotFound:
+            return None
+
+    async def by_jid(self, jid: str) -> Namespace | None:
+        def _q(conn):
+            row = conn.execute(
+                "SELECT n.* FROM namespaces n JOIN namespace_chats c ON c.namespace_id = n.id "
+                "WHERE c.jid = ?", (jid,)
+            ).fetchone()
+            return self._load(conn, row) if row else None
+
+        return await self.db.read(_q)
+
+    async def create(self, fields: dict[str, Any]) -> Namespace:
+        name = fields["name"]
+        check_name(name)
+        for jid in fields.get("chatJids", []):
+            check_jid(jid)
+        config = fields.get("containerConfig") or ContainerConfig()
+        now = self.clock.now()
+        ns_id = str(uuid.uuid4())
+
+        def _tx(conn):
+            if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"A namespace named {name!r} already exists")
+            if fields.get("isMain"):
+                self._check_no_other_main(conn, None)
+            conn.execute(
+                "INSERT INTO namespaces (id, name, description, trigger, requires_trigger, is_main, "
+                "container_config, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ns_id, name, fields.get("description", ""), fields.get("trigger", DEFAULT_TRIGGER),
+                 int(fields.get("requiresTrigger", True)), int(fields.get("isMain", False)),
+                 config.model_dump_json(), now, now),
+            )
+            self._set_jids(conn, ns_id, fields.get("chatJids", []))
+            return self._load(conn, conn.execute("SELECT * FROM namespaces WHERE id = ?", (ns_id,)).fetchone())
+
+        await trio.to_thread.run_sync(self._ensure_folder, name)
+        created = await self.db.write(_tx)
+        await self.audit.record("info", "config", f"namespace {name} created", group=name)
+        await self._notify()
+        return created
+
+    async def update(self, name: str, fields: dict[str, Any]) -> Namespace:
+        for jid in fields.get("chatJids") or []:
+            check_jid(jid)
+        now = self.clock.now()
+
+        def _tx(conn):
+            row = conn.execute("SELECT * FROM namespaces WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"No namespace named {name!r}")
+            if fields.get("isMain"):
+                self._check_no_other_main(conn, row["id"])
+            columns = {
+                "description": "description",
+                "trigger": "trigger",
+                "requiresTrigger": "requires_trigger",
+                "isMain": "is_main",
+            }
+            for key, column in columns.items():
+                if fields.get(key) is not None:
+                    value = fields[key]
+                    conn.execute(f"UPDATE namespaces SET {column} = ? WHERE id = ?",
+                                 (int(value) if isinstance(value, bool) else value, row["id"]))
+            if fields.get("containerConfig") is not None:
+                conn.execute("UPDATE namespaces SET container_config = ? WHERE id = ?",
+                             (fields["containerConfig"].model_dump_json(), row["id"]))
+            if fields.get("chatJids") is not None:
+                self._set_jids(conn, row["id"], fields["chatJids"])
+            conn.execute("UPDATE namespaces SET updated_at = ? WHERE id = ?", (now, row["id"]))
+            return self._load(conn, conn.execute("SELECT * FROM namespaces WHERE id = ?", (row["id"],)).fetchone())
+
+        updated = await self.db.write(_tx)
+        await self.audit.record("info", "config", f"namespace {name} updated", group=name,
+                                details={"fields": sorted(k for k, v in fields.items() if v is not None)})
+        await self._notify()
+        return updated
+
+    async def delete(self, name: str, *, purge: bool = False) -> None:
+        def _tx(conn):
+            return conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount
+
+        if name == GLOBAL or not await self.db.write(_tx):
+            raise NotFound(f"No namespace named {name!r}")
+        if purge:
+            await trio.to_thread.run_sync(self._purge_folders, name)
+        await self.audit.record("info", "config", f"namespace {name} deleted" + (" and purged" if purge else ""),
+                                group=name)
+        await self._notify()
+
+    @staticmethod
+    def _check_no_other_main(conn: sqlite3.Connection, own_id: str | None) -> None:
+        row = conn.execute("SELECT id, name FROM namespaces WHERE is_main = 1").fetchone()
+        if row is not None and row["id"] != own_id:
+            raise Conflict(f"Namespace {row['name']!r} is already the main namespace")
+
+    @staticmethod
+    def _set_jids(conn: sqlite3.Connection, ns_id: str, jids: list[str]) -> None:
+        if len(set(jids)) != len(jids):
+            raise Invalid("chatJids lists a chat twice")
+        taken = []
+        for jid in jids:
+            row = conn.execute(
+                "SELECT n.name FROM namespace_chats c JOIN namespaces n ON n.id = c.namespace_id "
+                "WHERE c.jid = ? AND c.namespace_id != ?", (jid, ns_id)
+            ).fetchone()
+            if row:
+                taken.append({"chatJid": jid, "namespace": row[0]})
+        if taken:
+            raise Conflict("A chat can belong to only one namespace", details=taken)
+        conn.execute("DELETE FROM namespace_chats WHERE namespace_id = ?", (ns_id,))
+        conn.executemany(
+            "INSERT INTO namespace_chats (jid, namespace_id, position) VALUES (?, ?, ?)",
+            [(jid, ns_id, i) for i, jid in enumerate(jids)],
+        )
+
+    async def _notify(self) -> None:
+        for listener in self.listeners:
+            await listener()
+
+    # -- folders and instructions ---------------------------------------
+
+    def folder(self, name: str) -> Path:
+        return self.settings.groups_dir / name
+
+    def _ensure_folder(self, name: str) -> None:
+        self.folder(name).mkdir(parents=True, exist_ok=True)
+
+    def _purge_folders(self, name: str) -> None:
+        for path in (self.folder(name), self.settings.ipc_dir / name, self.settings.sessions_dir / name):
+            shutil.rmtree(path, ignore_errors=True)
+
+    async def read_instructions(self, name: str) -> str:
+        if name != GLOBAL:
+            await self.get(name)
+        path = self.folder(name) / INSTRUCTIONS_FILE
+
+        def _read() -> str:
+            try:
+                return path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return ""
+
+        return await trio.to_thread.run_sync(_read)
+
+    async def write_instructions(self, name: str, text: str) -> None:
+        if name != GLOBAL:
+            await self.get(name)
+        path = self.folder(name) / INSTRUCTIONS_FILE
+        await trio.to_thread.run_sync(write_atomic, path, text.encode("utf-8"))
+        await self.audit.record("info", "config", f"instructions of {name} updated",
+                                group=None if name == GLOBAL else name, details={"bytes": len(text.encode())})
+
+    async def merged_instructions(self, name: str) -> str:
+        group = await self.read_instructions(name)
+        global_text = await self.read_instructions(GLOBAL)
+        sections = []
+        if global_text.strip():
+            sections.append(f"# Global Instructions\n{global_text}")
+        if group.strip():
+            sections.append(f"# Group Instructions\n{group}")
+        return "\n\n".join(sections)

@@ -1,0 +1,72 @@
+"""Build every service once; start them in order under one nursery."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import trio
+
+from nanoclaw.apikeys import ApiKeys
+from nanoclaw.audit import Audit
+from nanoclaw.clock import Clock
+from nanoclaw.config import Settings
+from nanoclaw.namespaces import Namespaces
+from nanoclaw.secrets import RedactingFilter, SecretBox
+from nanoclaw.security.mounts import MountPolicy
+from nanoclaw.security.senders import SenderAllowlist
+from nanoclaw.store import Database
+
+log = logging.getLogger("nanoclaw")
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    secrets: SecretBox
+    audit: Audit
+    api_keys: ApiKeys
+    namespaces: Namespaces
+    mounts: MountPolicy
+    senders: SenderAllowlist
+    # Long-lived services in start order (after the store); filled by build().
+    long_lived: list[Any] = dataclasses.field(default_factory=list)
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start the store, then every long-lived service, each with nursery.start."""
+        await nursery.start(self.db.run)
+        for service in self.long_lived:
+            await nursery.start(service.run)
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run all services in a nursery of their own until cancelled.
+
+        Supports `scope = await nursery.start(services.serve)`; cancelling the
+        returned scope stops every service.
+        """
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                await self.start(nursery)
+                task_status.started(scope)
+
+
+def build(settings: Settings, *, clock: Clock | None = None, offload=None) -> Services:
+    clock = clock or Clock()
+    db = Database(settings.database_path, offload=offload)
+    secrets = SecretBox(settings.config_dir)
+    logging.getLogger().addFilter(RedactingFilter(secrets))
+    audit = Audit(db, clock, secrets)
+    services = Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        secrets=secrets,
+        audit=audit,
+        api_keys=ApiKeys(db, clock),
+        namespaces=Namespaces(settings, db, clock, audit),
+        mounts=MountPolicy(settings, audit),
+        senders=SenderAllowlist(db, audit),
+    )
+    return services

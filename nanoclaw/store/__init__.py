@@ -1,0 +1,4 @@
+"""SQLite store: one file in WAL mode, numbered migrations, never on the event loop."""
+from nanoclaw.store._db import Database, StoreError
+
+__all__ = ["Database", "StoreError"]

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from importlib import resources
+from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
+
+import trio
+
+T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]
+
+
+class StoreError(Exception):
+    pass
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys = ON")
+    # WAL + NORMAL: a committed transaction survives the death of the process
+    # (kill -9); only an OS crash can lose the last commits.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("nanoclaw.store.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text()))
+    found.sort()
+    numbers = [n for n, _, _ in found]
+    if len(set(numbers)) != len(numbers):
+        raise StoreError(f"two migrations share a number: {numbers}")
+    return found
+
+
+def _apply_migrations(conn: sqlite3.Connection) -> list[str]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, sql in _migrations():
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))", (version, name)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def _split(script: str) -> list[str]:
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current)
+            current = ""
+    if current.strip():
+        statements.append(current)
+    return statements
+
+
+class Database:
+    """Serialised writes on one connection, concurrent reads on a small pool.
+
+    Every call runs in a worker thread (`offload`, by default
+    `trio.to_thread.run_sync`). Tests of timing code may pass an inline
+    offload so that `autojump_clock` does not jump while a thread works.
+    """
+
+    def __init__(self, path: Path, *, readers: int = 4, offload: Offload | None = None) -> None:
+        self.path = Path(path)
+        self._readers = readers
+        self._offload = offload or trio.to_thread.run_sync
+        self._write_lock = trio.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._pool: list[sqlite3.Connection] = []
+        self._read_slots = trio.CapacityLimiter(readers)
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def _open() -> None:
+            writer = _connect(self.path)
+            mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"could not switch {self.path} to WAL mode (got {mode})")
+            _apply_migrations(writer)
+            self._writer = writer
+            self._pool = [_connect(self.path) for _ in range(self._readers)]
+
+        await self._offload(_open)
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                conns = [c for c in [self._writer, *self._pool] if c is not None]
+                self._writer, self._pool = None, []
+                for conn in conns:
+                    conn.close()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Open the store, then keep it open until cancelled (nursery.start protocol)."""
+        await self.open()
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            await self.close()
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(conn, *args) in one IMMEDIATE transaction; writes never interleave."""
+        async with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                raise StoreError("the store is not open")
+
+            def _tx() -> T:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn, *args)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+
+            # Shielded so that a cancelled caller cannot leave the transaction
+            # half-open on the shared writer connection.
+            with trio.CancelScope(shield=True):
+                return await self._offload(_tx)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._read_slots:
+            if not self._pool:
+                raise StoreError("the store is not open")
+            conn = self._pool.pop()
+            try:
+                return await self._offload(fn, conn, *args)
+            finally:
+                self._pool.append(conn)
+
+    # Small conveniences for the common one-statement cases.
+    async def execute(self, sql: str, params: Any = ()) -> int:
+        """One write statement; returns the number of changed rows."""
+        return await self.write(lambda c: c.execute(sql, params).rowcount)
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return await self.read(lambda c: c.execute(sql, params).fetchall())
+
+    async def fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        return await self.read(lambda c: c.execute(sql, params).fetchone())
+
+
+@contextlib.contextmanager
+def sync_connection(path: Path):
+    """A short-lived connection for the CLI, with migrations applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        _apply_migrations(conn)
+        yield conn
+    finally:
+        conn.close()

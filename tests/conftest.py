@@ -1,0 +1,57 @@
+"""Shared fixtures: a real server on 127.0.0.1 (port 0) with its own data and config dirs."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nanoclaw.config import Settings
+from nanoclaw.main import serve
+from nanoclaw.services import Services, build
+
+
+@dataclass
+class Server:
+    url: str
+    settings: Settings
+    services: Services
+    client: httpx.AsyncClient
+    output: io.StringIO
+
+    @property
+    def api(self) -> str:
+        return self.url + "/api/v1"
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    values = dict(host="127.0.0.1", port=0, data_dir=tmp_path / "data", config_dir=tmp_path / "config")
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def start_server(nursery, settings: Settings, **build_kwargs) -> Server:
+    services = build(settings, **build_kwargs)
+    out = io.StringIO()
+    binds = await nursery.start(lambda task_status: serve(settings, services, out=out, task_status=task_status))
+    client = httpx.AsyncClient(base_url=binds[0] + "/api/v1", timeout=30)
+    return Server(binds[0], settings, services, client, out)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def server(nursery, settings) -> Server:
+    srv = await start_server(nursery, settings)
+    yield srv
+    await srv.client.aclose()
+
+
+@pytest.fixture
+async def client(server) -> httpx.AsyncClient:
+    return server.client
