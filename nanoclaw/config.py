@@ -22,6 +22,7 @@ class Settings:
     container_runtime: str = ""
     container_network: str = "bridge"
     agent_image: str = "nanoclaw-agent:latest"
+    agent_base_image: str = "python:3.12-slim"
     # A unique id per data dir, so containers of this instance can be found again.
     instance_id: str = ""
     proxy_port: int = 3001
@@ -63,6 +64,7 @@ ENVIRONMENT = [
     ("container_runtime", "NANOCLAW_CONTAINER_RUNTIME", str),
     ("container_network", "NANOCLAW_CONTAINER_NETWORK", str),
     ("agent_image", "NANOCLAW_AGENT_IMAGE", str),
+    ("agent_base_image", "NANOCLAW_AGENT_BASE_IMAGE", str),
     ("proxy_port", "NANOCLAW_PROXY_PORT", int),
     ("telegram_api_base", "NANOCLAW_TELEGRAM_API_BASE", str),
     ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),

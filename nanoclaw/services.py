@@ -12,10 +12,13 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.namespaces import Namespaces
-from nanoclaw.secrets import RedactingFilter, SecretBox
+from nanoclaw.ipc import IpcWatcher
+from nanoclaw.runtime import ImageBuilder, Runtime
+from nanoclaw.secrets import SecretBox
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.security.senders import SenderAllowlist
 from nanoclaw.store import Database
+from nanoclaw.supervisor import Supervisor
 
 log = logging.getLogger("nanoclaw")
 
@@ -31,6 +34,10 @@ class Services:
     namespaces: Namespaces
     mounts: MountPolicy
     senders: SenderAllowlist
+    runtime: Runtime | None = None
+    images: ImageBuilder | None = None
+    supervisor: Supervisor | None = None
+    ipc: IpcWatcher | None = None
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
@@ -52,11 +59,12 @@ class Services:
                 task_status.started(scope)
 
 
-def build(settings: Settings, *, clock: Clock | None = None, offload=None) -> Services:
+def build(settings: Settings, *, clock: Clock | None = None, offload=None,
+          runtime: Runtime | None = None) -> Services:
+    """Construct every service (no I/O happens here). runtime: a stand-in engine for tests."""
     clock = clock or Clock()
     db = Database(settings.database_path, offload=offload)
     secrets = SecretBox(settings.config_dir)
-    logging.getLogger().addFilter(RedactingFilter(secrets))
     audit = Audit(db, clock, secrets)
     services = Services(
         settings=settings,
@@ -69,4 +77,10 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None) -> Se
         mounts=MountPolicy(settings, audit),
         senders=SenderAllowlist(db, audit),
     )
+    services.runtime = runtime or Runtime(settings)
+    services.images = ImageBuilder(services.runtime, settings.agent_base_image)
+    services.supervisor = Supervisor(settings, db, clock, audit, services.namespaces, services.mounts,
+                                     services.runtime)
+    services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor)
+    services.long_lived += [services.runtime, services.images, services.supervisor, services.ipc]
     return services

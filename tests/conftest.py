@@ -27,7 +27,9 @@ class Server:
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:
-    values = dict(host="127.0.0.1", port=0, data_dir=tmp_path / "data", config_dir=tmp_path / "config")
+    # No container engine unless a test asks for one: detection costs time.
+    values = dict(host="127.0.0.1", port=0, data_dir=tmp_path / "data", config_dir=tmp_path / "config",
+                  container_runtime="none", proxy_port=0)
     values.update(overrides)
     return Settings(**values)
 

@@ -1,0 +1,646 @@
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from nanoclaw.audit import Audit
+from nanoclaw.clock import Clock
+from nanoclaw.config import Settings
+from nanoclaw.errors import Invalid
+from nanoclaw.fileio import write_atomic
+from nanoclaw.models import ContainerConfig
+from nanoclaw.namespaces import GLOBAL, Namespaces
+from nanoclaw.runtime import Runtime, RuntimeUnavailable
+from nanoclaw.security.mounts import MountPolicy
+from nanoclaw.store import Database
+from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
+from nanoclaw.supervisor._types import MessageBatch, MessageSource, RunHandle, RunOutcome, TaskRequest
+
+log = logging.getLogger("nanoclaw.supervisor")
+
+RETRY_DELAYS = (5, 10, 20, 40, 80)
+STDERR_CAP = 10 * 1024 * 1024
+SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+INTERNAL_RE = re.compile(r"<internal>.*?</internal>", re.S)
+Kind = Literal["message", "task", "adhoc"]
+
+
+def strip_internal(text: str) -> str:
+    return INTERNAL_RE.sub("", text).strip()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Work:
+    kind: Kind
+    handle: RunHandle
+    prompt: str = ""
+    task: TaskRequest | None = None
+    batch: MessageBatch | None = None
+
+
+@dataclass
+class ActiveRun:
+    group: str
+    run_id: str
+    kind: Kind
+    container_name: str
+    session_id: str
+    ipc_dir: Path
+    started_at: float
+    chat_jid: str | None
+    is_main: bool
+    idle: bool = False
+    closing: bool = False
+    process_started: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass
+class GroupQueue:
+    name: str
+    tasks: deque = field(default_factory=deque)
+    adhoc: deque = field(default_factory=deque)
+    messages: bool = False
+    active: ActiveRun | None = None
+    runner: bool = False
+    waiting: bool = False
+    retries: int = 0
+    retry_at: float | None = None
+    changed: trio.Event = field(default_factory=trio.Event)
+    pipe_lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def has_work(self) -> bool:
+        return bool(self.tasks or self.adhoc or self.messages)
+
+    def poke(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+class Supervisor:
+    """Per-group queues under one global CapacityLimiter; one container per group at a time.
+
+    `await nursery.start(supervisor.run)`; cancelling it stops every container by name.
+    """
+
+    def __init__(self, settings: Settings, db: Database, clock: Clock, audit: Audit,
+                 namespaces: Namespaces, mounts: MountPolicy, runtime: Runtime, *,
+                 proxy=None, messages: MessageSource | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.audit = audit
+        self.namespaces = namespaces
+        self.mounts = mounts
+        self.runtime = runtime
+        self.proxy = proxy
+        self.messages = messages
+        self.limiter = trio.CapacityLimiter(settings.max_concurrent)
+        self.queues: dict[str, GroupQueue] = {}
+        self.queued_runs: dict[str, tuple[str, Kind]] = {}
+        self.instance_id = settings.instance_id
+        self._nursery: trio.Nursery | None = None
+        # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
+        self.run_finished_listeners: list = []
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.instance_id = self.instance_id or await self._load_instance_id()
+        saved = await self.db.fetchone("SELECT value FROM settings WHERE key = 'max_concurrent'")
+        if saved:
+            self.limiter.total_tokens = int(saved[0])
+        await self.db.execute(
+            "UPDATE run_history SET status = 'interrupted', finished_at = ?, "
+            "error = 'the server stopped during this run' WHERE status = 'running'",
+            (self.clock.now(),),
+        )
+        await self.remove_orphans()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            if self.messages is not None:
+                # Messages that arrived before a restart (or during a crash) are not lost.
+                for ns in await self.namespaces.list():
+                    self.notify_messages(ns.name)
+            await trio.sleep_forever()
+
+    async def _load_instance_id(self) -> str:
+        def _tx(conn):
+            row = conn.execute("SELECT value FROM settings WHERE key = 'instance_id'").fetchone()
+            if row:
+                return row[0]
+            value = secrets.token_hex(8)
+            conn.execute("INSERT INTO settings (key, value) VALUES ('instance_id', ?)", (value,))
+            return value
+
+        return await self.db.write(_tx)
+
+    async def remove_orphans(self) -> list[str]:
+        """Remove containers this instance started in an earlier life."""
+        if not self.runtime.state.available:
+            return []
+        try:
+            removed = await self.runtime.remove_labelled(f"nanoclaw.instance={self.instance_id}")
+        except RuntimeUnavailable as exc:
+            log.warning("could not look for orphan containers: %s", exc)
+            return []
+        if removed:
+            await self.audit.record("warning", "container", f"removed {len(removed)} orphan container(s)",
+                                    details={"containers": removed})
+        return removed
+
+    # -- submitting work ----------------------------------------------------
+
+    def _queue(self, group: str) -> GroupQueue:
+        queue = self.queues.get(group)
+        if queue is None:
+            queue = self.queues[group] = GroupQueue(group)
+        return queue
+
+    def notify_messages(self, group: str) -> None:
+        """New chat messages for group: pipe them into its live container, or queue the group."""
+        queue = self._queue(group)
+        active = queue.active
+        if active is not None and active.kind == "message" and not active.closing and self._nursery:
+            self._nursery.start_soon(self._pipe_messages, queue)
+            return
+        queue.messages = True
+        self._ensure_runner(queue)
+
+    async def submit_task(self, group: str, request: TaskRequest) -> RunHandle:
+        """Scheduled-task work: before the group's messages, never receives follow-ups."""
+        await self.namespaces.get(group)
+        handle = RunHandle(new_id())
+        queue = self._queue(group)
+        queue.tasks.append(Work("task", handle, prompt=request.prompt, task=request))
+        self.queued_runs[handle.run_id] = (group, "task")
+        active = queue.active
+        if active is not None and active.idle and active.kind != "task":
+            # An idle container would hold the group's slot until its idle timeout.
+            await self._write_close(active)
+        self._ensure_runner(queue)
+        return handle
+
+    async def submit_prompt(self, group: str, prompt: str) -> RunHandle:
+        """An on-demand run (operators and tests)."""
+        await self.namespaces.get(group)
+        handle = RunHandle(new_id())
+        queue = self._queue(group)
+        queue.adhoc.append(Work("adhoc", handle, prompt=prompt))
+        self.queued_runs[handle.run_id] = (group, "adhoc")
+        self._ensure_runner(queue)
+        return handle
+
+    def set_max_concurrent(self, value: int) -> None:
+        """Takes effect at once: raising it starts waiting groups now."""
+        if not 1 <= value <= 64:
+            raise Invalid("maxConcurrent must be between 1 and 64")
+        self.limiter.total_tokens = value
+
+    async def save_max_concurrent(self, value: int) -> None:
+        self.set_max_concurrent(value)
+        await self.db.execute(
+            "INSERT INTO settings (key, value) VALUES ('max_concurrent', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(value),))
+        await self.audit.record("info", "config", f"maxConcurrent set to {value}")
+
+    def _ensure_runner(self, queue: GroupQueue) -> None:
+        queue.poke()
+        if not queue.runner and self._nursery is not None:
+            queue.runner = True
+            self._nursery.start_soon(self._serve_group, queue)
+
+    # -- live container input ------------------------------------------------
+
+    def live_run(self, group: str, session_id: str | None = None) -> ActiveRun | None:
+        queue = self.queues.get(group)
+        active = queue.active if queue else None
+        if active is None or (session_id is not None and active.session_id != session_id):
+            return None
+        return active
+
+    def active_runs(self) -> list[tuple[str, ActiveRun]]:
+        return [(name, q.active) for name, q in self.queues.items() if q.active is not None]
+
+    async def _pipe_messages(self, queue: GroupQueue) -> None:
+        async with queue.pipe_lock:
+            active = queue.active
+            if active is None or active.kind != "message" or active.closing:
+                queue.messages = True
+                self._ensure_runner(queue)
+                return
+            batch = await self.messages.pending(queue.name)
+            if batch is None:
+                return
+            await write_follow_up(active.ipc_dir, batch.prompt)
+            active.idle = False
+            # The agent has the messages now; a later crash must not replay them.
+            await self.messages.advance(queue.name, batch.cursor)
+
+    async def _write_close(self, active: ActiveRun) -> None:
+        active.closing = True
+        await trio.to_thread.run_sync(write_atomic, active.ipc_dir / "input" / "_close", b"")
+
+    # -- the per-group runner -------------------------------------------------
+
+    async def _serve_group(self, queue: GroupQueue) -> None:
+        try:
+            while queue.has_work():
+                if queue.retry_at is not None and not (queue.tasks or queue.adhoc):
+                    with trio.move_on_at(self.clock.to_trio(queue.retry_at)):
+                        await queue.changed.wait()
+                    if self.clock.now() < queue.retry_at and not (queue.tasks or queue.adhoc):
+                        continue
+                queue.waiting = True
+                async with self.limiter:
+                    queue.waiting = False
+                    work = await self._next_work(queue)
+                    if work is not None:
+                        await self._execute(queue, work)
+        finally:
+            queue.runner = False
+            queue.waiting = False
+
+    async def _next_work(self, queue: GroupQueue) -> Work | None:
+        if queue.tasks:
+            return queue.tasks.popleft()
+        if queue.adhoc:
+            return queue.adhoc.popleft()
+        queue.messages = False
+        if self.messages is None:
+            return None
+        batch = await self.messages.pending(queue.name)
+        if batch is None:
+            queue.retry_at = None
+            return None
+        return Work("message", RunHandle(new_id()), prompt=batch.prompt, batch=batch)
+
+    async def _execute(self, queue: GroupQueue, work: Work) -> None:
+        group = queue.name
+        started = self.clock.now()
+        self.queued_runs.pop(work.handle.run_id, None)
+        outcome = None
+        try:
+            ns = await self.namespaces.find(group)
+            if ns is None:
+                outcome = RunOutcome(work.handle.run_id, "error", None, f"namespace {group} no longer exists", 0)
+                return
+            outcome = await self._run(queue, work, ns, started)
+        finally:
+            if outcome is None:
+                outcome = RunOutcome(work.handle.run_id, "cancelled", None, "the server stopped", 0)
+            work.handle.finish(outcome)
+
+    async def _run(self, queue: GroupQueue, work: Work, ns, started: float) -> RunOutcome:
+        group = queue.name
+        run_id = work.handle.run_id
+        task = work.task
+        config: ContainerConfig = (task.container_config if task and task.container_config else ns.containerConfig)
+        if task is not None and task.context_mode == "isolated":
+            session_id = new_id()
+        else:
+            session_id = await self._group_session(group)
+        if work.kind == "message":
+            chat_jid = work.batch.chat_jid
+        elif task is not None and task.chat_jid:
+            chat_jid = task.chat_jid
+        else:
+            chat_jid = ns.chatJids[0] if ns.chatJids else None
+        name = f"nanoclaw-{group}-{self.clock.now_ms()}"
+        ipc_dir = self.settings.ipc_dir / group / session_id
+        active = ActiveRun(group, run_id, work.kind, name, session_id, ipc_dir, started, chat_jid, ns.isMain)
+        await self.db.execute(
+            "INSERT INTO run_history (id, group_name, kind, status, container_name, session_id, "
+            "schedule_id, prompt, started_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (run_id, group, work.kind, name, session_id, task.schedule_id if task else None,
+             work.prompt[:2000], started),
+        )
+        state = _RunState(group_context=not (task is not None and task.context_mode == "isolated"))
+        token = None
+        queue.active = active
+        try:
+            await trio.to_thread.run_sync(self._prepare_folders, group, ipc_dir)
+            if self.proxy is not None:
+                token = self.proxy.register_run(group)
+            args = await self._run_args(active, ns, config, token)
+            stdin = json.dumps({
+                "prompt": work.prompt, "sessionId": session_id, "group": group, "chatJid": chat_jid,
+                "isMain": ns.isMain, "isScheduledTask": work.kind == "task",
+            }).encode() + b"\n"
+            await self._container(active, args, stdin, config, state,
+                                  lambda text: self._deliver(queue, work, active, state, text))
+        except RuntimeUnavailable as exc:
+            state.fail("error", str(exc))
+        except OSError as exc:
+            self.runtime.mark_down(str(exc))
+            state.fail("error", f"could not start the container: {exc.strerror or exc}")
+        except trio.Cancelled:
+            state.fail("cancelled", "the server stopped during this run")
+            raise
+        finally:
+            queue.active = None
+            if token is not None:
+                self.proxy.unregister_run(token)
+            with trio.CancelScope(shield=True):
+                outcome = await self._finish(queue, work, active, state)
+                for listener in self.run_finished_listeners:
+                    await listener(group, active)
+        return outcome
+
+    def _prepare_folders(self, group: str, ipc_dir: Path) -> None:
+        for path in (self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
+                     self.settings.sessions_dir / group, ipc_dir / "input", ipc_dir / "messages",
+                     ipc_dir / "tasks"):
+            path.mkdir(parents=True, exist_ok=True)
+        stale = ipc_dir / "input" / "_close"
+        stale.unlink(missing_ok=True)
+
+    async def _group_session(self, group: str) -> str:
+        def _tx(conn):
+            row = conn.execute("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,)).fetchone()
+            if row:
+                return row[0]
+            session = new_id()
+            conn.execute("INSERT INTO group_sessions VALUES (?, ?, ?)", (group, session, self.clock.now()))
+            return session
+
+        return await self.db.write(_tx)
+
+    async def _run_args(self, active: ActiveRun, ns, config: ContainerConfig, token: str | None) -> list[str]:
+        group = ns.name
+        settings = self.settings
+        env = {"TZ": local_timezone(), "NANOCLAW_GROUP": group, "NANOCLAW_RUN_ID": active.run_id}
+        for item in config.env:
+            key, _, value = item.partition("=")
+            env[key] = value
+        if token is not None:
+            env.update(self.proxy.container_env(token, self.runtime.state.host_gateway or "127.0.0.1"))
+        mounts = [
+            (settings.groups_dir / group, "/workspace/group", False),
+            (settings.groups_dir / GLOBAL, "/workspace/global", not ns.isMain),
+            (active.ipc_dir, "/workspace/ipc", False),
+            (settings.sessions_dir / group, "/workspace/sessions", False),
+        ]
+        for request in config.additionalMounts:
+            decision = await self.mounts.validate(request, group=group)
+            if decision.allowed:
+                mounts.append((Path(decision.canonicalHostPath), decision.containerPath, decision.readOnly))
+        args = [
+            "run", "-i", "--rm", "--name", active.container_name,
+            "--label", f"nanoclaw.instance={self.instance_id}",
+            "--label", f"nanoclaw.group={group}",
+            "--label", f"nanoclaw.run={active.run_id}",
+            "--network", settings.container_network,
+            "--security-opt", "no-new-privileges",
+            "--pids-limit", "512",
+            "--memory", f"{config.memoryMb}m",
+            "--cpus", f"{config.cpus:g}",
+            "--user", f"{os.getuid()}:{os.getgid()}",
+            *self.runtime.state.extra_run_args,
+        ]
+        for host, target, read_only in mounts:
+            if ":" in str(host) or "," in str(host):
+                await self.audit.record("violation", "mount", f"host path with ':' or ',' skipped: {host}", group=group)
+                continue
+            args += ["-v", f"{host}:{target}" + (":ro" if read_only else "")]
+        for key, value in env.items():
+            args += ["-e", f"{key}={value}"]
+        args.append(config.image or settings.agent_image)
+        return args
+
+    # -- one container --------------------------------------------------------
+
+    async def _container(self, active: ActiveRun, args: list[str], stdin: bytes, config: ContainerConfig,
+                         state: "_RunState", deliver) -> None:
+        process = await self.runtime.start_container(args)
+        active.process_started.set()
+        parser = FrameParser()
+        timer = _Deadlines(hard=trio.current_time() + config.timeoutSecs)
+        stderr_tail = bytearray()
+        exited = False
+        try:
+            async with trio.open_nursery() as nursery:
+                async def feed_stdin():
+                    try:
+                        await process.stdin.send_all(stdin)
+                        await process.stdin.aclose()
+                    except trio.BrokenResourceError:
+                        pass
+
+                async def drain_stderr():
+                    total = 0
+                    async for chunk in process.stderr:
+                        total += len(chunk)
+                        stderr_tail.extend(chunk)
+                        del stderr_tail[:-16384]
+                        if total > STDERR_CAP:
+                            state.fail("error", "stderr passed 10 MiB; the container was stopped")
+                            nursery.start_soon(self.runtime.stop_container, active.container_name)
+                            return
+
+                async def watch_deadlines():
+                    while True:
+                        with trio.move_on_at(timer.next()):
+                            await timer.changed.wait()
+                            continue
+                        now = trio.current_time()
+                        if now >= timer.hard:
+                            state.fail("timeout", f"no result within {config.timeoutSecs} s; the container was stopped")
+                            await self.runtime.stop_container(active.container_name)
+                            return
+                        if timer.idle is not None and now >= timer.idle:
+                            timer.idle = None
+                            await self._write_close(active)
+
+                nursery.start_soon(feed_stdin)
+                nursery.start_soon(drain_stderr)
+                nursery.start_soon(watch_deadlines)
+                try:
+                    async for chunk in process.stdout:
+                        for frame in parser.feed(chunk):
+                            await self._on_frame(active, state, frame, deliver)
+                            now = trio.current_time()
+                            timer.reset(hard=now + config.timeoutSecs, idle=now + config.idleTimeoutSecs)
+                except OutputTooLarge as exc:
+                    state.fail("error", f"{exc}; the container was stopped")
+                    await self.runtime.stop_container(active.container_name)
+                    # Keep draining so the CLI process can exit.
+                    async for _ in process.stdout:
+                        pass
+                state.exit_code = await process.wait()
+                exited = True
+                nursery.cancel_scope.cancel()
+        finally:
+            if not exited:
+                with trio.CancelScope(shield=True):
+                    await self.runtime.stop_container(active.container_name)
+                    process.kill()
+                    with trio.move_on_after(5):
+                        await process.wait()
+        if state.exit_code not in (0, None) and state.status is None:
+            tail = stderr_tail.decode(errors="replace").strip().splitlines()[-3:]
+            state.fail("error", f"container exited with code {state.exit_code}" +
+                       (": " + " | ".join(tail) if tail else ""))
+
+    async def _on_frame(self, active: ActiveRun, state: "_RunState", frame: dict, deliver) -> None:
+        new_session = frame.get("newSessionId")
+        if isinstance(new_session, str) and SESSION_RE.match(new_session) and new_session != active.session_id:
+            if state.group_context:
+                await self.db.execute(
+                    "INSERT INTO group_sessions VALUES (?, ?, ?) ON CONFLICT (group_name) DO UPDATE "
+                    "SET session_id = excluded.session_id, updated_at = excluded.updated_at",
+                    (active.group, new_session, self.clock.now()))
+        if frame["status"] == "error":
+            state.last_error = str(frame.get("error") or "the agent reported an error")[:2000]
+            return
+        state.last_error = None
+        active.idle = True
+        result = frame.get("result")
+        if isinstance(result, str):
+            text = strip_internal(result)
+            if text:
+                state.results.append(text[:10000])
+                del state.results[:-50]
+                await deliver(text)
+
+    async def _deliver(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState", text: str) -> None:
+        try:
+            if work.kind == "message":
+                await self.messages.send(active.chat_jid, text)
+                if not state.delivered:
+                    await self.messages.advance(queue.name, work.batch.cursor)
+            elif work.kind == "task" and work.task.on_result is not None:
+                await work.task.on_result(text)
+            state.delivered += 1
+        except Exception as exc:  # a failed send must not kill the run
+            log.exception("delivering a result of %s failed", queue.name)
+            await self.audit.record("error", "delivery", f"result of run {active.run_id} not delivered: {exc}",
+                                    group=queue.name)
+
+    async def _finish(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState") -> RunOutcome:
+        if state.status is None:
+            if state.last_error is not None:
+                state.fail("error", state.last_error)
+            else:
+                state.status = "success"
+        finished = self.clock.now()
+        duration = int((finished - active.started_at) * 1000)
+        await self.db.execute(
+            "UPDATE run_history SET status = ?, finished_at = ?, duration_ms = ?, exit_code = ?, "
+            "results = ?, error = ? WHERE id = ?",
+            (state.status, finished, duration, state.exit_code, json.dumps(state.results), state.error,
+             active.run_id),
+        )
+        if work.kind == "message":
+            if state.status in ("success", "cancelled") or state.delivered:
+                queue.retries, queue.retry_at = 0, None
+            else:
+                await self._schedule_retry(queue, state)
+        return RunOutcome(active.run_id, state.status, state.results[-1] if state.results else None,
+                          state.error, duration)
+
+    async def _schedule_retry(self, queue: GroupQueue, state: "_RunState") -> None:
+        queue.retries += 1
+        if queue.retries > len(RETRY_DELAYS):
+            await self.audit.record(
+                "error", "container", f"giving up on {queue.name} after {len(RETRY_DELAYS)} retries: {state.error}",
+                group=queue.name)
+            queue.retries, queue.retry_at = 0, None
+            return
+        delay = RETRY_DELAYS[queue.retries - 1]
+        queue.retry_at = self.clock.now() + delay
+        queue.messages = True
+        await self.audit.record("warning", "container",
+                                f"run failed ({state.error}); retry {queue.retries} in {delay} s", group=queue.name)
+
+    # -- statistics -------------------------------------------------------------
+
+    def statistics(self) -> dict:
+        running = sum(1 for q in self.queues.values() if q.active is not None)
+        queued = sum(1 for q in self.queues.values() if q.active is None and q.has_work())
+        return {"running": running, "queued": queued, "total": running + queued,
+                "maxConcurrent": int(self.limiter.total_tokens)}
+
+    def group_state(self, group: str) -> dict:
+        queue = self.queues.get(group) or GroupQueue(group)
+        active = queue.active
+        return {
+            "group": group,
+            "active": active is not None,
+            "idle": bool(active and active.idle),
+            "containerKind": active.kind if active else None,
+            "containerName": active.container_name if active else None,
+            "sessionId": active.session_id if active else None,
+            "startedAt": active.started_at if active else None,
+            "waitingForSlot": queue.waiting,
+            "pendingMessages": queue.messages,
+            "pendingTasks": len(queue.tasks),
+            "pendingRuns": len(queue.adhoc),
+            "retryCount": queue.retries,
+            "nextRetryAt": queue.retry_at,
+        }
+
+
+@dataclass
+class _RunState:
+    status: str | None = None
+    error: str | None = None
+    last_error: str | None = None
+    exit_code: int | None = None
+    results: list = field(default_factory=list)
+    delivered: int = 0
+    group_context: bool = True
+
+    def fail(self, status: str, error: str) -> None:
+        if self.status is None:
+            self.status, self.error = status, error
+
+
+class _Deadlines:
+    """The hard and idle deadlines of one container, in Trio time."""
+
+    def __init__(self, hard: float) -> None:
+        self.hard = hard
+        self.idle: float | None = None
+        self.changed = trio.Event()
+
+    def next(self) -> float:
+        return min(self.hard, self.idle if self.idle is not None else float("inf"))
+
+    def reset(self, *, hard: float, idle: float) -> None:
+        self.hard, self.idle = hard, idle
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+async def write_follow_up(ipc_dir: Path, text: str) -> str:
+    """Write one follow-up atomically into the container's input folder; returns its file name."""
+    name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
+    data = json.dumps({"type": "message", "text": text}).encode()
+    await trio.to_thread.run_sync(write_atomic, ipc_dir / "input" / name, data)
+    return name
+
+
+def local_timezone() -> str:
+    tz = os.environ.get("TZ")
+    if tz:
+        return tz
+    try:
+        return Path("/etc/timezone").read_text().strip() or "UTC"
+    except OSError:
+        return "UTC"
