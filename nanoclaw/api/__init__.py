@@ -1,5 +1,5 @@
 """REST API: one blueprint per endpoint group of the spec."""
-from nanoclaw.api import audit, health, mounts, namespaces, senders
+from nanoclaw.api import audit, health, ipc, monitoring, mounts, namespaces, queue, runs, runtime, senders
 
 BLUEPRINTS = [
     health.bp,
@@ -7,4 +7,9 @@ BLUEPRINTS = [
     mounts.bp,
     senders.bp,
     audit.bp,
+    runtime.bp,
+    ipc.bp,
+    queue.bp,
+    runs.bp,
+    monitoring.bp,
 ]

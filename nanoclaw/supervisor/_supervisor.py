@@ -301,6 +301,10 @@ class Supervisor:
                 outcome = RunOutcome(work.handle.run_id, "error", None, f"namespace {group} no longer exists", 0)
                 return
             outcome = await self._run(queue, work, ns, started)
+        except Exception as exc:  # a bug in one run must not take the server down
+            log.exception("run %s of %s failed", work.handle.run_id, group)
+            await self.audit.record("error", "container", f"run failed unexpectedly: {exc!r}", group=group)
+            outcome = RunOutcome(work.handle.run_id, "error", None, f"internal error: {exc!r}", 0)
         finally:
             if outcome is None:
                 outcome = RunOutcome(work.handle.run_id, "cancelled", None, "the server stopped", 0)
@@ -371,12 +375,14 @@ class Supervisor:
         stale.unlink(missing_ok=True)
 
     async def _group_session(self, group: str) -> str:
+        now = self.clock.now()
+
         def _tx(conn):
             row = conn.execute("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,)).fetchone()
             if row:
                 return row[0]
             session = new_id()
-            conn.execute("INSERT INTO group_sessions VALUES (?, ?, ?)", (group, session, self.clock.now()))
+            conn.execute("INSERT INTO group_sessions VALUES (?, ?, ?)", (group, session, now))
             return session
 
         return await self.db.write(_tx)
@@ -401,7 +407,7 @@ class Supervisor:
             if decision.allowed:
                 mounts.append((Path(decision.canonicalHostPath), decision.containerPath, decision.readOnly))
         args = [
-            "run", "-i", "--rm", "--name", active.container_name,
+            "run", "-i", "--rm", "--pull", "never", "--name", active.container_name,
             "--label", f"nanoclaw.instance={self.instance_id}",
             "--label", f"nanoclaw.group={group}",
             "--label", f"nanoclaw.run={active.run_id}",

@@ -1,0 +1,66 @@
+"""/container/metrics and /container/analytics."""
+from __future__ import annotations
+
+from quart import Blueprint
+from quart_schema import validate_response
+
+from nanoclaw.api._common import Answer, services
+from nanoclaw.supervisor import _history
+
+bp = Blueprint("monitoring", __name__)
+ANALYTICS_DAYS = 30
+
+
+class SecurityEvents(Answer):
+    info: int
+    warning: int
+    violation: int
+    error: int
+
+
+class Metrics(Answer):
+    running: int
+    queued: int
+    maxConcurrent: int
+    runtimeAvailable: bool
+    securityEvents: SecurityEvents
+    runsLastHour: int
+
+
+class DayStats(Answer):
+    date: str
+    runs: int
+    success: int
+    failed: int
+
+
+class Analytics(Answer):
+    days: int
+    totalRuns: int
+    runsPerDay: list[DayStats]
+    successRate: float | None
+    averageDurationMs: int | None
+    p95DurationMs: int | None
+
+
+@bp.get("/container/metrics")
+@validate_response(Metrics)
+async def metrics():
+    """Running and queued containers, the limit, audit events by severity, runs in the last hour."""
+    svc = services()
+    stats = svc.supervisor.statistics()
+    now = svc.clock.now()
+    return Metrics(
+        running=stats["running"], queued=stats["queued"], maxConcurrent=stats["maxConcurrent"],
+        runtimeAvailable=svc.runtime.state.available,
+        securityEvents=SecurityEvents(**await svc.audit.counts_by_severity()),
+        runsLastHour=await _history.runs_since(svc.db, now - 3600),
+    )
+
+
+@bp.get("/container/analytics")
+@validate_response(Analytics)
+async def analytics():
+    """The last 30 days: runs per day, success rate, average and p95 duration."""
+    svc = services()
+    return Analytics(**await _history.analytics(svc.db, svc.clock.now() - ANALYTICS_DAYS * 86400))

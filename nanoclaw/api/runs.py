@@ -1,0 +1,80 @@
+"""/container/runs (on-demand runs, beyond the spec) and /container/run-history."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from nanoclaw.api._common import Answer, ApiModel, clamp, services
+from nanoclaw.errors import NotFound
+from nanoclaw.models import GROUP_NAME_PATTERN
+from nanoclaw.supervisor import _history
+
+bp = Blueprint("runs", __name__)
+
+
+class RunRequest(ApiModel):
+    group: str = Field(pattern=GROUP_NAME_PATTERN)
+    prompt: str = Field(min_length=1, max_length=100_000)
+
+
+class RunAccepted(Answer):
+    runId: str
+
+
+class Run(Answer):
+    runId: str
+    group: str
+    kind: str
+    status: str = Field(description="queued | running | success | error | timeout | cancelled | interrupted")
+    containerName: str | None = None
+    sessionId: str | None = None
+    scheduleId: str | None = None
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    durationMs: int | None = None
+    exitCode: int | None = None
+    results: list[str] = Field(default_factory=list)
+    result: str | None = None
+    error: str | None = None
+
+
+class RunHistory(Answer):
+    runs: list[Run]
+
+
+class HistoryQuery(BaseModel):
+    limit: int | None = Field(default=None, description="default 50, at most 500")
+    group: str | None = None
+
+
+@bp.post("/container/runs")
+@validate_request(RunRequest)
+@validate_response(RunAccepted, 202)
+async def start_run(data: RunRequest):
+    """Queue one agent run for a group; poll GET /container/runs/{runId} for its results."""
+    handle = await services().supervisor.submit_prompt(data.group, data.prompt)
+    return RunAccepted(runId=handle.run_id), 202
+
+
+@bp.get("/container/runs/<run_id>")
+@validate_response(Run)
+async def get_run(run_id: str):
+    svc = services()
+    record = await _history.get_run(svc.db, run_id)
+    if record is not None:
+        return Run(**record)
+    queued = svc.supervisor.queued_runs.get(run_id)
+    if queued is not None:
+        return Run(runId=run_id, group=queued[0], kind=queued[1], status="queued")
+    raise NotFound(f"No run with id {run_id!r}")
+
+
+@bp.get("/container/run-history")
+@validate_querystring(HistoryQuery)
+@validate_response(RunHistory)
+async def run_history(query_args: HistoryQuery):
+    """Newest first."""
+    limit = clamp(query_args.limit, default=50, maximum=500)
+    runs = await _history.list_runs(services().db, limit=limit, group=query_args.group)
+    return RunHistory(runs=[Run(**r) for r in runs])

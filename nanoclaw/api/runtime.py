@@ -1,0 +1,101 @@
+"""/container/runtime and /container/image: the engine and the agent image."""
+from __future__ import annotations
+
+import trio
+from pydantic import BaseModel, Field
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from nanoclaw.api._common import Answer, ApiModel, services
+from nanoclaw.runtime import RuntimeUnavailable
+
+bp = Blueprint("runtime", __name__)
+IMAGE_TAG = r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
+
+
+class Networking(Answer):
+    mode: str
+    hostGateway: str | None
+    extraRunArgs: list[str]
+
+
+class RuntimeInfo(Answer):
+    available: bool
+    backend: str | None = Field(description='"apple_container" | "docker" | "podman" | null')
+    version: str | None
+    networking: Networking
+    message: str
+
+
+class BuildRequest(ApiModel):
+    imageTag: str | None = Field(default=None, pattern=IMAGE_TAG, max_length=255)
+    baseImage: str | None = Field(default=None, pattern=IMAGE_TAG, max_length=255,
+                                  description="Base image (must be present locally; never pulled)")
+
+
+class BuildResult(Answer):
+    success: bool
+    imageTag: str
+    message: str
+    output: str
+
+
+class ImageQuery(BaseModel):
+    imageTag: str | None = Field(default=None, pattern=IMAGE_TAG, max_length=255)
+
+
+class ImageStatus(Answer):
+    exists: bool
+    imageTag: str
+    building: bool
+    message: str
+    output: str | None = None
+
+
+@bp.get("/container/runtime")
+@validate_response(RuntimeInfo)
+async def get_runtime():
+    """The detected container engine and how containers reach the host."""
+    return services().runtime.info()
+
+
+@bp.post("/container/image/build")
+@validate_request(BuildRequest)
+@validate_response(BuildResult)
+async def build_image(data: BuildRequest):
+    """Build the agent image; answers when the build ends. A disconnecting client does not stop it,
+    and concurrent requests for one tag share one build."""
+    svc = services()
+    if not svc.runtime.state.available:
+        raise RuntimeUnavailable(svc.runtime.state.message)
+    tag = data.imageTag or svc.settings.agent_image
+    build = svc.images.start(tag, data.baseImage)
+    await build.done.wait()
+    return BuildResult(success=bool(build.success), imageTag=tag, message=build.message, output=build.text)
+
+
+@bp.get("/container/image/status")
+@validate_querystring(ImageQuery)
+@validate_response(ImageStatus)
+async def image_status(query_args: ImageQuery):
+    """Whether the image exists, whether a build runs, and the last build's output (last 64 KiB)."""
+    svc = services()
+    tag = query_args.imageTag or svc.settings.agent_image
+    building = svc.images.building(tag)
+    build = svc.images.builds.get(tag)
+    exists = False
+    if svc.runtime.state.available:
+        try:
+            exists = await svc.runtime.image_exists(tag)
+        except RuntimeUnavailable:
+            exists = False
+    if building:
+        message = "Build in progress"
+    elif exists:
+        message = "Image is ready"
+    elif not svc.runtime.state.available:
+        message = svc.runtime.state.message
+    else:
+        message = "Image not built yet: POST /api/v1/container/image/build"
+    return ImageStatus(exists=exists, imageTag=tag, building=building, message=message,
+                       output=build.text if build else None)

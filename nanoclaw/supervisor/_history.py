@@ -1,0 +1,76 @@
+"""Reading run history: lists, one run, aggregates."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from nanoclaw.clock import iso
+from nanoclaw.store import Database
+
+
+def run_record(row: sqlite3.Row) -> dict:
+    results = json.loads(row["results"] or "[]")
+    return {
+        "runId": row["id"],
+        "group": row["group_name"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "containerName": row["container_name"],
+        "sessionId": row["session_id"],
+        "scheduleId": row["schedule_id"],
+        "startedAt": iso(row["started_at"]),
+        "finishedAt": iso(row["finished_at"]),
+        "durationMs": row["duration_ms"],
+        "exitCode": row["exit_code"],
+        "results": results,
+        "result": results[-1] if results else None,
+        "error": row["error"],
+    }
+
+
+async def list_runs(db: Database, *, limit: int, group: str | None = None) -> list[dict]:
+    sql, params = "SELECT * FROM run_history", []
+    if group is not None:
+        sql += " WHERE group_name = ?"
+        params.append(group)
+    sql += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+    rows = await db.fetchall(sql, (*params, limit))
+    return [run_record(r) for r in rows]
+
+
+async def get_run(db: Database, run_id: str) -> dict | None:
+    row = await db.fetchone("SELECT * FROM run_history WHERE id = ?", (run_id,))
+    return run_record(row) if row else None
+
+
+async def runs_since(db: Database, since: float) -> int:
+    row = await db.fetchone("SELECT COUNT(*) FROM run_history WHERE started_at >= ?", (since,))
+    return row[0]
+
+
+def _analytics(conn: sqlite3.Connection, since: float) -> dict:
+    per_day = [
+        {"date": r[0], "runs": r[1], "success": r[2], "failed": r[3]}
+        for r in conn.execute(
+            "SELECT date(started_at, 'unixepoch') AS day, COUNT(*), "
+            "SUM(status = 'success'), SUM(status IN ('error', 'timeout', 'interrupted')) "
+            "FROM run_history WHERE started_at >= ? GROUP BY day ORDER BY day", (since,))
+    ]
+    finished = [r[0] for r in conn.execute(
+        "SELECT duration_ms FROM run_history WHERE started_at >= ? AND duration_ms IS NOT NULL "
+        "ORDER BY duration_ms", (since,))]
+    total = sum(d["runs"] for d in per_day)
+    succeeded = sum(d["success"] for d in per_day)
+    ended = sum(d["success"] + d["failed"] for d in per_day)
+    return {
+        "days": len(per_day),
+        "totalRuns": total,
+        "runsPerDay": per_day,
+        "successRate": round(succeeded / ended, 4) if ended else None,
+        "averageDurationMs": round(sum(finished) / len(finished)) if finished else None,
+        "p95DurationMs": finished[min(len(finished) - 1, int(0.95 * len(finished)))] if finished else None,
+    }
+
+
+async def analytics(db: Database, since: float) -> dict:
+    return await db.read(_analytics, since)
