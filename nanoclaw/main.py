@@ -71,7 +71,7 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
     shutdown = trio.Event()
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, shutdown, root)
-        await services.start(root)
+        await root.start(services.serve)
         auth = await services.api_keys.enabled()
         if not auth and not is_loopback(settings.host) and not settings.allow_insecure:
             raise InsecureBind(

@@ -41,22 +41,21 @@ class Services:
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        """Start the store, then every long-lived service, each with nursery.start."""
-        await nursery.start(self.db.run)
-        for service in self.long_lived:
-            await nursery.start(service.run)
-
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Run all services in a nursery of their own until cancelled.
+        """Open the store, start every long-lived service in order, run until cancelled.
 
-        Supports `scope = await nursery.start(services.serve)`; cancelling the
-        returned scope stops every service.
+        Supports `scope = await nursery.start(services.serve)`; cancelling the returned
+        scope stops the services (containers are stopped by name), then closes the store.
         """
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                await self.start(nursery)
-                task_status.started(scope)
+        await self.db.open()
+        try:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    for service in self.long_lived:
+                        await nursery.start(service.run)
+                    task_status.started(scope)
+        finally:
+            await self.db.close()
 
 
 def build(settings: Settings, *, clock: Clock | None = None, offload=None,
@@ -80,7 +79,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.runtime = runtime or Runtime(settings)
     services.images = ImageBuilder(services.runtime, settings.agent_base_image)
     services.supervisor = Supervisor(settings, db, clock, audit, services.namespaces, services.mounts,
-                                     services.runtime)
-    services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor)
+                                     services.runtime, offload=offload)
+    services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor, offload=offload)
     services.long_lived += [services.runtime, services.images, services.supervisor, services.ipc]
     return services

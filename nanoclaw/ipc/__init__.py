@@ -39,13 +39,15 @@ class IpcWatcher:
     `await nursery.start(watcher.run)`.
     """
 
-    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor) -> None:
+    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
+                 *, offload=None) -> None:
         self.settings = settings
         self.audit = audit
         self.namespaces = namespaces
         self.supervisor = supervisor
         self.scheduler = None  # set when the scheduler exists: handle_ipc(group, is_main, request)
         self.processed = 0
+        self.offload = offload or trio.to_thread.run_sync
         self._lock = trio.Lock()
         supervisor.run_finished_listeners.append(self._after_run)
 
@@ -63,7 +65,7 @@ class IpcWatcher:
     async def sweep(self, folders: list[tuple[str, Path, bool, str | None]]) -> int:
         """Handle every pending file in the given run folders; returns how many were handled."""
         async with self._lock:
-            found = await trio.to_thread.run_sync(_collect, folders)
+            found = await self.offload(_collect, folders)
             for group, is_main, chat_jid, path, kind, payload, problem in found:
                 await self._handle(group, is_main, chat_jid, path, kind, payload, problem)
             return len(found)
@@ -80,15 +82,15 @@ class IpcWatcher:
             severity = "violation" if exc.status == 403 else "warning"
             await self.audit.record(severity, "ipc", f"refused {kind} file from {group}: {exc.message}",
                                     group=group, details={"file": path.name})
-            await trio.to_thread.run_sync(_quarantine, self.settings.ipc_dir / "errors", group, path)
+            await self.offload(_quarantine, self.settings.ipc_dir / "errors", group, path)
             return
         except Exception as exc:  # a bug must not stop the watcher; the file is kept for inspection
             log.exception("IPC file %s failed", path)
             await self.audit.record("error", "ipc", f"{kind} file from {group} failed: {exc}", group=group)
-            await trio.to_thread.run_sync(_quarantine, self.settings.ipc_dir / "errors", group, path)
+            await self.offload(_quarantine, self.settings.ipc_dir / "errors", group, path)
             return
         self.processed += 1
-        await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        await self.offload(lambda: path.unlink(missing_ok=True))
 
     async def _send_message(self, group: str, is_main: bool, default_jid: str | None, payload: dict) -> None:
         if payload.get("type") != "message":

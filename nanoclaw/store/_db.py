@@ -117,15 +117,6 @@ class Database:
                 for conn in conns:
                     conn.close()
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Open the store, then keep it open until cancelled (nursery.start protocol)."""
-        await self.open()
-        try:
-            task_status.started()
-            await trio.sleep_forever()
-        finally:
-            await self.close()
-
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(conn, *args) in one IMMEDIATE transaction; writes never interleave."""
         async with self._write_lock:

@@ -99,7 +99,7 @@ class Supervisor:
 
     def __init__(self, settings: Settings, db: Database, clock: Clock, audit: Audit,
                  namespaces: Namespaces, mounts: MountPolicy, runtime: Runtime, *,
-                 proxy=None, messages: MessageSource | None = None) -> None:
+                 proxy=None, messages: MessageSource | None = None, offload=None) -> None:
         self.settings = settings
         self.db = db
         self.clock = clock
@@ -109,6 +109,8 @@ class Supervisor:
         self.runtime = runtime
         self.proxy = proxy
         self.messages = messages
+        # File work runs in a thread; tests of timing may run it inline (see Database).
+        self.offload = offload or trio.to_thread.run_sync
         self.limiter = trio.CapacityLimiter(settings.max_concurrent)
         self.queues: dict[str, GroupQueue] = {}
         self.queued_runs: dict[str, tuple[str, Kind]] = {}
@@ -247,14 +249,14 @@ class Supervisor:
             batch = await self.messages.pending(queue.name)
             if batch is None:
                 return
-            await write_follow_up(active.ipc_dir, batch.prompt)
+            await write_follow_up(active.ipc_dir, batch.prompt, offload=self.offload)
             active.idle = False
             # The agent has the messages now; a later crash must not replay them.
             await self.messages.advance(queue.name, batch.cursor)
 
     async def _write_close(self, active: ActiveRun) -> None:
         active.closing = True
-        await trio.to_thread.run_sync(write_atomic, active.ipc_dir / "input" / "_close", b"")
+        await self.offload(write_atomic, active.ipc_dir / "input" / "_close", b"")
 
     # -- the per-group runner -------------------------------------------------
 
@@ -338,7 +340,7 @@ class Supervisor:
         token = None
         queue.active = active
         try:
-            await trio.to_thread.run_sync(self._prepare_folders, group, ipc_dir)
+            await self.offload(self._prepare_folders, group, ipc_dir)
             if self.proxy is not None:
                 token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
@@ -634,11 +636,11 @@ class _Deadlines:
         self.changed = trio.Event()
 
 
-async def write_follow_up(ipc_dir: Path, text: str) -> str:
+async def write_follow_up(ipc_dir: Path, text: str, *, offload=None) -> str:
     """Write one follow-up atomically into the container's input folder; returns its file name."""
     name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
     data = json.dumps({"type": "message", "text": text}).encode()
-    await trio.to_thread.run_sync(write_atomic, ipc_dir / "input" / name, data)
+    await (offload or trio.to_thread.run_sync)(write_atomic, ipc_dir / "input" / name, data)
     return name
 
 

@@ -1,0 +1,232 @@
+"""Queue rules of the supervisor (architecture.md section 4), under autojump_clock with a fake engine."""
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from conftest import make_settings
+from fake_runtime import FakeRuntime
+from nanoclaw.clock import Clock
+from nanoclaw.services import build
+from nanoclaw.supervisor import MessageBatch, MessageSource, TaskRequest
+
+START = 1_800_000_000.0
+
+
+async def inline(fn, *args):
+    return fn(*args)
+
+
+class ListMessages(MessageSource):
+    """The channel layer's part, reduced to lists: what arrived, the cursor, what was sent."""
+
+    def __init__(self) -> None:
+        self.inbox: dict[str, list[str]] = {}
+        self.cursor: dict[str, int] = {}
+        self.sent: list[tuple[str, str]] = []
+
+    def add(self, group: str, text: str) -> None:
+        self.inbox.setdefault(group, []).append(text)
+
+    async def pending(self, group):
+        new = self.inbox.get(group, [])[self.cursor.get(group, 0):]
+        if not new:
+            return None
+        return MessageBatch("\n".join(new), f"tg:{group}", len(self.inbox[group]))
+
+    async def advance(self, group, cursor):
+        self.cursor[group] = cursor
+
+    async def send(self, chat_jid, text):
+        self.sent.append((chat_jid, text))
+
+
+@pytest.fixture
+async def env(nursery, tmp_path):
+    runtime = FakeRuntime(nursery)
+    settings = make_settings(tmp_path, max_concurrent=2)
+    services = build(settings, clock=Clock(start=START), offload=inline, runtime=runtime)
+    messages = ListMessages()
+    services.supervisor.messages = messages
+    await nursery.start(services.serve)
+    services.runtime_fake = runtime
+    services.messages = messages
+    return services
+
+
+async def make_groups(services, *names, **config):
+    for name in names:
+        await services.namespaces.create({"name": name, "containerConfig": _config(**config)})
+
+
+def _config(**values):
+    from nanoclaw.models import ContainerConfig
+
+    return ContainerConfig(**values)
+
+
+async def test_never_more_than_max_concurrent_and_no_free_slot_left_idle(env, autojump_clock):
+    groups = [f"g{i}" for i in range(6)]
+    await make_groups(env, *groups)
+    handles = [await env.supervisor.submit_prompt(g, "once 10") for g in groups]
+    with trio.fail_after(300):
+        outcomes = [await h.wait() for h in handles]
+    assert [o.status for o in outcomes] == ["success"] * 6
+    runtime = env.runtime_fake
+    assert runtime.max_running == 2
+    starts = sorted(round(c.started_at) for c in runtime.containers)
+    # Each pair starts the moment the previous pair ends: no slot ever stays free.
+    assert starts == [0, 0, 10, 10, 20, 20]
+    # FIFO: groups start in the order they were queued.
+    assert [c.args[c.args.index("--label") + 3].split("=")[1] for c in runtime.containers] == groups
+
+
+async def test_raising_the_limit_starts_waiting_groups_at_once(env, autojump_clock):
+    groups = [f"g{i}" for i in range(6)]
+    await make_groups(env, *groups)
+    for g in groups:
+        await env.supervisor.submit_prompt(g, "once 100")
+    await trio.sleep(1)
+    assert env.supervisor.statistics()["running"] == 2
+    assert env.supervisor.statistics()["queued"] == 4
+    before = trio.current_time()
+    env.supervisor.set_max_concurrent(6)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(env.runtime_fake.running) == 6
+    assert trio.current_time() == before
+
+
+async def test_one_container_per_group_at_a_time(env, autojump_clock):
+    await make_groups(env, "solo")
+    handles = [await env.supervisor.submit_prompt("solo", f"once {5 + i}") for i in range(3)]
+    with trio.fail_after(100):
+        for h in handles:
+            await h.wait()
+    runtime = env.runtime_fake
+    assert runtime.max_running == 1
+    spans = [(c.started_at, c.ended_at) for c in runtime.containers]
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
+
+
+async def test_scheduled_tasks_run_before_pending_messages(env, autojump_clock):
+    await make_groups(env, "busy", "other", "third")
+    env.supervisor.set_max_concurrent(1)
+    blocker = await env.supervisor.submit_prompt("other", "once 10")
+    env.messages.add("busy", "once 1")
+    env.supervisor.notify_messages("busy")
+    task = await env.supervisor.submit_task("busy", TaskRequest(prompt="once 2"))
+    with trio.fail_after(100):
+        await blocker.wait()
+        await task.wait()
+    await trio.sleep(20)
+    busy = [c for c in env.runtime_fake.containers if "nanoclaw.group=busy" in c.args]
+    assert [c.stdin["isScheduledTask"] for c in busy] == [True, False]
+    assert busy[1].stdin["prompt"] == "once 1"
+
+
+async def test_follow_up_reaches_the_live_message_container(env, autojump_clock):
+    await make_groups(env, "chat", idleTimeoutSecs=60)
+    env.messages.add("chat", "work 1")
+    env.supervisor.notify_messages("chat")
+    await trio.sleep(2)
+    env.messages.add("chat", "second question")
+    env.supervisor.notify_messages("chat")
+    await trio.sleep(1)
+    containers = env.runtime_fake.containers
+    assert len(containers) == 1
+    assert containers[0].outputs == ["done: work 1", "re: second question"]
+    assert env.messages.sent == [("tg:chat", "done: work 1"), ("tg:chat", "re: second question")]
+    assert env.messages.cursor["chat"] == 2
+
+
+async def test_no_follow_ups_are_piped_into_a_task_container(env, autojump_clock):
+    await make_groups(env, "tasky", idleTimeoutSecs=30)
+    task = await env.supervisor.submit_task("tasky", TaskRequest(prompt="work 5"))
+    await trio.sleep(1)
+    env.messages.add("tasky", "once 1")
+    env.supervisor.notify_messages("tasky")
+    with trio.fail_after(100):
+        await task.wait()
+    await trio.sleep(5)
+    containers = env.runtime_fake.containers
+    assert len(containers) == 2
+    assert containers[0].outputs == ["done: work 5"]
+    assert containers[1].stdin["prompt"] == "once 1"
+    assert containers[1].started_at >= containers[0].ended_at
+
+
+async def test_task_arriving_while_container_idles_closes_it_early(env, autojump_clock):
+    await make_groups(env, "idler", idleTimeoutSecs=600)
+    env.messages.add("idler", "work 1")
+    env.supervisor.notify_messages("idler")
+    await trio.sleep(5)
+    assert env.supervisor.group_state("idler")["idle"] is True
+    task = await env.supervisor.submit_task("idler", TaskRequest(prompt="once 1"))
+    with trio.fail_after(30):
+        await task.wait()
+    first, second = env.runtime_fake.containers
+    assert first.exit_code == 0 and first.ended_at < 10
+    assert second.stdin["isScheduledTask"] is True
+
+
+async def test_idle_timeout_writes_close_and_container_exits(env, autojump_clock):
+    await make_groups(env, "quiet", idleTimeoutSecs=30)
+    handle = await env.supervisor.submit_prompt("quiet", "work 2")
+    with trio.fail_after(100):
+        outcome = await handle.wait()
+    container = env.runtime_fake.containers[0]
+    assert outcome.status == "success"
+    assert container.exit_code == 0 and not container.stopped
+    assert container.ended_at == pytest.approx(32, abs=0.5)
+
+
+async def test_hard_timeout_stops_the_container_by_name(env, autojump_clock):
+    await make_groups(env, "stuck", timeoutSecs=60)
+    handle = await env.supervisor.submit_prompt("stuck", "silent")
+    with trio.fail_after(200):
+        outcome = await handle.wait()
+    container = env.runtime_fake.containers[0]
+    assert outcome.status == "timeout"
+    assert container.stopped
+    assert container.ended_at == pytest.approx(60, abs=0.5)
+    row = await env.db.fetchone("SELECT status, error FROM run_history WHERE id = ?", (outcome.run_id,))
+    assert row["status"] == "timeout" and "60 s" in row["error"]
+
+
+async def test_each_result_resets_the_hard_timeout(env, autojump_clock):
+    await make_groups(env, "chatty", timeoutSecs=20, idleTimeoutSecs=600)
+    env.messages.add("chatty", "work 15")
+    env.supervisor.notify_messages("chatty")
+    await trio.sleep(30)  # answered at 15: the hard deadline moved to 35
+    assert env.runtime_fake.running
+    await trio.sleep(10)
+    assert not env.runtime_fake.running
+    assert env.runtime_fake.containers[0].stopped
+
+
+async def test_failed_message_runs_retry_with_backoff_then_give_up(env, autojump_clock):
+    await make_groups(env, "flaky")
+    env.messages.add("flaky", "fail")
+    env.supervisor.notify_messages("flaky")
+    await trio.sleep(400)
+    starts = [round(c.started_at) for c in env.runtime_fake.containers]
+    assert starts == [0, 5, 15, 35, 75, 155]
+    rows = await env.db.fetchall("SELECT message FROM audit_log WHERE category = 'container' ORDER BY id")
+    assert "giving up on flaky after 5 retries" in rows[-1]["message"]
+    assert env.messages.cursor.get("flaky") is None  # nothing reached the user: not advanced
+
+
+async def test_cancelling_the_supervisor_stops_every_container(nursery, tmp_path, autojump_clock):
+    runtime = FakeRuntime(nursery)
+    services = build(make_settings(tmp_path), clock=Clock(start=START), offload=inline, runtime=runtime)
+    scope = await nursery.start(services.serve)
+    await make_groups(services, "a", "b", "c")
+    for g in ("a", "b", "c"):
+        await services.supervisor.submit_prompt(g, "silent")
+    await trio.sleep(1)
+    assert len(runtime.running) == 3
+    scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert runtime.running == {}
+    assert all(c.stopped for c in runtime.containers)
