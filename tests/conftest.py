@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from docker_support import agent_image, docker_engine  # noqa: F401
 from nanoclaw.config import Settings
 from nanoclaw.main import serve
 from nanoclaw.services import Services, build

@@ -1,0 +1,61 @@
+"""Fixtures for tests that need a real container engine and the agent image.
+
+`docker_engine` skips (with the reason) when no engine answers, but fails when
+NANOCLAW_REQUIRE_DOCKER=1 (CI). `agent_image` builds nanoclaw-agent:test from the
+packaged nanoclaw/agent/ context on a local base image, never pulling.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import nanoclaw.agent
+
+AGENT_TAG = "nanoclaw-agent:test"
+BASE_IMAGE = os.environ.get("NANOCLAW_TEST_BASE_IMAGE", "nanoclaw-test-base:bookworm")
+AGENT_CONTEXT = Path(nanoclaw.agent.__file__).parent
+
+
+def engine_problem(command: str = "docker") -> str | None:
+    """Why the engine cannot be used, or None when `docker info` answers."""
+    if shutil.which(command) is None:
+        return f"the {command} CLI is not installed"
+    try:
+        probe = subprocess.run([command, "info", "--format", "{{.ServerVersion}}"],
+                               capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return f"`{command} info` did not answer within 20 s"
+    if probe.returncode != 0:
+        return f"`{command} info` failed: {(probe.stderr or probe.stdout).strip()[-500:]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The container runtime command ("docker")."""
+    problem = engine_problem()
+    if problem is None:
+        return "docker"
+    if os.environ.get("NANOCLAW_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"NANOCLAW_REQUIRE_DOCKER=1 but no container engine is reachable: {problem}")
+    pytest.skip(f"no container engine reachable: {problem}")
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_engine: str) -> str:
+    """Build the agent image once per session; returns its tag."""
+    if subprocess.run([docker_engine, "image", "inspect", BASE_IMAGE], capture_output=True).returncode != 0:
+        pytest.fail(f"base image {BASE_IMAGE} is not present locally and may not be pulled; "
+                    "make it with `bash .ci/setup-docker.sh`")
+    build = subprocess.run(
+        [docker_engine, "build", "--pull=false", "-t", AGENT_TAG, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
+         str(AGENT_CONTEXT)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if build.returncode != 0:
+        pytest.fail(f"building {AGENT_TAG} failed (exit {build.returncode}):\n{(build.stdout + build.stderr)[-4000:]}")
+    return AGENT_TAG

@@ -1,0 +1,92 @@
+"""The agent image under a real Docker engine, talking to the fake LLM on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import trio
+
+from fakes.anthropic import serve_fake_anthropic, tool_reply
+from test_agent_runner import API_KEY, END, START, Runner, close, follow_up, make_workspace, request
+
+
+@pytest.fixture
+async def fake(nursery):
+    return await nursery.start(serve_fake_anthropic)
+
+
+@pytest.fixture
+async def run_image(tmp_path, fake, docker_engine, agent_image):
+    names: list[str] = []
+    processes: list[trio.Process] = []
+
+    async def run(ws, stdin: dict) -> Runner:
+        name = f"nanoclaw-test-agent-{os.getpid()}-{len(names)}-{int(time.time() * 1000)}"
+        names.append(name)
+        mounts = [arg for sub in ("group", "ipc", "sessions") for arg in ("-v", f"{ws / sub}:/workspace/{sub}")]
+        mounts += ["-v", f"{ws / 'global'}:/workspace/global:ro"]
+        stderr_path = tmp_path / f"{name}.stderr"
+        with stderr_path.open("wb") as stderr:
+            process = await trio.lowlevel.open_process(
+                [docker_engine, "run", "-i", "--rm", "--name", name, "--network", "host", *mounts,
+                 "-e", f"ANTHROPIC_BASE_URL={fake.url}", "-e", f"ANTHROPIC_API_KEY={API_KEY}", agent_image],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        processes.append(process)
+        await process.stdin.send_all(json.dumps(stdin).encode() + b"\n")
+        return Runner(process, stderr_path)
+
+    yield run
+    with trio.CancelScope(shield=True):
+        for name in names:  # a failed test must not leave a container behind
+            await trio.run_process([docker_engine, "rm", "-f", name], capture_stdout=True, capture_stderr=True,
+                                   check=False)
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def image_workspace(tmp_path):
+    ws = make_workspace(tmp_path / "workspace")
+    (ws / "global").mkdir()
+    (ws / "global" / "CLAUDE.md").write_text("Global rule: be kind.")
+    (ws / "group" / "CLAUDE.md").write_text("You help the family group.")
+    return ws
+
+
+async def test_container_answers_with_the_fakes_reply_framed_on_stdout(tmp_path, fake, run_image):
+    ws = image_workspace(tmp_path)
+    runner = await run_image(ws, request("what is 2+2?"))
+
+    result = await runner.result(timeout=60)
+
+    assert runner.lines[-3:] == [START, json.dumps(result), END]
+    assert result["status"] == "success" and "4" in result["result"]
+    [sent] = fake.requests
+    assert sent.headers["x-api-key"] == API_KEY
+    assert sent.body["system"] == "Global rule: be kind.\n\nYou help the family group."
+    close(ws)
+    assert await runner.exit_code(timeout=30) == 0
+
+
+async def test_container_takes_follow_ups_and_writes_ipc_and_session_through_its_mounts(tmp_path, fake, run_image):
+    ws = image_workspace(tmp_path)
+    fake.queue(tool_reply("send_message", {"text": "On my way"}))
+    runner = await run_image(ws, request("tell them", "fam-7"))
+
+    first = await runner.result(timeout=60)
+    follow_up(ws, "what is 6*7?")
+    second = await runner.result(timeout=30)
+
+    assert first["status"] == "success" and first["newSessionId"] == "fam-7"
+    assert "42" in second["result"]
+    [name] = os.listdir(ws / "ipc" / "messages")
+    assert json.loads((ws / "ipc" / "messages" / name).read_text()) == {
+        "type": "message", "chatJid": "tg:42", "text": "On my way"}
+    saved = json.loads((ws / "sessions" / "fam-7.json").read_text())
+    assert saved["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": "6*7 = 42"}]}
+    close(ws)
+    assert await runner.exit_code(timeout=30) == 0
