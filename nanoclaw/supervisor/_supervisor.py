@@ -295,7 +295,6 @@ class Supervisor:
     async def _execute(self, queue: GroupQueue, work: Work) -> None:
         group = queue.name
         started = self.clock.now()
-        self.queued_runs.pop(work.handle.run_id, None)
         outcome = None
         try:
             ns = await self.namespaces.find(group)
@@ -308,6 +307,7 @@ class Supervisor:
             await self.audit.record("error", "container", f"run failed unexpectedly: {exc!r}", group=group)
             outcome = RunOutcome(work.handle.run_id, "error", None, f"internal error: {exc!r}", 0)
         finally:
+            self.queued_runs.pop(work.handle.run_id, None)
             if outcome is None:
                 outcome = RunOutcome(work.handle.run_id, "cancelled", None, "the server stopped", 0)
             work.handle.finish(outcome)
@@ -336,6 +336,7 @@ class Supervisor:
             (run_id, group, work.kind, name, session_id, task.schedule_id if task else None,
              work.prompt[:2000], started),
         )
+        self.queued_runs.pop(run_id, None)
         state = _RunState(group_context=not (task is not None and task.context_mode == "isolated"))
         token = None
         queue.active = active
@@ -486,8 +487,8 @@ class Supervisor:
                             timer.reset(hard=now + config.timeoutSecs, idle=now + config.idleTimeoutSecs)
                 except OutputTooLarge as exc:
                     state.fail("error", f"{exc}; the container was stopped")
-                    await self.runtime.stop_container(active.container_name)
-                    # Keep draining so the CLI process can exit.
+                    nursery.start_soon(self.runtime.stop_container, active.container_name)
+                    # Keep draining meanwhile: the engine cannot stop a container whose output backs up.
                     async for _ in process.stdout:
                         pass
                 state.exit_code = await process.wait()
@@ -524,6 +525,8 @@ class Supervisor:
             if text:
                 state.results.append(text[:10000])
                 del state.results[:-50]
+                await self.db.execute("UPDATE run_history SET results = ? WHERE id = ?",
+                                      (json.dumps(state.results), active.run_id))
                 await deliver(text)
 
     async def _deliver(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState", text: str) -> None:

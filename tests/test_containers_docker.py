@@ -1,0 +1,213 @@
+"""The supervisor against a real Docker engine and the real agent image.
+
+Containers use host networking and reach the fake LLM on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import trio
+
+from conftest import make_settings, start_server
+from docker_support import BASE_IMAGE, agent_image, docker_engine  # noqa: F401  (fixtures)
+from fakes.anthropic import serve_fake_anthropic, tool_reply
+
+pytestmark = pytest.mark.usefixtures("docker_engine")
+
+MISBEHAVING_TAG = "nanoclaw-misbehaving:test"
+MISBEHAVING = r"""
+import os, sys, time
+mode = os.environ.get("MODE", "sleep")
+sys.stdin.read()
+if mode == "flood":
+    chunk = b"x" * 65536
+    for _ in range(50 * 16):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+time.sleep(3600)
+"""
+
+
+@pytest.fixture(scope="session")
+def misbehaving_image(docker_engine, tmp_path_factory):
+    """An image whose container floods stdout or just sleeps, never answering."""
+    context = tmp_path_factory.mktemp("misbehaving")
+    (context / "agent.py").write_text(MISBEHAVING)
+    (context / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nCOPY agent.py /agent.py\nENTRYPOINT [\"python3\", \"-u\", \"/agent.py\"]\n")
+    subprocess.run([docker_engine, "build", "--pull=false", "-q", "-t", MISBEHAVING_TAG, str(context)],
+                   check=True, capture_output=True, timeout=300)
+    return MISBEHAVING_TAG
+
+
+def containers_of(instance: str, *, all_states: bool = False) -> list[str]:
+    args = ["docker", "ps", "--filter", f"label=nanoclaw.instance={instance}", "--format", "{{.Names}}"]
+    if all_states:
+        args.insert(2, "-a")
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+
+
+async def wait_run(client, run_id: str, *, until=("success", "error", "timeout", "cancelled"), timeout=60):
+    """Poll the run until its status is one of `until` (bounded: containers run in real time)."""
+    with trio.fail_after(timeout):
+        while True:
+            run = (await client.get(f"/container/runs/{run_id}")).json()
+            if run["status"] in until:
+                return run
+            await trio.sleep(0.05)
+
+
+async def wait_for(predicate, timeout=30):
+    with trio.fail_after(timeout):
+        while not await predicate():
+            await trio.sleep(0.05)
+
+
+@pytest.fixture
+async def fake_llm(nursery):
+    return await nursery.start(serve_fake_anthropic)
+
+
+@pytest.fixture
+async def docker_server(nursery, tmp_path, agent_image):
+    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
+                             agent_image=agent_image)
+    server = await start_server(nursery, settings)
+    yield server
+    await server.client.aclose()
+
+
+async def make_group(client, name, fake_llm=None, chat_jids=(), **config):
+    env = [f"ANTHROPIC_BASE_URL={fake_llm.url}", "ANTHROPIC_API_KEY=sk-test"] if fake_llm else []
+    body = {"name": name, "chatJids": list(chat_jids), "containerConfig": {"env": env, **config}}
+    r = await client.post("/container/namespaces", json=body)
+    assert r.status_code == 201, r.text
+
+
+async def test_a_run_result_comes_back(docker_server, fake_llm):
+    client = docker_server.client
+    await make_group(client, "math", fake_llm, idleTimeoutSecs=5)
+    r = await client.post("/container/runs", json={"group": "math", "prompt": "what is 2+2?"})
+    assert r.status_code == 202
+    run = await wait_run(client, r.json()["runId"])
+    assert run["status"] == "success"
+    assert run["results"] == ["2+2 = 4"]
+    assert run["containerName"].startswith("nanoclaw-math-")
+    request = fake_llm.messages_requests[0]
+    assert request.headers["x-api-key"] == "sk-test"
+    assert "what is 2+2?" in json.dumps(request.body["messages"])
+    history = (await client.get("/container/run-history", params={"group": "math"})).json()["runs"]
+    assert [h["runId"] for h in history] == [run["runId"]]
+
+
+async def test_follow_up_reaches_live_container_and_close_ends_it(docker_server, fake_llm):
+    client = docker_server.client
+    await make_group(client, "talk", fake_llm, idleTimeoutSecs=120)
+    run_id = (await client.post("/container/runs", json={"group": "talk", "prompt": "hello"})).json()["runId"]
+
+    async def answered(count):
+        run = (await client.get(f"/container/runs/{run_id}")).json()
+        return len(run["results"]) >= count
+
+    await wait_for(lambda: answered(1))
+    state = (await client.get("/container/queue/groups/talk")).json()
+    assert state["active"] and state["containerKind"] == "adhoc"
+    target = {"group": "talk", "sessionId": state["sessionId"]}
+    r = await client.post("/container/ipc/follow-up", json={**target, "content": "what is 3*5?"})
+    assert r.json()["containerAttached"] is True
+    await wait_for(lambda: answered(2))
+    r = await client.post("/container/ipc/close", json=target)
+    assert r.json()["containerAttached"] is True
+    run = await wait_run(client, run_id, timeout=30)
+    assert run["status"] == "success"
+    assert run["results"] == ["You said: hello", "3*5 = 15"]
+    # The second call carried the conversation so far.
+    assert len(fake_llm.messages_requests[1].body["messages"]) == 3
+
+
+async def test_idle_timeout_closes_the_container(docker_server, fake_llm):
+    client = docker_server.client
+    await make_group(client, "idle", fake_llm, idleTimeoutSecs=5)
+    started = trio.current_time()
+    run_id = (await client.post("/container/runs", json={"group": "idle", "prompt": "hi"})).json()["runId"]
+    run = await wait_run(client, run_id, timeout=60)
+    assert run["status"] == "success" and run["exitCode"] == 0
+    assert 5 <= trio.current_time() - started < 30
+    assert containers_of(docker_server.services.supervisor.instance_id) == []
+
+
+async def test_hard_timeout_stops_the_container(docker_server, misbehaving_image):
+    client = docker_server.client
+    await make_group(client, "hang", image=misbehaving_image, timeoutSecs=10)
+    run_id = (await client.post("/container/runs", json={"group": "hang", "prompt": "x"})).json()["runId"]
+    run = await wait_run(client, run_id, timeout=60)
+    assert run["status"] == "timeout"
+    assert "no result within 10 s" in run["error"]
+    assert containers_of(docker_server.services.supervisor.instance_id, all_states=True) == []
+
+
+async def test_a_container_printing_50_mib_is_capped_and_stopped(docker_server, misbehaving_image):
+    client = docker_server.client
+    await make_group(client, "flood", image=misbehaving_image, env=["MODE=flood"], timeoutSecs=600)
+    run_id = (await client.post("/container/runs", json={"group": "flood", "prompt": "x"})).json()["runId"]
+    run = await wait_run(client, run_id, timeout=120)
+    assert run["status"] == "error"
+    assert "stdout passed 10 MiB" in run["error"]
+    assert containers_of(docker_server.services.supervisor.instance_id, all_states=True) == []
+
+
+async def test_stopping_the_server_stops_every_container(nursery, tmp_path, agent_image, misbehaving_image):
+    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
+                             agent_image=misbehaving_image)
+    async with trio.open_nursery() as inner:
+        server = await start_server(inner, settings)
+        for name in ("s1", "s2", "s3"):
+            await make_group(server.client, name)
+            await server.client.post("/container/runs", json={"group": name, "prompt": "x"})
+        instance = server.services.supervisor.instance_id
+        await wait_for(lambda: _count_is(instance, 3))
+        await server.client.aclose()
+        inner.cancel_scope.cancel()
+    assert containers_of(instance, all_states=True) == []
+
+
+async def _count_is(instance, n):
+    return len(await trio.to_thread.run_sync(containers_of, instance)) == n
+
+
+async def test_orphans_of_an_earlier_life_are_removed_at_start(nursery, tmp_path, misbehaving_image):
+    settings = make_settings(tmp_path, container_runtime="docker", container_network="host")
+    async with trio.open_nursery() as first:
+        server = await start_server(first, settings)
+        instance = server.services.supervisor.instance_id
+        await server.client.aclose()
+        first.cancel_scope.cancel()
+    # What a server killed with -9 leaves behind: a labelled container nobody supervises.
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", f"nanoclaw-orphan-{instance}",
+                    "--label", f"nanoclaw.instance={instance}", "--entrypoint", "sleep",
+                    misbehaving_image, "600"], check=True, capture_output=True)
+    assert containers_of(instance) == [f"nanoclaw-orphan-{instance}"]
+    server = await start_server(nursery, settings)
+    assert server.services.supervisor.instance_id == instance
+    assert containers_of(instance, all_states=True) == []
+    audit = (await server.client.get("/container/audit-log", params={"severity": "warning"})).json()["entries"]
+    assert any("orphan" in e["message"] for e in audit)
+    await server.client.aclose()
+
+
+async def test_unauthorised_ipc_message_from_a_non_main_group_is_refused(docker_server, fake_llm):
+    client = docker_server.client
+    await make_group(client, "victim", chat_jids=["tg:1001"])
+    await make_group(client, "sneaky", fake_llm, idleTimeoutSecs=5, chat_jids=["tg:2002"])
+    fake_llm.queue(tool_reply("send_message", {"chatJid": "tg:1001", "text": "spam"}))
+    run_id = (await client.post("/container/runs", json={"group": "sneaky", "prompt": "go"})).json()["runId"]
+    await wait_run(client, run_id)
+    entries = (await client.get("/container/audit-log",
+                                params={"severity": "violation", "group": "sneaky"})).json()["entries"]
+    assert any("may only message its own chats" in e["message"] for e in entries)
+    errors = docker_server.settings.ipc_dir / "errors"
+    quarantined = list(errors.iterdir())
+    assert len(quarantined) == 1 and quarantined[0].name.startswith("sneaky-messages-")
+    assert json.loads(quarantined[0].read_text())["text"] == "spam"
