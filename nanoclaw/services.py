@@ -13,6 +13,7 @@ from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.ipc import IpcWatcher
+from nanoclaw.proxy import CredentialProxy
 from nanoclaw.runtime import ImageBuilder, Runtime
 from nanoclaw.secrets import SecretBox
 from nanoclaw.security.mounts import MountPolicy
@@ -38,6 +39,7 @@ class Services:
     images: ImageBuilder | None = None
     supervisor: Supervisor | None = None
     ipc: IpcWatcher | None = None
+    proxy: CredentialProxy | None = None
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
@@ -78,8 +80,11 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     )
     services.runtime = runtime or Runtime(settings)
     services.images = ImageBuilder(services.runtime, settings.agent_base_image)
+    services.proxy = CredentialProxy(settings, db, secrets, clock, audit,
+                                     bind_host=services.runtime.proxy_bind_host)
     services.supervisor = Supervisor(settings, db, clock, audit, services.namespaces, services.mounts,
-                                     services.runtime, offload=offload)
+                                     services.runtime, offload=offload, proxy=services.proxy)
     services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor, offload=offload)
-    services.long_lived += [services.runtime, services.images, services.supervisor, services.ipc]
+    services.long_lived += [services.runtime, services.images, services.supervisor, services.proxy,
+                            services.ipc]
     return services

@@ -1,5 +1,5 @@
 """REST API: one blueprint per endpoint group of the spec."""
-from nanoclaw.api import audit, health, ipc, monitoring, mounts, namespaces, queue, runs, runtime, senders
+from nanoclaw.api import audit, health, ipc, monitoring, mounts, namespaces, proxy, queue, runs, runtime, senders
 
 BLUEPRINTS = [
     health.bp,
@@ -12,4 +12,5 @@ BLUEPRINTS = [
     queue.bp,
     runs.bp,
     monitoring.bp,
+    proxy.bp,
 ]

@@ -1,0 +1,237 @@
+"""The proxy's ASGI app: check the run token, swap in the real credential, stream both ways."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import trio
+
+from nanoclaw.audit import Audit
+from nanoclaw.errors import Forbidden, NotFound, UpstreamError
+from nanoclaw.proxy._mappings import PLACEHOLDER, RUN_TOKEN_HEADER, Mapping
+
+log = logging.getLogger("nanoclaw.proxy")
+
+CATEGORY = "credential-proxy"
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"trailers", b"transfer-encoding", b"upgrade",
+})
+# Never forwarded: whatever auth the client sent, Host (the upstream's own is set
+# from its URL) and Expect (the proxy answers for itself).
+DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
+    b"host", b"authorization", b"x-api-key", RUN_TOKEN_HEADER.encode(), b"expect",
+}
+_TOKEN_PREFIX = PLACEHOLDER + "."
+
+
+class _ClientGone(Exception):
+    """The container hung up while its request body was still arriving."""
+
+
+def _without(headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes] | set[bytes]):
+    """Headers minus `dropped`, minus hop-by-hop ones named in Connection."""
+    named = {
+        token.strip().lower()
+        for name, value in headers if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+    return [(name.lower(), value) for name, value in headers
+            if name.lower() not in dropped and name.lower() not in named]
+
+
+async def _answer_error(send, error: Forbidden | NotFound | UpstreamError) -> int:
+    body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
+    await send({
+        "type": "http.response.start",
+        "status": error.status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
+    return error.status
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class Forwarder:
+    """ASGI app. `routes` (name -> Mapping) and `runs` (run token -> group) are
+    owned by the CredentialProxy and read live, so a change applies to the next request."""
+
+    def __init__(self, routes: dict[str, Mapping], runs: dict[str, str], audit: Audit,
+                 client: httpx.AsyncClient) -> None:
+        self.routes = routes
+        self.runs = runs
+        self.audit = audit
+        self.client = client
+        # Requests being handled, their audit entry included.
+        self.in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until no request is in flight: every exchange so far is complete and audited."""
+        while self.in_flight:
+            await self._idle.wait()
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if not self.in_flight:
+            self._idle = trio.Event()
+        self.in_flight += 1
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def _handle(self, scope: dict[str, Any], receive, send) -> None:
+        started = trio.current_time()
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        segment, slash, rest = raw_path[1:].partition(b"/")
+        name = unquote(segment.decode("ascii", "replace"))
+        path = "/" + rest.decode("ascii", "replace")
+        method = scope["method"]
+        mapping = self.routes.get(name)
+
+        group = self._run_group(scope["headers"], mapping)
+        if group is None:
+            client = scope.get("client") or ("?",)
+            await self.audit.record(
+                "violation", CATEGORY, f"refused {method} /{name[:64]}{path[:200]}: no live run token",
+                details={"method": method, "mapping": name[:64], "path": path[:200], "client": client[0]},
+            )
+            await _answer_error(send, Forbidden(
+                "The credential proxy serves only live NanoClaw container runs: "
+                "the run token is missing, unknown or its run has finished"))
+            return
+
+        stats = {"requestBytes": 0, "responseBytes": 0}
+        if mapping is None:
+            status = await _answer_error(send, NotFound(
+                f"No credential mapping named {name[:64]!r}; "
+                "GET /api/v1/container/credential-proxy/mappings lists them"))
+            outcome = None
+        else:
+            status, outcome = await self._forward(scope, receive, send, mapping, rest if slash else None, stats)
+        details = {"method": method, "mapping": name[:64], "path": path[:200], "status": status, **stats,
+                   "durationMs": round((trio.current_time() - started) * 1000, 2)}
+        if outcome is not None:
+            details["outcome"] = outcome
+        await self.audit.record("info" if outcome is None else "warning", CATEGORY,
+                                f"{method} /{name[:64]}{path[:200]} -> {status}", group=group, details=details)
+
+    def _run_group(self, headers: list[tuple[bytes, bytes]], mapping: Mapping | None) -> str | None:
+        """The group of the live run whose token the request carries, if any."""
+        custom = mapping.auth_header[0] if mapping and mapping.credential_type.startswith("header:") else None
+        for name, value in headers:
+            if name == b"authorization":
+                scheme, _, value = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    continue
+            elif name not in (b"x-api-key", RUN_TOKEN_HEADER.encode(), custom):
+                continue
+            token = value.strip().decode("latin-1").removeprefix(_TOKEN_PREFIX)
+            group = self.runs.get(token)
+            if group is not None:
+                return group
+        return None
+
+    async def _forward(self, scope, receive, send, mapping: Mapping, rest: bytes | None,
+                       stats: dict[str, int]) -> tuple[int, str | None]:
+        """Returns (status, outcome); outcome says why the exchange did not complete, if it did not."""
+        url = mapping.upstream_url
+        if rest is not None:
+            url += "/" + rest.decode("ascii")
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("ascii")
+        auth_name, auth_value = mapping.auth_header
+        headers = _without(scope["headers"], DROPPED_REQUEST_HEADERS | {auth_name})
+        headers.append((auth_name, auth_value))
+        has_body = any(
+            (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding"
+            for name, value in scope["headers"]
+        )
+        body_done = trio.Event()
+
+        async def request_body():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                if chunk:
+                    stats["requestBytes"] += len(chunk)
+                    yield chunk
+                if not message.get("more_body", False):
+                    body_done.set()
+                    return
+
+        if not has_body:
+            body_done.set()
+        request = httpx.Request(scope["method"], url, headers=headers,
+                                content=request_body() if has_body else None)
+        try:
+            response = await self.client.send(request, stream=True)
+        except _ClientGone:
+            return 499, "client disconnected"
+        except httpx.TransportError as exc:
+            # The exception text may carry the URL; the class name is enough.
+            log.warning("upstream of mapping %r unreachable: %s", mapping.name, type(exc).__name__)
+            status = await _answer_error(send, UpstreamError(
+                f"The upstream of credential mapping {mapping.name!r} could not be reached "
+                f"({type(exc).__name__})"))
+            return status, "upstream unreachable"
+
+        outcome = None
+        try:
+            await send({
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": _without(response.headers.raw, HOP_BY_HOP),
+            })
+            completed = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._cancel_on_disconnect, receive, body_done, nursery.cancel_scope)
+                async for chunk in response.aiter_raw():
+                    stats["responseBytes"] += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # Finishing the response makes the server report a disconnect: do not let
+                # the watcher cancel the send that caused it.
+                with trio.CancelScope(shield=True):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                completed = True
+                nursery.cancel_scope.cancel()
+            if not completed:
+                outcome = "client disconnected"
+        except httpx.TransportError as exc:
+            # Headers are out: all we can do is cut the connection so the client sees it.
+            log.warning("upstream of mapping %r failed mid-response: %s", mapping.name, type(exc).__name__)
+            outcome = "upstream failed mid-response"
+        finally:
+            with trio.CancelScope(shield=True):
+                await response.aclose()
+        return response.status_code, outcome
+
+    @staticmethod
+    async def _cancel_on_disconnect(receive, body_done: trio.Event, scope: trio.CancelScope) -> None:
+        # Only once the body is read: until then request_body() owns receive().
+        await body_done.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()

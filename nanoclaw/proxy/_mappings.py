@@ -1,0 +1,160 @@
+"""Credential mappings: which upstream a proxy path leads to, and the secret it carries."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sqlite3
+import uuid
+from urllib.parse import quote, urlsplit
+
+from nanoclaw.clock import Clock, iso
+from nanoclaw.errors import Conflict, Invalid
+from nanoclaw.secrets import SecretBox, mask
+from nanoclaw.store import Database
+
+PLACEHOLDER = "CREDENTIAL_PROXY_PLACEHOLDER"
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9 ._-]{0,63}$"
+# RFC 9110 token characters for the header name of `header:<Name>`.
+CREDENTIAL_TYPE_PATTERN = r"^(api_key|bearer|header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100})$"
+# Printable ASCII: a credential goes into a header value as it is.
+CREDENTIAL_PATTERN = r"^[\x20-\x7e]+$"
+ANTHROPIC_HOST = "api.anthropic.com"
+RUN_TOKEN_HEADER = "x-nanoclaw-run-token"
+# Headers the proxy owns itself; a `header:<Name>` mapping may not inject them.
+RESERVED_HEADERS = {
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+    "upgrade", "proxy-authorization", "proxy-authenticate", "expect", RUN_TOKEN_HEADER,
+}
+
+
+def env_prefix(name: str) -> str:
+    """NAME in <NAME>_BASE_URL: upper-cased, every other character than A-Z and 0-9 becomes '_'."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+@dataclasses.dataclass(frozen=True)
+class Mapping:
+    id: str
+    name: str
+    upstream_url: str
+    credential_type: str
+    credential: str = dataclasses.field(repr=False)
+    created_at: float
+
+    @property
+    def env_prefix(self) -> str:
+        return env_prefix(self.name)
+
+    @property
+    def path_segment(self) -> str:
+        return quote(self.name, safe="")
+
+    @property
+    def is_anthropic(self) -> bool:
+        return self.name.lower() == "anthropic" or urlsplit(self.upstream_url).hostname == ANTHROPIC_HOST
+
+    @property
+    def auth_header(self) -> tuple[bytes, bytes]:
+        """The header that carries the real credential upstream."""
+        if self.credential_type == "api_key":
+            return b"x-api-key", self.credential.encode()
+        if self.credential_type == "bearer":
+            return b"authorization", b"Bearer " + self.credential.encode()
+        return self.credential_type.partition(":")[2].lower().encode(), self.credential.encode()
+
+    def public(self) -> dict:
+        """What the API shows: everything but the secret, of which only a mask."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "upstreamUrl": self.upstream_url,
+            "credentialType": self.credential_type,
+            "credentialMasked": mask(self.credential),
+            "placeholder": PLACEHOLDER,
+            "createdAt": iso(self.created_at),
+        }
+
+
+def check_upstream(url: str) -> str:
+    """An absolute http(s) URL without credentials, query or fragment; no trailing '/'."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # a port that is not a number or out of range raises here
+    except ValueError:
+        raise Invalid("upstreamUrl is not a valid URL") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise Invalid("upstreamUrl must be an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        # Never echo the URL here: the user part may be a secret.
+        raise Invalid("upstreamUrl must not contain credentials; put them in 'credential'")
+    if parts.query or parts.fragment:
+        raise Invalid("upstreamUrl must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def check_credential_type(credential_type: str) -> None:
+    kind, _, header = credential_type.partition(":")
+    if kind == "header" and header.lower() in RESERVED_HEADERS:
+        raise Invalid(f"credentialType may not set the {header} header; the proxy manages it")
+
+
+def _row_to_mapping(row: sqlite3.Row, box: SecretBox) -> Mapping:
+    return Mapping(
+        id=row["id"],
+        name=row["name"],
+        upstream_url=row["upstream_url"],
+        credential_type=row["credential_type"],
+        credential=box.decrypt(row["credential_sealed"], context=row["id"]),
+        created_at=row["created_at"],
+    )
+
+
+class MappingStore:
+    """Mappings in SQLite; credentials sealed at rest with the SecretBox."""
+
+    def __init__(self, db: Database, secrets: SecretBox, clock: Clock) -> None:
+        self.db = db
+        self.secrets = secrets
+        self.clock = clock
+
+    async def load(self) -> list[Mapping]:
+        rows = await self.db.fetchall("SELECT * FROM credential_mappings ORDER BY created_at, name")
+        return [_row_to_mapping(row, self.secrets) for row in rows]
+
+    async def add(self, name: str, upstream_url: str, credential_type: str, credential: str) -> Mapping:
+        upstream_url = check_upstream(upstream_url)
+        check_credential_type(credential_type)
+        mapping = Mapping(
+            id=uuid.uuid4().hex,
+            name=name,
+            upstream_url=upstream_url,
+            credential_type=credential_type,
+            credential=credential,
+            created_at=self.clock.now(),
+        )
+        sealed = self.secrets.encrypt(credential, context=mapping.id)
+
+        def _insert(conn: sqlite3.Connection) -> None:
+            clash = conn.execute(
+                "SELECT name FROM credential_mappings WHERE name = ? OR env_prefix = ?",
+                (name, mapping.env_prefix),
+            ).fetchone()
+            if clash is not None:
+                if clash["name"] == name:
+                    raise Conflict(f"A credential mapping named {name!r} already exists")
+                raise Conflict(
+                    f"{name!r} would give the same container variables ({mapping.env_prefix}_BASE_URL) "
+                    f"as the existing mapping {clash['name']!r}; choose another name"
+                )
+            conn.execute(
+                "INSERT INTO credential_mappings (id, name, env_prefix, upstream_url, credential_type, "
+                "credential_sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (mapping.id, name, mapping.env_prefix, upstream_url, credential_type, sealed,
+                 mapping.created_at),
+            )
+
+        await self.db.write(_insert)
+        return mapping
+
+    async def delete(self, mapping_id: str) -> bool:
+        return await self.db.execute("DELETE FROM credential_mappings WHERE id = ?", (mapping_id,)) == 1

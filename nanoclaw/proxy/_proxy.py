@@ -1,0 +1,240 @@
+"""The credential proxy service: listeners that start, stop and move live; run tokens; container env."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from functools import partial
+from secrets import token_urlsafe
+from typing import Callable
+
+import httpx
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from nanoclaw.audit import Audit
+from nanoclaw.clock import Clock
+from nanoclaw.config import Settings
+from nanoclaw.errors import Conflict, NotFound
+from nanoclaw.proxy._forward import CATEGORY, Forwarder
+from nanoclaw.proxy._mappings import PLACEHOLDER, Mapping, MappingStore
+from nanoclaw.secrets import SecretBox
+from nanoclaw.store import Database
+
+log = logging.getLogger("nanoclaw.proxy")
+
+LOOPBACK = "127.0.0.1"
+PORT_SETTING = "credential_proxy_port"
+# After a port change the old listener closes at once, but requests already in
+# flight on it (a long LLM stream) get this long to finish.
+DRAIN_LIMIT = 600.0
+UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=DRAIN_LIMIT, write=60.0, pool=60.0)
+
+
+@dataclasses.dataclass
+class ProxyStatistics:
+    running: bool
+    port: int
+    bind_host: str
+    mapping_count: int
+    live_runs: int
+    requests_in_flight: int
+
+
+@dataclasses.dataclass
+class _Listener:
+    host: str
+    port: int
+    scope: trio.CancelScope
+    shutdown: trio.Event
+
+    def close(self, grace: float) -> None:
+        """Stop accepting now; requests in flight get `grace` seconds to finish."""
+        self.shutdown.set()
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + grace)
+
+
+def _innermost(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+class CredentialProxy:
+    """HTTP reverse proxy that lends live container runs an upstream API with the real credential.
+
+    Supports `await nursery.start(proxy.run)`: loads the mappings and, when any
+    exists, starts listening before reporting started. The listener runs in a
+    cancel scope of its own, so start, stop and port changes never touch the REST API.
+    """
+
+    def __init__(self, settings: Settings, db: Database, secrets: SecretBox, clock: Clock, audit: Audit, *,
+                 bind_host: Callable[[], str] = lambda: LOOPBACK) -> None:
+        self.settings = settings
+        self.db = db
+        self.audit = audit
+        self.store = MappingStore(db, secrets, clock)
+        self._bind_host = bind_host
+        self._port = settings.proxy_port
+        # Read live by the Forwarder: name -> Mapping, run token -> group.
+        self._routes: dict[str, Mapping] = {}
+        self._runs: dict[str, str] = {}
+        self._listener: _Listener | None = None
+        self._forwarder: Forwarder | None = None
+        self._nursery: trio.Nursery | None = None
+        self._lock = trio.Lock()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        saved = await self.db.fetchone("SELECT value FROM settings WHERE key = ?", (PORT_SETTING,))
+        if saved is not None:
+            self._port = int(saved[0])
+        self._routes.update((m.name, m) for m in await self.store.load())
+        async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT, trust_env=False,
+                                     limits=httpx.Limits(max_connections=256)) as client:
+            self._forwarder = Forwarder(self._routes, self._runs, self.audit, client)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._routes:
+                    try:
+                        await self.start()
+                    except Conflict as exc:
+                        log.error("credential proxy not started: %s", exc.message)
+                        await self.audit.record("error", CATEGORY, f"not started on boot: {exc.message}")
+                task_status.started()
+                await trio.sleep_forever()
+
+    # -- what the supervisor calls ------------------------------------------
+
+    def register_run(self, group: str) -> str:
+        """A fresh run token for a container run of `group`; valid until unregister_run."""
+        token = token_urlsafe(32)
+        self._runs[token] = group
+        return token
+
+    def unregister_run(self, token: str) -> None:
+        self._runs.pop(token, None)
+
+    def container_env(self, token: str, host_gateway: str) -> dict[str, str]:
+        """Per mapping <NAME>_BASE_URL and <NAME>_API_KEY (the placeholder with the run token).
+
+        Empty when the proxy is not running: the container then has no way to the APIs.
+        """
+        if self._listener is None:
+            return {}
+        host = f"[{host_gateway}]" if ":" in host_gateway else host_gateway
+        key = f"{PLACEHOLDER}.{token}"
+        env: dict[str, str] = {}
+        for mapping in self._routes.values():
+            base = f"http://{host}:{self._listener.port}/{mapping.path_segment}"
+            env[f"{mapping.env_prefix}_BASE_URL"] = base
+            env[f"{mapping.env_prefix}_API_KEY"] = key
+            if mapping.is_anthropic:
+                env["ANTHROPIC_BASE_URL"] = base
+                env["ANTHROPIC_API_KEY"] = key
+        return env
+
+    # -- what the API calls -------------------------------------------------
+
+    def statistics(self) -> ProxyStatistics:
+        listener = self._listener
+        return ProxyStatistics(
+            running=listener is not None,
+            port=listener.port if listener else self._port,
+            bind_host=listener.host if listener else self._bind_host(),
+            mapping_count=len(self._routes),
+            live_runs=len(self._runs),
+            requests_in_flight=self._forwarder.in_flight if self._forwarder else 0,
+        )
+
+    async def wait_idle(self) -> None:
+        """Until no proxied request is in flight (each finished one is audited by then)."""
+        if self._forwarder is not None:
+            await self._forwarder.wait_idle()
+
+    def mappings(self) -> list[Mapping]:
+        return list(self._routes.values())
+
+    async def add_mapping(self, name: str, upstream_url: str, credential_type: str, credential: str) -> Mapping:
+        mapping = await self.store.add(name, upstream_url, credential_type, credential)
+        self._routes[mapping.name] = mapping
+        await self.audit.record("info", CATEGORY, f"mapping {name!r} added ({credential_type}, "
+                                f"upstream {mapping.upstream_url})")
+        return mapping
+
+    async def remove_mapping(self, mapping_id: str) -> None:
+        if not await self.store.delete(mapping_id):
+            raise NotFound(f"No credential mapping with id {mapping_id!r}")
+        for name, mapping in list(self._routes.items()):
+            if mapping.id == mapping_id:
+                del self._routes[name]
+                await self.audit.record("info", CATEGORY, f"mapping {name!r} removed")
+
+    async def start(self) -> None:
+        """Start listening on the configured port; nothing happens when already running."""
+        async with self._lock:
+            if self._listener is None:
+                self._listener = await self._open(self._port)
+                await self.audit.record("info", CATEGORY, f"listening on {self._listener.host}:{self._listener.port}")
+
+    async def stop(self) -> None:
+        """Stop listening now; requests in flight get the graceful timeout to finish."""
+        async with self._lock:
+            if self._listener is not None:
+                self._listener.close(self.settings.graceful_timeout)
+                self._listener = None
+                await self.audit.record("info", CATEGORY, "stopped")
+
+    async def set_port(self, port: int) -> None:
+        """Move to `port` (0: any free port). When running, the new listener is up
+        before the old one closes; requests in flight on the old port finish there."""
+        async with self._lock:
+            old = self._listener
+            if old is not None and port != old.port:
+                self._listener = await self._open(port)
+                old.close(DRAIN_LIMIT)
+                await self.audit.record("info", CATEGORY, f"moved from port {old.port} to {self._listener.port}")
+            self._port = port
+            await self.db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (PORT_SETTING, str(port)))
+
+    # -- listeners ----------------------------------------------------------
+
+    async def _open(self, port: int) -> _Listener:
+        assert self._nursery is not None, "the proxy service is not running"
+        host = self._bind_host()
+        failure = None
+        try:
+            return await self._nursery.start(self._serve, host, port)
+        except* OSError as group:
+            failure = _innermost(group)
+        reason = getattr(failure, "strerror", None) or str(failure)
+        raise Conflict(f"The credential proxy cannot listen on {host}:{port}: {reason}", code="PORT_UNAVAILABLE")
+
+    async def _serve(self, host: str, port: int, *, task_status) -> None:
+        config = HypercornConfig()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        # Draining is governed by the listener's own cancel scope (see _Listener.close).
+        config.graceful_timeout = DRAIN_LIMIT
+        config.accesslog = None
+        config.errorlog = logging.getLogger("nanoclaw.proxy.http")
+        # The upstream's own Date and Server headers pass through.
+        config.include_date_header = False
+        config.include_server_header = False
+        shutdown = trio.Event()
+        listener = None
+        with trio.CancelScope() as scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    binds = await nursery.start(partial(hypercorn_serve, self._forwarder, config,
+                                                        shutdown_trigger=shutdown.wait))
+                    listener = _Listener(host, int(binds[0].rsplit(":", 1)[1]), scope, shutdown)
+                    task_status.started(listener)
+            except Exception:
+                if listener is None:
+                    raise
+                # A restartable service: log and audit, then report not running.
+                log.exception("credential proxy listener on %s:%s failed", host, listener.port)
+                if self._listener is listener:
+                    self._listener = None
+                await self.audit.record("error", CATEGORY, f"listener on port {listener.port} failed; "
+                                        "POST /container/credential-proxy/start to restart it")
