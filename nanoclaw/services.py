@@ -9,6 +9,7 @@ import trio
 
 from nanoclaw.apikeys import ApiKeys
 from nanoclaw.audit import Audit
+from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.namespaces import Namespaces
@@ -40,6 +41,7 @@ class Services:
     supervisor: Supervisor | None = None
     ipc: IpcWatcher | None = None
     proxy: CredentialProxy | None = None
+    channels: Channels | None = None
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
@@ -87,4 +89,8 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor, offload=offload)
     services.long_lived += [services.runtime, services.images, services.supervisor, services.proxy,
                             services.ipc]
+    services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders)
+    services.supervisor.messages = services.channels
+    services.channels.router.notify = services.supervisor.notify_messages
+    services.long_lived.append(services.channels)
     return services

@@ -1,5 +1,5 @@
 """REST API: one blueprint per endpoint group of the spec."""
-from nanoclaw.api import audit, health, ipc, monitoring, mounts, namespaces, proxy, queue, runs, runtime, senders
+from nanoclaw.api import audit, channels, health, ipc, monitoring, mounts, namespaces, proxy, queue, runs, runtime, senders
 
 BLUEPRINTS = [
     health.bp,
@@ -13,4 +13,5 @@ BLUEPRINTS = [
     runs.bp,
     monitoring.bp,
     proxy.bp,
+    channels.bp,
 ]

@@ -1,0 +1,19 @@
+"""The channel layer: platform adapters, the Channels service and inbound routing."""
+from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, PlatformError
+from nanoclaw.channels._router import Router
+from nanoclaw.channels._service import Channels
+from nanoclaw.channels._store import ChatStore
+from nanoclaw.channels.telegram import Telegram
+from nanoclaw.channels.whatsapp import WhatsApp
+
+__all__ = ["CHANNEL_NAMES", "Adapter", "Channels", "ChatStore", "Inbound", "Link", "PlatformError", "Router",
+           "Telegram", "WhatsApp", "build_channels"]
+
+
+def build_channels(settings, db, clock, secrets, audit, namespaces, senders) -> Channels:
+    """The Channels service with every adapter this server has. The router's `notify`
+    is left for the caller to point at the supervisor."""
+    store = ChatStore(db, clock)
+    router = Router(store, namespaces, senders, audit)
+    adapters = [Telegram(settings.telegram_api_base), WhatsApp(settings.whatsapp_api_base)]
+    return Channels(store, router, secrets, audit, clock, adapters)

@@ -1,0 +1,158 @@
+"""The adapter interface every chat platform implements, and the values it trades in.
+
+An adapter knows one platform's wire protocol and nothing of the store or the
+agents: it validates credentials, runs a connection until cancelled (handing
+each inbound message to its `Link`), and sends one piece of text. Splitting,
+retries, status and routing are the `Channels` service's business.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel
+
+# Every channel the API knows, in the order GET /channels lists them.
+CHANNEL_NAMES = ("telegram", "slack", "discord", "whatsapp")
+
+
+@dataclasses.dataclass
+class Inbound:
+    """One text message from a platform, already in our terms."""
+
+    channel: str
+    chat_jid: str
+    sender_jid: str
+    sender_name: str
+    text: str
+    timestamp: float
+    # The platform's id of the message; the same delivery twice has the same id.
+    external_id: str
+    chat_name: str | None = None
+    is_group: bool = False
+    # A DM or an @mention of the bot: it triggers whatever the namespace's trigger word.
+    addressed: bool = False
+
+
+class PlatformError(Exception):
+    """A platform refused or failed a call.
+
+    status: the HTTP (or platform) error code, None for a network failure.
+    retry_after: seconds the platform asked us to wait (rate limits).
+    The message is what a person reads, e.g. "401 Unauthorized"; never a credential.
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+def network_error(platform: str, exc: httpx.HTTPError, *secrets: str) -> PlatformError:
+    text = f"cannot reach {platform}: {type(exc).__name__}"
+    if str(exc):
+        text += f": {exc}"
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "****")
+    return PlatformError(text)
+
+
+class Link:
+    """What a running adapter reports to; one per channel task (see `Channels`)."""
+
+    async def connected(self, account: str) -> None:
+        """The platform accepted us as `account` (e.g. '@mybot')."""
+        raise NotImplementedError
+
+    def healthy(self) -> None:
+        """The connection did useful work (a poll answered, a socket said hello):
+        the next failure starts its backoff from the beginning again."""
+        raise NotImplementedError
+
+    async def deliver(self, message: Inbound) -> None:
+        """Route an inbound message; returns once it is stored (acknowledge after this)."""
+        raise NotImplementedError
+
+    async def move_chat(self, old_jid: str, new_jid: str) -> None:
+        """A chat changed its id on the platform (Telegram supergroup migration)."""
+        raise NotImplementedError
+
+    async def load(self, key: str) -> str | None:
+        """Adapter state kept across restarts (forgotten on connect/disconnect)."""
+        raise NotImplementedError
+
+    async def save(self, key: str, value: str) -> None:
+        raise NotImplementedError
+
+
+class Adapter:
+    """One chat platform. Subclasses set the class attributes and the four methods."""
+
+    name: ClassVar[str]
+    # JIDs of this platform's chats start with '<prefix>:'.
+    prefix: ClassVar[str]
+    # The longest text one platform message may carry.
+    max_length: ClassVar[int]
+    # The body of connect/validate; every field not in public_fields is a secret.
+    credentials_model: ClassVar[type[BaseModel]]
+    public_fields: ClassVar[tuple[str, ...]] = ()
+
+    async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
+        """Check the credentials with the platform; return the account name.
+        Raises PlatformError saying why they fail."""
+        raise NotImplementedError
+
+    async def run(self, http: httpx.AsyncClient, credentials: dict[str, Any], link: Link) -> None:
+        """Stay connected and deliver messages until cancelled. Raise on failure: the
+        caller reconnects with backoff."""
+        raise NotImplementedError
+
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
+        """Send one piece of text (at most max_length characters). Raises PlatformError."""
+        raise NotImplementedError
+
+    def chat_id(self, chat_jid: str) -> str:
+        return chat_jid.partition(":")[2]
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Capped exponential backoff with jitter: about base * 2**attempt, never over cap."""
+    return min(cap, base * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut at line ends where possible."""
+    parts: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > limit:
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(line[:limit])
+            line = line[limit:]
+        if len(current) + len(line) > limit:
+            parts.append(current)
+            current = ""
+        current += line
+    if current:
+        parts.append(current)
+    # Platforms trim a piece's trailing newline and refuse blank text anyway.
+    return [p.rstrip("\n") for p in parts if p.strip()]
+
+
+_INTERNAL = re.compile(r"<internal>.*?</internal>", re.DOTALL)
+
+
+def strip_internal(text: str) -> str:
+    """Remove the agent's <internal>...</internal> notes and surrounding blank space."""
+    return _INTERNAL.sub("", text).strip()

@@ -1,0 +1,100 @@
+"""Inbound routing (allowlist -> store -> namespace -> trigger -> notify) and the
+supervisor's view of a group's pending messages."""
+from __future__ import annotations
+
+import dataclasses
+import html
+import logging
+import re
+import sqlite3
+from typing import Callable
+
+from nanoclaw.audit import Audit
+from nanoclaw.channels._base import Inbound
+from nanoclaw.channels._store import ChatStore
+from nanoclaw.clock import iso
+from nanoclaw.namespaces import Namespace, Namespaces
+from nanoclaw.security.senders import SenderAllowlist
+from nanoclaw.supervisor._types import MessageBatch
+
+log = logging.getLogger("nanoclaw.channels")
+
+# A prompt holds at most this many of the newest pending messages of a chat.
+MAX_BATCH = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatCursor:
+    chat_jid: str
+    message_id: int
+
+
+def has_trigger(trigger: str, text: str) -> bool:
+    """The trigger word appears on its own (case-insensitive): '@andy, hi' yes, '@Andyx' no."""
+    pattern = rf"(?<![\w@]){re.escape(trigger)}(?!\w)"
+    return re.search(pattern, text, re.IGNORECASE) is not None
+
+
+def triggers(ns: Namespace, text: str, addressed: bool) -> bool:
+    return ns.isMain or not ns.requiresTrigger or addressed or has_trigger(ns.trigger, text)
+
+
+def format_prompt(rows: list[sqlite3.Row]) -> str:
+    lines = ["<messages>"]
+    for row in rows:
+        lines.append(
+            f'<message sender="{html.escape(row["sender_name"] or row["sender_jid"])}" '
+            f'time="{iso(row["ts"])}">{html.escape(row["content"], quote=False)}</message>'
+        )
+    lines.append("</messages>")
+    return "\n".join(lines)
+
+
+class Router:
+    """notify: called with a group name once a triggering message for it is stored
+    (the supervisor's notify_messages)."""
+
+    def __init__(self, store: ChatStore, namespaces: Namespaces, senders: SenderAllowlist, audit: Audit,
+                 notify: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.namespaces = namespaces
+        self.senders = senders
+        self.audit = audit
+        self.notify = notify
+
+    async def deliver(self, msg: Inbound) -> bool:
+        """Route one inbound message; True when it was new and stored."""
+        if not await self.senders.is_allowed(msg.sender_jid, msg.chat_jid):
+            await self.audit.record("warning", "sender", f"dropped a message from {msg.sender_jid} in "
+                                    f"{msg.chat_jid}: sender not on the allowlist",
+                                    details={"channel": msg.channel})
+            return False
+        if await self.store.add_inbound(msg) is None:
+            log.info("ignored a repeated delivery of %s message %s", msg.channel, msg.external_id)
+            return False
+        ns = await self.namespaces.by_jid(msg.chat_jid)
+        if ns is not None and triggers(ns, msg.text, msg.addressed) and self.notify is not None:
+            self.notify(ns.name)
+        return True
+
+    async def pending(self, group: str) -> MessageBatch | None:
+        """The oldest chat of the group with a triggering message past its cursor: all its
+        pending messages (untriggered ones included, as context)."""
+        ns = await self.namespaces.find(group)
+        if ns is None or not ns.chatJids:
+            return None
+        best: tuple[int, str, list[sqlite3.Row]] | None = None
+        for jid, rows in (await self.store.since_cursor(group, ns.chatJids)).items():
+            first = next((r["id"] for r in rows if triggers(ns, r["content"], bool(r["addressed"]))), None)
+            if first is not None and (best is None or first < best[0]):
+                best = (first, jid, rows)
+        if best is None:
+            return None
+        _, jid, rows = best
+        return MessageBatch(prompt=format_prompt(rows[-MAX_BATCH:]), chat_jid=jid,
+                            cursor=ChatCursor(jid, rows[-1]["id"]))
+
+    async def advance(self, group: str, cursor: object) -> None:
+        if not isinstance(cursor, ChatCursor):
+            raise TypeError(f"not a cursor of the channel layer: {cursor!r}")
+        await self.store.advance(group, cursor.chat_jid, cursor.message_id)

@@ -1,0 +1,134 @@
+"""WhatsApp Cloud API: signed webhook deliveries in, Graph API messages out.
+JIDs are wa:<phone number> (the Cloud API has one-to-one chats only)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import httpx
+import trio
+from pydantic import Field
+
+from nanoclaw.channels._base import Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.models import Strict
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+
+class WhatsAppCredentials(Strict):
+    phoneNumberId: str = Field(pattern=r"^[0-9]{1,30}$", description="The business phone number's id")
+    accessToken: str = Field(min_length=1, max_length=1000, pattern=r"^\S+$")
+    webhookVerifyToken: str = Field(min_length=1, max_length=200, description="Meta sends it back when subscribing")
+    appSecret: str = Field(min_length=1, max_length=200, description="Verifies the signature of each delivery")
+
+
+class BadSignature(Exception):
+    pass
+
+
+class WhatsApp(Adapter):
+    name = "whatsapp"
+    prefix = "wa"
+    max_length = 4096
+    credentials_model = WhatsAppCredentials
+    public_fields = ("phoneNumberId",)
+
+    def __init__(self, api_base: str) -> None:
+        self.api_base = api_base.rstrip("/")
+
+    async def _request(self, http: httpx.AsyncClient, credentials: dict[str, Any], method: str, path: str,
+                       body: dict | None = None) -> dict:
+        token = credentials["accessToken"]
+        try:
+            response = await http.request(method, f"{self.api_base}/{path}", json=body,
+                                          headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise network_error("the WhatsApp Cloud API", exc, token) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.is_success and isinstance(answer, dict):
+            return answer
+        error = answer.get("error") if isinstance(answer, dict) else None
+        reason = error.get("message") if isinstance(error, dict) else None
+        retry_after = response.headers.get("Retry-After")
+        raise PlatformError(
+            f"{response.status_code} {reason or response.reason_phrase}".replace(token, "****"),
+            status=response.status_code,
+            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+
+    async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
+        number = await self._request(http, credentials, "GET",
+                                     f"{credentials['phoneNumberId']}?fields=display_phone_number,verified_name")
+        name, phone = number.get("verified_name"), number.get("display_phone_number")
+        return f"{name} ({phone})" if name and phone else str(name or phone or credentials["phoneNumberId"])
+
+    async def run(self, http: httpx.AsyncClient, credentials: dict[str, Any], link: Link) -> None:
+        # Deliveries come in through the webhook endpoint; this task only confirms the
+        # number is still usable, so the status says the truth after a restart.
+        await link.connected(await self.validate(http, credentials))
+        link.healthy()
+        await trio.sleep_forever()
+
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
+        await self._request(http, credentials, "POST", f"{credentials['phoneNumberId']}/messages", {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": self.chat_id(chat_jid),
+            "type": "text",
+            "text": {"body": text},
+        })
+
+    # -- webhook ----------------------------------------------------------------
+
+    @staticmethod
+    def challenge(credentials: dict[str, Any], mode: str | None, token: str | None, challenge: str | None) -> str | None:
+        """The text to answer a subscription check with, or None to refuse it."""
+        if mode != "subscribe" or token is None or challenge is None:
+            return None
+        if not hmac.compare_digest(token.encode(), credentials["webhookVerifyToken"].encode()):
+            return None
+        return challenge
+
+    @staticmethod
+    def verify(credentials: dict[str, Any], raw: bytes, signature: str | None) -> None:
+        """Raise BadSignature unless `signature` is Meta's HMAC-SHA256 of the raw body."""
+        if not signature or not signature.startswith("sha256="):
+            raise BadSignature(f"missing {SIGNATURE_HEADER} header")
+        expected = hmac.new(credentials["appSecret"].encode(), raw, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(signature[len("sha256="):].lower().encode(), expected.encode()):
+            raise BadSignature(f"{SIGNATURE_HEADER} does not match the body")
+
+    def parse(self, credentials: dict[str, Any], raw: bytes) -> list[Inbound]:
+        """The text messages of a delivery to our number; ValueError when it is not a delivery."""
+        body = json.loads(raw)
+        if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
+            raise ValueError("not a WhatsApp webhook delivery (no 'entry' list)")
+        found = []
+        for entry in body["entry"]:
+            for change in entry.get("changes") or []:
+                value = change.get("value") or {}
+                if (value.get("metadata") or {}).get("phone_number_id") != credentials["phoneNumberId"]:
+                    continue
+                names = {c.get("wa_id"): (c.get("profile") or {}).get("name") for c in value.get("contacts") or []}
+                # Status updates (sent/delivered/read) carry no "messages": nothing echoes back.
+                for message in value.get("messages") or []:
+                    if message.get("type") != "text":
+                        continue
+                    number = str(message["from"])
+                    found.append(Inbound(
+                        channel=self.name,
+                        chat_jid=f"wa:{number}",
+                        sender_jid=f"wa:{number}",
+                        sender_name=names.get(number) or number,
+                        text=str((message.get("text") or {}).get("body") or ""),
+                        timestamp=float(message.get("timestamp") or 0),
+                        external_id=str(message["id"]),
+                        chat_name=names.get(number),
+                        addressed=True,
+                    ))
+        return [m for m in found if m.text]

@@ -1,0 +1,136 @@
+"""A fake WhatsApp Cloud API (Graph API) on 127.0.0.1, and a webhook sender that signs like Meta.
+
+Inside a trio test::
+
+    fake = await nursery.start(serve_fake_whatsapp)
+    ... point NANOCLAW_WHATSAPP_API_BASE at fake.api_base ...
+    await fake.deliver(webhook_url, text_delivery("15551230000", "hi", "wamid.1"))
+
+Graph API: `GET /v21.0/<phoneNumberId>` (the number, with a Bearer token) and
+`POST /v21.0/<phoneNumberId>/messages` (recorded in `sent`). Wrong tokens get
+Meta's OAuthException 401; unknown numbers a 400 GraphMethodException.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import httpx
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import request
+from quart_trio import QuartTrio
+
+PHONE_NUMBER_ID = "106540352242922"
+ACCESS_TOKEN = "EAAG-good-access-token"
+VERIFY_TOKEN = "verify-me-please"
+APP_SECRET = "app-secret-0123456789"
+BUSINESS_NUMBER = "+1 555-010-0000"
+
+
+def sign(body: bytes, secret: str = APP_SECRET) -> str:
+    """The X-Hub-Signature-256 value Meta sends: sha256=<hex HMAC-SHA256 of the raw body>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def text_delivery(sender: str, text: str, message_id: str, *, name: str = "Bob",
+                  phone_number_id: str = PHONE_NUMBER_ID, timestamp: int = 1_700_000_000) -> dict:
+    """A webhook body carrying one text message, shaped like Meta's."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "WHATSAPP_BUSINESS_ACCOUNT_ID",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "15550100000", "phone_number_id": phone_number_id},
+                    "contacts": [{"profile": {"name": name}, "wa_id": sender}],
+                    "messages": [{"from": sender, "id": message_id, "timestamp": str(timestamp),
+                                  "type": "text", "text": {"body": text}}],
+                },
+            }],
+        }],
+    }
+
+
+@dataclass
+class FakeWhatsApp:
+    url: str = ""
+    numbers: dict[str, str] = field(default_factory=lambda: {PHONE_NUMBER_ID: BUSINESS_NUMBER})
+    token: str = ACCESS_TOKEN
+    sent: list[dict] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def api_base(self) -> str:
+        return self.url + "/v21.0"
+
+    async def deliver(self, webhook_url: str, payload: dict, *, secret: str | None = APP_SECRET,
+                      signature: str | None = None) -> httpx.Response:
+        """POST a delivery to the server's webhook the way Meta does (signed with `secret`;
+        secret=None sends no signature, `signature` overrides it)."""
+        raw = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        if signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+        elif secret is not None:
+            headers["X-Hub-Signature-256"] = sign(raw, secret)
+        async with httpx.AsyncClient(timeout=10) as http:
+            return await http.post(webhook_url, content=raw, headers=headers)
+
+    def _auth_error(self) -> tuple[dict, int] | None:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return {"error": {"message": "Invalid OAuth access token - Cannot parse access token",
+                              "type": "OAuthException", "code": 190, "fbtrace_id": "AbCdEf"}}, 401
+        return None
+
+    def _unknown(self, number_id: str) -> tuple[dict, int]:
+        return {"error": {"message": f"Unsupported get request. Object with ID '{number_id}' does not exist",
+                          "type": "GraphMethodException", "code": 100, "error_subcode": 33}}, 400
+
+
+def _app(fake: FakeWhatsApp) -> QuartTrio:
+    app = QuartTrio("fake_whatsapp")
+
+    @app.get("/<version>/<number_id>")
+    async def phone_number(version: str, number_id: str):
+        if (error := fake._auth_error()) is not None:
+            return error
+        if number_id not in fake.numbers:
+            return fake._unknown(number_id)
+        return {"verified_name": "Test Business", "display_phone_number": fake.numbers[number_id],
+                "id": number_id, "quality_rating": "GREEN"}
+
+    @app.post("/<version>/<number_id>/messages")
+    async def messages(version: str, number_id: str):
+        if (error := fake._auth_error()) is not None:
+            return error
+        if number_id not in fake.numbers:
+            return fake._unknown(number_id)
+        body = await request.get_json()
+        if body.get("messaging_product") != "whatsapp" or body.get("type") != "text":
+            return {"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}}, 400
+        fake.sent.append(body)
+        return {"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                "messages": [{"id": f"wamid.out{next(fake._ids)}"}]}
+
+    return app
+
+
+async def serve_fake_whatsapp(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve a FakeWhatsApp on 127.0.0.1:<free port> (nursery.start gives the FakeWhatsApp)."""
+    fake = FakeWhatsApp()
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    config.graceful_timeout = 0.5
+    async with trio.open_nursery() as nursery:
+        fake.url = (await nursery.start(partial(serve, _app(fake), config)))[0]
+        task_status.started(fake)

@@ -1,0 +1,346 @@
+"""Telegram against a fake Bot API on 127.0.0.1: connect, polling, routing, sending."""
+from __future__ import annotations
+
+import pytest
+import trio
+
+from conftest import make_settings, start_server
+from fakes.telegram import BOT, TOKEN, serve_fake_telegram
+from nanoclaw.clock import Clock
+
+GROUP_CHAT = -1001234
+BAD_TOKEN = "999999:nope-this-is-not-a-token"
+
+
+async def inline(fn, *args):
+    return fn(*args)
+
+
+@pytest.fixture
+async def tg(nursery):
+    return await nursery.start(serve_fake_telegram)
+
+
+@pytest.fixture
+async def settings(tmp_path, tg):
+    return make_settings(tmp_path, telegram_api_base=tg.url)
+
+
+async def connect(client) -> dict:
+    r = await client.post("/channels/telegram/connect", json={"token": TOKEN})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def make_group(client, name="support", chat_jids=(f"tg:{GROUP_CHAT}",), **fields):
+    r = await client.post("/container/namespaces", json={"name": name, "chatJids": list(chat_jids), **fields})
+    assert r.status_code == 201, r.text
+
+
+async def stored(server, chat_jid: str) -> list[dict]:
+    r = await server.client.get(f"/channels/chats/{chat_jid}/messages")
+    assert r.status_code == 200, r.text
+    return r.json()["messages"]
+
+
+async def handled(tg, update: dict) -> None:
+    """Wait until the server confirmed the update: it polls past it only once it is stored."""
+    await tg.wait_for(lambda: tg.confirmed > update["update_id"])
+
+
+@pytest.fixture
+def notified(server):
+    """Groups the router told the supervisor about (the supervisor is told as well)."""
+    router = server.services.channels.router
+    calls, real = [], router.notify
+
+    def record(group: str) -> None:
+        calls.append(group)
+        real(group)
+
+    router.notify = record
+    return calls
+
+
+# -- validate / connect / disconnect ---------------------------------------------
+
+
+async def test_validate_a_good_token_names_the_bot_and_stores_nothing(server, tg):
+    r = await server.client.post("/channels/telegram/validate", json={"token": TOKEN})
+    assert r.status_code == 200
+    assert r.json() == {"valid": True, "accountName": "@andy_test_bot", "message": "Valid: @andy_test_bot"}
+    assert await server.services.db.fetchall("SELECT * FROM channel_configs") == []
+    assert tg.calls_of("getMe")[0].token == TOKEN
+
+
+async def test_validate_a_bad_token_says_why(client):
+    r = await client.post("/channels/telegram/validate", json={"token": BAD_TOKEN})
+    assert r.status_code == 200
+    assert r.json() == {"valid": False, "accountName": None, "message": "401 Unauthorized"}
+
+
+async def test_connect_with_a_bad_token_is_400_with_telegrams_reason_and_stores_nothing(server):
+    r = await server.client.post("/channels/telegram/connect", json={"token": BAD_TOKEN})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "INVALID_CREDENTIALS"
+    assert "401 Unauthorized" in r.json()["error"]["message"]
+    assert BAD_TOKEN not in r.text
+    assert await server.services.db.fetchall("SELECT * FROM channel_configs") == []
+    listing = (await server.client.get("/channels")).json()["channels"]
+    assert {"name": "telegram", "connected": False, "statusMessage": "Not configured"} in listing
+
+
+async def test_connect_stores_the_token_encrypted_and_masks_it_everywhere(server, tg):
+    details = await connect(server.client)
+    assert details["connected"] is True
+    assert details["statusMessage"] == "Connected as @andy_test_bot"
+    assert details["credentials"] == {"token": "****" + TOKEN[-4:]}
+    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 1)
+    for path in ("/channels", "/channels/telegram", "/container/audit-log"):
+        r = await server.client.get(path)
+        assert r.status_code == 200
+        assert TOKEN not in r.text
+    row = await server.services.db.fetchone("SELECT credentials, account FROM channel_configs WHERE name = 'telegram'")
+    assert TOKEN not in row["credentials"] and row["account"] == "@andy_test_bot"
+
+
+async def test_disconnect_stops_the_channel_and_forgets_the_token(server, tg):
+    await connect(server.client)
+    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 1)
+    r = await server.client.post("/channels/telegram/disconnect")
+    assert r.status_code == 200
+    assert r.json()["statusMessage"] == "Not configured" and r.json()["credentials"] is None
+    assert await server.services.db.fetchall("SELECT * FROM channel_configs") == []
+    r = await server.client.post("/channels/messages", json={"chatJid": f"tg:{GROUP_CHAT}", "content": "hi"})
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "CHANNEL_NOT_CONNECTED"
+
+
+async def test_a_connected_channel_comes_back_after_a_restart(nursery, settings, tg):
+    async with trio.open_nursery() as first_life:
+        server = await start_server(first_life, settings)
+        await connect(server.client)
+        await server.client.aclose()
+        first_life.cancel_scope.cancel()
+    polls_before = len(tg.calls_of("getUpdates"))
+    server = await start_server(nursery, settings)
+    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) > polls_before)
+    assert (await server.client.get("/channels/telegram")).json()["statusMessage"] == "Connected as @andy_test_bot"
+    await server.client.aclose()
+
+
+# -- inbound ------------------------------------------------------------------
+
+
+async def test_an_untriggered_message_is_context_for_the_next_triggered_one(server, tg, notified):
+    await make_group(server.client)
+    await connect(server.client)
+    chatter = tg.push_message(GROUP_CHAT, "the build is red again", first_name="Carol")
+    await handled(tg, chatter)
+    assert notified == []
+    assert await server.services.channels.pending("support") is None
+    ask = tg.push_message(GROUP_CHAT, "@andy can you look?", first_name="Dave")
+    await handled(tg, ask)
+    assert notified == ["support"]
+    batch = await server.services.channels.pending("support")
+    assert batch.chat_jid == f"tg:{GROUP_CHAT}"
+    assert batch.prompt.index("the build is red again") < batch.prompt.index("@andy can you look?")
+    assert 'sender="Carol"' in batch.prompt and 'sender="Dave"' in batch.prompt
+    assert [m["content"] for m in await stored(server, f"tg:{GROUP_CHAT}")] == [
+        "@andy can you look?", "the build is red again"]
+
+
+async def test_a_word_that_only_contains_the_trigger_does_not_trigger(server, tg, notified):
+    await make_group(server.client)
+    await connect(server.client)
+    await handled(tg, tg.push_message(GROUP_CHAT, "ping @Andyx and andy@example.com"))
+    assert notified == []
+
+
+async def test_an_at_mention_of_the_bot_triggers_in_a_group(server, tg, notified):
+    await make_group(server.client)
+    await connect(server.client)
+    await handled(tg, tg.push_message(GROUP_CHAT, f"hey @{BOT['username']} status?"))
+    assert notified == ["support"]
+
+
+async def test_a_direct_message_always_triggers(server, tg, notified):
+    await make_group(server.client, chat_jids=["tg:42"])
+    await connect(server.client)
+    await handled(tg, tg.push_message(42, "hello there", chat_type="private"))
+    assert notified == ["support"]
+    assert "hello there" in (await server.services.channels.pending("support")).prompt
+
+
+async def test_a_sender_not_on_the_allowlist_is_dropped_and_audited(server, tg, notified):
+    await make_group(server.client)
+    r = await server.client.put("/channels/sender-allowlist",
+                                json={"enabled": True, "entries": [{"chatJid": "tg:42", "label": "Alice"}]})
+    assert r.status_code == 200
+    await connect(server.client)
+    await handled(tg, tg.push_message(GROUP_CHAT, "@Andy let me in", sender_id=666, first_name="Mallory"))
+    await handled(tg, tg.push_message(GROUP_CHAT, "@Andy hi", sender_id=42, first_name="Alice"))
+    assert [m["sender"] for m in await stored(server, f"tg:{GROUP_CHAT}")] == ["tg:42"]
+    assert notified == ["support"]
+    audit = (await server.client.get("/container/audit-log", params={"severity": "warning"})).json()["entries"]
+    assert any("tg:666" in e["message"] and "allowlist" in e["message"] for e in audit)
+
+
+async def test_the_same_message_delivered_twice_is_stored_once(server, tg, notified):
+    await make_group(server.client)
+    await connect(server.client)
+    first = tg.push_message(GROUP_CHAT, "@Andy once")
+    await handled(tg, first)
+    again = {"update_id": first["update_id"] + 100, "message": first["message"]}
+    tg.updates.append(again)
+    tg._touch()
+    await handled(tg, again)
+    assert [m["content"] for m in await stored(server, f"tg:{GROUP_CHAT}")] == ["@Andy once"]
+    assert notified == ["support"]
+
+
+async def test_a_restart_in_the_middle_of_a_poll_neither_loses_nor_repeats_an_update(nursery, settings, tg):
+    async with trio.open_nursery() as first_life:
+        server = await start_server(first_life, settings)
+        await connect(server.client)
+        first = tg.push_message(GROUP_CHAT, "before the restart")
+        await handled(tg, first)
+        # The poll that confirmed `first` is now waiting for more: stop the server under it.
+        await server.client.aclose()
+        first_life.cancel_scope.cancel()
+    second = tg.push_message(GROUP_CHAT, "while the server was down")
+    polls_before = len(tg.calls_of("getUpdates"))
+    server = await start_server(nursery, settings)
+    await handled(tg, second)
+    assert tg.calls_of("getUpdates")[polls_before].params["offset"] == first["update_id"] + 1
+    assert [m["content"] for m in await stored(server, f"tg:{GROUP_CHAT}")] == [
+        "while the server was down", "before the restart"]
+    await server.client.aclose()
+
+
+async def test_a_group_migrated_to_a_supergroup_moves_its_jid_everywhere(server, tg, notified):
+    old, new = -555, -1009999
+    await make_group(server.client, chat_jids=[f"tg:{old}"])
+    await connect(server.client)
+    await handled(tg, tg.push_message(old, "history"))
+    await handled(tg, tg.push_message(old, None, migrate_to_chat_id=new))
+    await handled(tg, tg.push_message(new, "@Andy after the move"))
+    ns = (await server.client.get("/container/namespaces/support")).json()
+    assert ns["chatJids"] == [f"tg:{new}"]
+    assert [m["content"] for m in await stored(server, f"tg:{new}")] == ["@Andy after the move", "history"]
+    assert await stored(server, f"tg:{old}") == []
+    chats = (await server.client.get("/channels/chats", params={"channel": "telegram"})).json()["chats"]
+    assert [c["jid"] for c in chats] == [f"tg:{new}"]
+    assert notified == ["support"]
+
+
+async def test_polling_with_a_revoked_token_reports_reconnecting(nursery, tmp_path, tg, autojump_clock):
+    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
+                                clock=Clock(start=1_700_000_000), offload=inline)
+    await connect(server.client)
+    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 1)
+    del tg.tokens[TOKEN]
+    tg.updates.append({"update_id": 99, "message": None})  # ends the poll in flight
+    tg._touch()
+    # The next getMe is the reconnect attempt: the status was set before it.
+    await tg.wait_for(lambda: len(tg.calls_of("getMe")) >= 3, timeout=15)
+    details = (await server.client.get("/channels/telegram")).json()
+    assert details["connected"] is False
+    assert details["statusMessage"] == "Reconnecting: 401 Unauthorized"
+    assert details["lastError"] == "401 Unauthorized"
+    await server.client.aclose()
+
+
+# -- outbound -------------------------------------------------------------------
+
+
+async def test_a_5000_character_answer_arrives_as_two_messages(server, tg):
+    await connect(server.client)
+    lines = [f"line {i:04d} " + "x" * 90 for i in range(50)]
+    text = "\n".join(lines)
+    assert len(text) > 5000
+    r = await server.client.post("/channels/messages", json={"chatJid": f"tg:{GROUP_CHAT}", "content": text})
+    assert r.status_code == 201, r.text
+    assert [len(m["text"]) <= 4096 for m in tg.sent] == [True, True]
+    assert tg.sent[0]["chat_id"] == str(GROUP_CHAT)
+    assert tg.sent[0]["text"].endswith("x") and tg.sent[1]["text"].startswith("line ")
+    assert "\n".join(m["text"] for m in tg.sent) == text
+    messages = await stored(server, f"tg:{GROUP_CHAT}")
+    assert [(m["content"], m["isFromBot"]) for m in messages] == [(text, True)]
+
+
+async def test_internal_notes_are_removed_and_bot_messages_never_trigger(server, tg, notified):
+    await make_group(server.client)
+    await connect(server.client)
+    r = await server.client.post("/channels/messages", json={
+        "chatJid": f"tg:{GROUP_CHAT}", "content": "<internal>thinking about @Andy</internal>@Andy says hi"})
+    assert r.status_code == 201
+    assert r.json()["content"] == "@Andy says hi" and r.json()["isFromBot"] is True
+    assert [m["text"] for m in tg.sent] == ["@Andy says hi"]
+    assert notified == []
+    assert await server.services.channels.pending("support") is None
+
+
+async def test_sending_to_an_unknown_prefix_is_400(server):
+    r = await server.client.post("/channels/messages", json={"chatJid": "irc:#python", "content": "hi"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "UNKNOWN_CHANNEL"
+
+
+async def test_sending_through_a_channel_that_is_not_connected_is_409(server):
+    r = await server.client.post("/channels/messages", json={"chatJid": "tg:1", "content": "hi"})
+    assert r.status_code == 409
+
+
+async def test_a_permanent_error_is_not_retried_and_is_audited(server, tg):
+    await connect(server.client)
+    tg.fail_next("sendMessage", 403)
+    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
+    assert r.status_code == 502
+    assert "403 Forbidden: bot was blocked by the user" in r.json()["error"]["message"]
+    assert len(tg.calls_of("sendMessage")) == 1
+    assert await stored(server, "tg:7") == []
+    audit = (await server.client.get("/container/audit-log", params={"severity": "error"})).json()["entries"]
+    assert any("403 Forbidden" in e["message"] for e in audit)
+
+
+async def test_429_retry_after_is_honoured(nursery, tmp_path, tg, autojump_clock):
+    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
+                                clock=Clock(start=1_700_000_000), offload=inline)
+    await connect(server.client)
+    tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 7", retry_after=7)
+    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
+    assert r.status_code == 201, r.text
+    first, second = tg.calls_of("sendMessage")
+    assert 7 <= second.at - first.at < 8
+    assert [m["text"] for m in tg.sent] == ["hello"]
+    await server.client.aclose()
+
+
+async def test_5xx_is_retried_with_backoff(nursery, tmp_path, tg, autojump_clock):
+    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
+                                clock=Clock(start=1_700_000_000), offload=inline)
+    await connect(server.client)
+    tg.fail_next("sendMessage", 502, times=2)
+    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
+    assert r.status_code == 201, r.text
+    calls = tg.calls_of("sendMessage")
+    assert len(calls) == 3
+    assert calls[1].at - calls[0].at >= 0.5 and calls[2].at - calls[1].at >= 1
+    await server.client.aclose()
+
+
+async def test_poll_failures_back_off_exponentially_with_jitter(nursery, tmp_path, tg, autojump_clock):
+    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
+                                clock=Clock(start=1_700_000_000), offload=inline)
+    await connect(server.client)
+    tg.fail_next("getUpdates", 500, times=6)
+    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 7, timeout=600)
+    reconnects = [c.at for c in tg.calls_of("getMe")][1:]  # the first is connect's own check
+    gaps = [b - a for a, b in zip(reconnects, reconnects[1:])]
+    assert len(gaps) == 6
+    for attempt, gap in enumerate(gaps):
+        assert 0.5 * 2 ** attempt <= gap <= 2 ** attempt + 0.01, gaps
+    details = (await server.client.get("/channels/telegram")).json()
+    assert details["statusMessage"] == "Connected as @andy_test_bot"  # the seventh poll went through
+    await server.client.aclose()
