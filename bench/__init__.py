@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench <scenario>|all`; each writes its section of docs/benchmarks.md."""
