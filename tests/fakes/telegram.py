@@ -73,11 +73,12 @@ class FakeTelegram:
             chat["first_name"] = first_name
         else:
             chat["title"] = title
+        message_id = next(self._message_ids)
         message = {
-            "message_id": next(self._message_ids),
+            "message_id": message_id,
             "from": {"id": sender_id, "is_bot": False, "first_name": first_name},
             "chat": chat,
-            "date": 1_700_000_000 + len(self.updates),
+            "date": 1_700_000_000 + message_id,
             **({"text": text} if text is not None else {}),
             **extra,
         }
