@@ -344,3 +344,26 @@ async def test_poll_failures_back_off_exponentially_with_jitter(nursery, tmp_pat
     details = (await server.client.get("/channels/telegram")).json()
     assert details["statusMessage"] == "Connected as @andy_test_bot"  # the seventh poll went through
     await server.client.aclose()
+
+
+async def test_a_malformed_update_is_skipped_and_the_next_one_handled(server, tg):
+    await connect(server.client)
+    broken = {"update_id": next(tg._ids), "message": {"text": "no chat, no id"}}
+    tg.updates.append(broken)
+    tg._touch()
+    await handled(tg, broken)
+    await handled(tg, tg.push_message(GROUP_CHAT, "still listening"))
+    assert [m["content"] for m in await stored(server, f"tg:{GROUP_CHAT}")] == ["still listening"]
+    assert (await server.client.get("/channels/telegram")).json()["connected"] is True
+
+
+async def test_a_rate_limited_poll_waits_retry_after_before_polling_again(nursery, tmp_path, tg, autojump_clock):
+    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
+                                clock=Clock(start=1_700_000_000), offload=inline)
+    tg.fail_next("getUpdates", 429, "Too Many Requests: retry after 12", retry_after=12)
+    await connect(server.client)
+    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 2, timeout=60)
+    limited, next_poll = tg.calls_of("getUpdates")[:2]
+    assert 12 <= next_poll.at - limited.at < 13
+    assert len(tg.calls_of("getMe")) == 2  # no reconnect: the channel just waited
+    await server.client.aclose()

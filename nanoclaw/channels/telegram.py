@@ -1,6 +1,7 @@
 """Telegram Bot API: getUpdates long polling in, sendMessage out. JIDs are tg:<chat id>."""
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -10,6 +11,8 @@ from pydantic import Field
 
 from nanoclaw.channels._base import Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.models import Strict
+
+log = logging.getLogger("nanoclaw.channels.telegram")
 
 POLL_TIMEOUT = 30
 # The HTTP read timeout of a long poll: the poll itself plus time for the answer.
@@ -81,42 +84,51 @@ class Telegram(Adapter):
                 raise
             link.healthy()
             for update in updates:
-                message = update.get("message")
-                if isinstance(message, dict):
-                    await self._handle(message, me, mention, link)
+                try:
+                    event = self._read(update, me, mention)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    # Retrying cannot fix it: skip it rather than stall the chat behind it.
+                    log.warning("skipped a malformed Telegram update %s", update.get("update_id"))
+                    event = None
+                if isinstance(event, Inbound):
+                    await link.deliver(event)
+                elif event is not None:
+                    await link.move_chat(*event)
                 # Only after the message is stored: a restart before this line gets it again
                 # (and the store's dedupe ignores it), one after it never sees it twice.
                 offset = update["update_id"] + 1
                 await link.save("offset", str(offset))
 
-    async def _handle(self, message: dict, me: dict, mention: re.Pattern, link: Link) -> None:
+    def _read(self, update: dict, me: dict, mention: re.Pattern) -> Inbound | tuple[str, str] | None:
+        """An update as an inbound message, a chat move (old JID, new JID), or None to ignore."""
+        message = update.get("message")
+        if message is None:
+            return None
         chat = message["chat"]
         jid = f"tg:{chat['id']}"
         if message.get("migrate_to_chat_id") is not None:
-            await link.move_chat(jid, f"tg:{message['migrate_to_chat_id']}")
-            return
+            return jid, f"tg:{message['migrate_to_chat_id']}"
         if message.get("migrate_from_chat_id") is not None:
-            await link.move_chat(f"tg:{message['migrate_from_chat_id']}", jid)
-            return
+            return f"tg:{message['migrate_from_chat_id']}", jid
         text = message.get("text") or message.get("caption")
         sender = message.get("from") or {}
         if not text or sender.get("id") == me["id"]:
-            return
+            return None
         private = chat.get("type") == "private"
         reply_to = (message.get("reply_to_message") or {}).get("from") or {}
         name = " ".join(p for p in (sender.get("first_name"), sender.get("last_name")) if p)
-        await link.deliver(Inbound(
+        return Inbound(
             channel=self.name,
             chat_jid=jid,
             sender_jid=f"tg:{sender.get('id', chat['id'])}",
             sender_name=name or sender.get("username") or str(sender.get("id", "")),
-            text=text,
+            text=str(text),
             timestamp=float(message.get("date", 0)),
             external_id=f"{chat['id']}:{message['message_id']}",
             chat_name=chat.get("title") or name or None,
             is_group=not private,
             addressed=private or bool(mention.search(text)) or reply_to.get("id") == me["id"],
-        ))
+        )
 
     async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
         await self.call(http, credentials["token"], "sendMessage", {"chat_id": self.chat_id(chat_jid), "text": text})
