@@ -244,6 +244,20 @@ async def test_sse_events_reach_the_client_before_the_upstream_has_finished(setu
 
 
 @bounded
+async def test_client_hanging_up_mid_stream_ends_the_exchange_and_is_audited(setup):
+    _, env = setup.run("team-c")
+    async with setup.proxy_client.stream("POST", env["UPSTREAM_BASE_URL"] + "/v1/stream",
+                                         headers={"x-api-key": env["UPSTREAM_API_KEY"]}) as r:
+        assert b'"n": 0' in await r.aiter_raw().__anext__()
+    # Closing an unfinished response closes the connection. The upstream would hold its
+    # stream open forever: the proxy must notice the hang-up and let go by itself.
+    await setup.proxy.wait_idle()
+    [entry] = (await setup.server.client.get("/container/audit-log", params={"group": "team-c"})).json()["entries"]
+    assert entry["severity"] == "warning"
+    assert entry["details"]["outcome"] == "client disconnected"
+
+
+@bounded
 async def test_ten_mib_upload_and_download_pass_intact(setup):
     _, env = setup.run()
     data = os.urandom(10 * MIB)
@@ -403,6 +417,24 @@ async def test_unknown_mapping_gives_404_envelope(setup):
     r = await setup.proxy_client.get(base + "/nope/v1/echo", headers={"x-api-key": env["UPSTREAM_API_KEY"]})
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "NOT_FOUND"
+    assert setup.upstream.requests == []
+
+
+@bounded
+async def test_paths_that_climb_out_of_the_upstream_base_are_refused(setup):
+    _, env = setup.run()
+    port = int(env["UPSTREAM_BASE_URL"].split(":")[2].split("/")[0])
+    for target in ("/upstream/v1/../admin", "/upstream/v1/%2e%2e/admin", "/upstream/./v1/echo"):
+        # By hand: HTTP clients remove dot segments before sending.
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n"
+                              f"x-api-key: {env['UPSTREAM_API_KEY']}\r\n\r\n".encode())
+        answer = b""
+        while chunk := await stream.receive_some():
+            answer += chunk
+        await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 400 "), (target, answer)
+        assert b'"BAD_REQUEST"' in answer
     assert setup.upstream.requests == []
 
 

@@ -10,7 +10,7 @@ import httpx
 import trio
 
 from nanoclaw.audit import Audit
-from nanoclaw.errors import Forbidden, NotFound, UpstreamError
+from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound, UpstreamError
 from nanoclaw.proxy._mappings import PLACEHOLDER, RUN_TOKEN_HEADER, Mapping
 
 log = logging.getLogger("nanoclaw.proxy")
@@ -43,7 +43,7 @@ def _without(headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes] | set
             if name.lower() not in dropped and name.lower() not in named]
 
 
-async def _answer_error(send, error: Forbidden | NotFound | UpstreamError) -> int:
+async def _answer_error(send, error: NanoclawError) -> int:
     body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
     await send({
         "type": "http.response.start",
@@ -122,11 +122,14 @@ class Forwarder:
             return
 
         stats = {"requestBytes": 0, "responseBytes": 0}
+        outcome = None
         if mapping is None:
             status = await _answer_error(send, NotFound(
                 f"No credential mapping named {name[:64]!r}; "
                 "GET /api/v1/container/credential-proxy/mappings lists them"))
-            outcome = None
+        elif {".", ".."} & set(unquote(path).split("/")):
+            # The upstream URL's own path is a boundary: no climbing out of it.
+            status = await _answer_error(send, Invalid("The path may not contain '.' or '..' segments"))
         else:
             status, outcome = await self._forward(scope, receive, send, mapping, rest if slash else None, stats)
         details = {"method": method, "mapping": name[:64], "path": path[:200], "status": status, **stats,
