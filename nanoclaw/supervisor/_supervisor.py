@@ -116,6 +116,7 @@ class Supervisor:
         self.queued_runs: dict[str, tuple[str, Kind]] = {}
         self.instance_id = settings.instance_id
         self._nursery: trio.Nursery | None = None
+        self._orphans_removed = False
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
 
@@ -153,9 +154,10 @@ class Supervisor:
         return await self.db.write(_tx)
 
     async def remove_orphans(self) -> list[str]:
-        """Remove containers this instance started in an earlier life."""
-        if not self.runtime.state.available:
+        """Remove containers this instance started in an earlier life (once the engine answers)."""
+        if not self.runtime.state.available or self._orphans_removed:
             return []
+        self._orphans_removed = True
         try:
             removed = await self.runtime.remove_labelled(f"nanoclaw.instance={self.instance_id}")
         except RuntimeUnavailable as exc:
@@ -341,6 +343,7 @@ class Supervisor:
         token = None
         queue.active = active
         try:
+            await self.remove_orphans()  # the engine may have been down at start-up
             await self.offload(self._prepare_folders, group, ipc_dir)
             if self.proxy is not None:
                 token = self.proxy.register_run(group)

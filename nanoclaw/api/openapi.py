@@ -1,0 +1,44 @@
+"""The OpenAPI document: generated from the pydantic models, plus what every operation shares."""
+from __future__ import annotations
+
+from typing import Any
+
+from quart_schema.openapi import OpenAPIProvider
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "title": "ErrorEnvelope",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "Machine-readable, e.g. NOT_FOUND, VALIDATION_ERROR"},
+                "message": {"type": "string", "description": "What went wrong and what to do about it"},
+                "details": {"description": "Offending fields or other specifics, when there are any"},
+            },
+        }
+    },
+}
+
+
+class NanoclawOpenAPI(OpenAPIProvider):
+    """Adds the error envelope as every operation's `default` answer, and marks open routes."""
+
+    open_paths: set[str] = set()
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        document.setdefault("components", {}).setdefault("schemas", {})["ErrorEnvelope"] = ERROR_SCHEMA
+        error = {
+            "description": "Any error: 4xx for bad input, 5xx when a dependency is down",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+        }
+        for path, operations in document.get("paths", {}).items():
+            for operation in operations.values():
+                if isinstance(operation, dict) and "responses" in operation:
+                    operation["responses"].setdefault("default", error)
+                    if path in self.open_paths:
+                        operation["security"] = []
+        return document
