@@ -1,0 +1,127 @@
+"""Slack: Socket Mode (a WebSocket we open, so no public URL) in, chat.postMessage out.
+JIDs are slack:<channel id>; senders slack:<user id>."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from pydantic import Field
+from trio_websocket import ConnectionClosed
+
+from nanoclaw.channels._base import Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._websocket import close_code, open_socket
+from nanoclaw.models import Strict
+
+# Web API errors (answered with HTTP 200) that say "try again later", not "you are wrong".
+TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
+# Message subtypes that still carry a person's new text; every other subtype (edits,
+# deletions, joins, bot messages) is not a message to answer.
+TEXT_SUBTYPES = {None, "thread_broadcast", "file_share"}
+
+
+class SlackCredentials(Strict):
+    botToken: str = Field(max_length=500, pattern=r"^xoxb-\S+$", description="Bot User OAuth Token (xoxb-...)")
+    appToken: str = Field(max_length=500, pattern=r"^xapp-\S+$",
+                          description="App-level token with connections:write, for Socket Mode (xapp-...)")
+
+
+class Slack(Adapter):
+    name = "slack"
+    prefix = "slack"
+    # Slack truncates longer text; 4,000 is its advice for one message.
+    max_length = 4000
+    credentials_model = SlackCredentials
+
+    def __init__(self, api_base: str) -> None:
+        self.api_base = api_base.rstrip("/")
+
+    async def call(self, http: httpx.AsyncClient, token: str, method: str, params: dict | None = None) -> dict:
+        """One Web API method; the answer when it says ok, PlatformError otherwise."""
+        try:
+            response = await http.post(f"{self.api_base}/{method}", json=params or {},
+                                       headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise network_error("Slack", exc, token) from None
+        if response.status_code == 429:
+            retry_after = response.headers.get("Retry-After", "")
+            raise PlatformError(f"{method}: 429 rate limited", status=429,
+                                retry_after=float(retry_after) if retry_after.isdigit() else None)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise PlatformError(f"{method}: {response.status_code} {response.reason_phrase}: not a Web API answer",
+                                status=response.status_code)
+        if body.get("ok"):
+            return body
+        error = str(body.get("error") or "unknown_error").replace(token, "****")
+        status = response.status_code if response.status_code >= 400 else 400
+        if error in TRANSIENT_ERRORS:
+            status = 503
+        raise PlatformError(f"{error} ({method})", status=status)
+
+    async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
+        me = await self.call(http, credentials["botToken"], "auth.test")
+        # Proves the app token can open Socket Mode connections (the URL is left unused).
+        await self.call(http, credentials["appToken"], "apps.connections.open")
+        return _account(me)
+
+    async def run(self, http: httpx.AsyncClient, credentials: dict[str, Any], link: Link) -> None:
+        me = await self.call(http, credentials["botToken"], "auth.test")
+        while True:
+            # Every connection needs a fresh URL; an envelope not acknowledged on the old
+            # one is delivered again on the new one, so nothing is lost in between.
+            opened = await self.call(http, credentials["appToken"], "apps.connections.open")
+            await self._connection(opened["url"], me, link)
+
+    async def _connection(self, url: str, me: dict, link: Link) -> None:
+        """Handle frames until Slack asks us to reconnect; PlatformError when the socket drops."""
+        async with open_socket(url, "the Slack socket") as ws:
+            try:
+                while True:
+                    frame = json.loads(await ws.get_message())
+                    if frame.get("envelope_id"):
+                        # Slack redelivers what is not acknowledged within 3 s: first the ack.
+                        await ws.send_message(json.dumps({"envelope_id": frame["envelope_id"]}))
+                    kind = frame.get("type")
+                    if kind == "hello":
+                        await link.connected(_account(me))
+                        link.healthy()
+                    elif kind == "disconnect":
+                        return
+                    elif kind == "events_api":
+                        event = (frame.get("payload") or {}).get("event") or {}
+                        if event.get("type") in ("message", "app_mention"):
+                            await self._message(event, me["user_id"], link)
+            except ConnectionClosed as exc:
+                raise PlatformError(f"Slack closed the socket (code {close_code(exc)})") from None
+
+    async def _message(self, event: dict, bot_user: str, link: Link) -> None:
+        user, text, channel = event.get("user"), event.get("text") or "", event.get("channel")
+        if (event.get("bot_id") or event.get("subtype") not in TEXT_SUBTYPES or not user or user == bot_user
+                or not channel or not text.strip()):
+            return
+        direct = event.get("channel_type") == "im" or channel.startswith("D")
+        profile = event.get("user_profile") or {}
+        await link.deliver(Inbound(
+            channel=self.name,
+            chat_jid=f"slack:{channel}",
+            sender_jid=f"slack:{user}",
+            sender_name=profile.get("display_name") or profile.get("real_name") or user,
+            text=text,
+            timestamp=float(event["ts"]),
+            # A mention arrives twice (message and app_mention) with the same ts: stored once.
+            external_id=f"{channel}:{event['ts']}",
+            is_group=not direct,
+            addressed=event["type"] == "app_mention" or direct or f"<@{bot_user}>" in text,
+        ))
+
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
+        await self.call(http, credentials["botToken"], "chat.postMessage",
+                        {"channel": self.chat_id(chat_jid), "text": text})
+
+
+def _account(me: dict) -> str:
+    return f"@{me['user']} ({me['team']})" if me.get("team") else f"@{me['user']}"
