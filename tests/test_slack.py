@@ -8,6 +8,7 @@ import trio
 
 from checks import assert_error
 from conftest import make_settings, start_server
+from fakes.anthropic import serve_fake_anthropic, text_reply
 from fakes.slack import APP_TOKEN, BOT_TOKEN, BOT_USER, message_event, serve_fake_slack
 from nanoclaw.clock import Clock
 
@@ -209,3 +210,26 @@ async def test_server_shutdown_closes_the_socket_cleanly(tmp_path, fake):
     assert trio.current_time() - cancelled_at < 1
     await fake.wait_for(lambda: fake.sockets[0].closed, timeout=1)
     assert fake.sockets[0].close_code == 1000
+
+
+async def test_an_app_mention_in_a_routed_channel_is_answered_by_the_agent(nursery, tmp_path, fake, docker_engine,
+                                                                          agent_image):
+    llm = await nursery.start(serve_fake_anthropic)
+    llm.queue(text_reply("Four, of course."))
+    settings = make_settings(tmp_path, slack_api_base=fake.api_url, container_runtime="docker",
+                             container_network="host", agent_image=agent_image)
+    server = await start_server(nursery, settings)
+    env = [f"ANTHROPIC_BASE_URL={llm.url}", "ANTHROPIC_API_KEY=x"]
+    answer = await server.client.post("/container/namespaces", json={
+        "name": "team", "chatJids": ["slack:C9"], "containerConfig": {"env": env, "idleTimeoutSecs": 5}})
+    assert answer.status_code == 201, answer.text
+    await connect(server, fake)
+    await fake.push_event(message_event(channel="C9", text=f"<@{BOT_USER}> what is 2+2?", kind="app_mention"))
+    await fake.wait_for(lambda: fake.posted, timeout=120)
+    assert fake.posted == [{"channel": "C9", "text": "Four, of course."}]
+    assert "what is 2+2?" in json.dumps(llm.messages_requests[0].body["messages"])
+    history = (await server.client.get("/container/run-history", params={"group": "team"})).json()["runs"]
+    assert len(history) == 1
+    rows = await wait_stored(server, "slack:C9", 2)
+    assert rows[0]["isFromBot"] is True and rows[0]["content"] == "Four, of course."
+    await server.client.aclose()
