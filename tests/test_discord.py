@@ -114,6 +114,19 @@ async def test_people_messages_are_stored_and_bot_messages_never(discord_server,
     assert [(c["jid"], c["isGroup"]) for c in chats] == [("dc:111", True)]
 
 
+async def test_direct_messages_and_mentions_are_addressed_to_the_bot(discord_server, fake):
+    await connect(discord_server, fake)
+    await fake.dispatch_message(channel_id="121", content="just chatting")
+    await fake.dispatch_message(channel_id="121", content=f"<@{BOT['id']}> hello", mention_bot=True)
+    await fake.dispatch_message(channel_id="131", content="a direct message", guild_id=None)
+    await wait_stored(discord_server, "dc:131", 1)
+    rows = await discord_server.services.db.fetchall("SELECT chat_jid, content, addressed FROM messages ORDER BY id")
+    assert [tuple(r) for r in rows] == [("dc:121", "just chatting", 0), ("dc:121", f"<@{BOT['id']}> hello", 1),
+                                       ("dc:131", "a direct message", 1)]
+    chats = (await discord_server.client.get("/channels/chats", params={"channel": "discord"})).json()["chats"]
+    assert {c["jid"]: c["isGroup"] for c in chats} == {"dc:121": True, "dc:131": False}
+
+
 async def test_heartbeats_keep_time(timed_server, fake, autojump_clock):
     with trio.fail_after(300):
         await connect(timed_server, fake)

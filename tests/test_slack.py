@@ -131,6 +131,20 @@ async def test_a_mention_delivered_as_message_and_app_mention_is_stored_once(sla
     assert [r["content"] for r in rows] == ["after", text]
 
 
+async def test_direct_messages_and_mentions_are_addressed_to_the_bot(slack_server, fake):
+    await connect(slack_server, fake)
+    await fake.push_event(message_event(channel="C7", text="just chatting", ts="1700000040.000100"))
+    await fake.push_event(message_event(channel="C7", text=f"hey <@{BOT_USER}>", ts="1700000041.000100"))
+    await fake.push_event(message_event(channel="D7", text="hi bot", ts="1700000042.000100"))
+    await fake.wait_for(lambda: len(fake.acks) == 3)
+    await wait_stored(slack_server, "slack:D7", 1)
+    rows = await slack_server.services.db.fetchall("SELECT chat_jid, content, addressed FROM messages ORDER BY ts")
+    assert [tuple(r) for r in rows] == [("slack:C7", "just chatting", 0), ("slack:C7", f"hey <@{BOT_USER}>", 1),
+                                       ("slack:D7", "hi bot", 1)]
+    chats = (await slack_server.client.get("/channels/chats", params={"channel": "slack"})).json()["chats"]
+    assert {c["jid"]: c["isGroup"] for c in chats} == {"slack:C7": True, "slack:D7": False}
+
+
 async def test_a_disconnect_frame_leads_to_a_new_connection_and_no_event_is_lost(slack_server, fake):
     await connect(slack_server, fake)
     first = fake.sockets[0]

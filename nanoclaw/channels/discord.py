@@ -37,7 +37,8 @@ SESSION_LOST_CLOSE_CODES = {4007, 4009}
 
 
 class DiscordCredentials(Strict):
-    token: str = Field(min_length=1, max_length=200, pattern=r"^\S+$", description="Bot token from the Developer Portal")
+    token: str = Field(min_length=1, max_length=200, pattern=r"^\S+$",
+                       description="Bot token from the Developer Portal")
 
 
 @dataclasses.dataclass
@@ -109,8 +110,7 @@ class Discord(Adapter):
             except ConnectionClosed as exc:
                 code = close_code(exc)
                 if code in FATAL_CLOSE_CODES:
-                    raise PlatformError(f"Discord closed the gateway: {code} {FATAL_CLOSE_CODES[code]}",
-                                        status=code) from None
+                    raise PlatformError(f"Discord closed the gateway: {code} {FATAL_CLOSE_CODES[code]}") from None
                 if code in SESSION_LOST_CLOSE_CODES:
                     session.forget()
                 reason = f"Discord closed the gateway (code {code})"
@@ -154,7 +154,7 @@ class Discord(Adapter):
                 continue
             op = event.get("op")
             if op == DISPATCH:
-                session.seq = event.get("s", session.seq)
+                session.seq = event.get("s") or session.seq
                 await self._dispatch(event.get("t"), event.get("d") or {}, session, account, link)
             elif op == HEARTBEAT:
                 await _send(ws, HEARTBEAT, session.seq)
