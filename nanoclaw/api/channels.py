@@ -9,7 +9,7 @@ from quart import Blueprint, Response, request
 from quart_schema import security_scheme, validate_querystring, validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, clamp, services
-from nanoclaw.channels import CHANNEL_NAMES, PlatformError, Telegram, WhatsApp
+from nanoclaw.channels import CHANNEL_NAMES, Discord, PlatformError, Slack, Telegram, WhatsApp
 from nanoclaw.channels.whatsapp import SIGNATURE_HEADER, BadSignature
 from nanoclaw.errors import Forbidden, Invalid, Unauthorized
 
@@ -203,6 +203,8 @@ def _platform_routes(name: str, model: type[BaseModel]) -> None:
 
 
 _platform_routes("telegram", Telegram.credentials_model)
+_platform_routes("slack", Slack.credentials_model)
+_platform_routes("discord", Discord.credentials_model)
 _platform_routes("whatsapp", WhatsApp.credentials_model)
 
 

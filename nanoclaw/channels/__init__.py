@@ -3,11 +3,13 @@ from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, Platf
 from nanoclaw.channels._router import Router
 from nanoclaw.channels._service import Channels
 from nanoclaw.channels._store import ChatStore
+from nanoclaw.channels.discord import Discord
+from nanoclaw.channels.slack import Slack
 from nanoclaw.channels.telegram import Telegram
 from nanoclaw.channels.whatsapp import WhatsApp
 
-__all__ = ["CHANNEL_NAMES", "Adapter", "Channels", "ChatStore", "Inbound", "Link", "PlatformError", "Router",
-           "Telegram", "WhatsApp", "build_channels"]
+__all__ = ["CHANNEL_NAMES", "Adapter", "Channels", "ChatStore", "Discord", "Inbound", "Link", "PlatformError",
+           "Router", "Slack", "Telegram", "WhatsApp", "build_channels"]
 
 
 def build_channels(settings, db, clock, secrets, audit, namespaces, senders) -> Channels:
@@ -15,5 +17,6 @@ def build_channels(settings, db, clock, secrets, audit, namespaces, senders) -> 
     is left for the caller to point at the supervisor."""
     store = ChatStore(db, clock)
     router = Router(store, namespaces, senders, audit)
-    adapters = [Telegram(settings.telegram_api_base), WhatsApp(settings.whatsapp_api_base)]
+    adapters = [Telegram(settings.telegram_api_base), Slack(settings.slack_api_base),
+                Discord(settings.discord_api_base), WhatsApp(settings.whatsapp_api_base)]
     return Channels(store, router, secrets, audit, clock, adapters)
