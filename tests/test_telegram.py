@@ -1,12 +1,15 @@
 """Telegram against a fake Bot API on 127.0.0.1: connect, polling, routing, sending."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 
 from conftest import make_settings, start_server
 from fakes.telegram import BOT, TOKEN, serve_fake_telegram
 from nanoclaw.clock import Clock
+from nanoclaw.secrets import RedactingFilter
 
 GROUP_CHAT = -1001234
 BAD_TOKEN = "999999:nope-this-is-not-a-token"
@@ -367,3 +370,16 @@ async def test_a_rate_limited_poll_waits_retry_after_before_polling_again(nurser
     assert 12 <= next_poll.at - limited.at < 13
     assert len(tg.calls_of("getMe")) == 2  # no reconnect: the channel just waited
     await server.client.aclose()
+
+
+async def test_tokens_never_reach_the_log(server, tg, caplog):
+    caplog.set_level(logging.DEBUG)
+    await server.client.post("/channels/telegram/validate", json={"token": BAD_TOKEN})
+    await connect(server.client)
+    await handled(tg, tg.push_message(GROUP_CHAT, "hello"))
+    # The filter the server's log handler applies (nanoclaw.main.setup_logging).
+    scrub = RedactingFilter(server.services.secrets)
+    records = [r for r in caplog.records if scrub.filter(r)]
+    assert any("/getUpdates" in r.getMessage() for r in records)  # httpx logs each request URL
+    for record in records:
+        assert TOKEN not in record.getMessage() and BAD_TOKEN not in record.getMessage()

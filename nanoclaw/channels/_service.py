@@ -99,6 +99,8 @@ class Channels(MessageSource):
         self.states = {name: ChannelState(name) for name in CHANNEL_NAMES}
         self.http: httpx.AsyncClient | None = None
         self._nursery: trio.Nursery | None = None
+        # connect/disconnect one at a time, so a channel never ends up with two tasks
+        self._config_lock = trio.Lock()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -179,38 +181,48 @@ class Channels(MessageSource):
             raise Unavailable("The channel service is not running")
         return self.http
 
+    def _remember_secrets(self, adapter: Adapter, credentials: dict[str, Any]) -> None:
+        # Request URLs may carry a token (Telegram's do): make the log filter scrub them
+        # even when the credentials are only being validated.
+        for key, value in credentials.items():
+            if key not in adapter.public_fields:
+                self.secrets.remember(str(value))
+
     async def validate(self, name: str, credentials: dict[str, Any]) -> str:
         """The account name the platform knows these credentials by; PlatformError says why not."""
-        return await self.adapter(name).validate(self._http(), credentials)
+        adapter = self.adapter(name)
+        self._remember_secrets(adapter, credentials)
+        return await adapter.validate(self._http(), credentials)
 
     async def connect(self, name: str, credentials: dict[str, Any]) -> dict[str, Any]:
         """Validate, store (encrypted) and start; replaces an earlier connection."""
-        adapter = self.adapter(name)
         try:
-            account = await adapter.validate(self._http(), credentials)
+            account = await self.validate(name, credentials)
         except PlatformError as exc:
             if exc.transient:
                 raise UpstreamError(f"{name} could not check the credentials: {exc.reason}",
                                     code="PLATFORM_UNAVAILABLE") from None
             raise Invalid(f"{name} refused the credentials: {exc.reason}", code="INVALID_CREDENTIALS") from None
-        state = self.states[name]
-        await self._stop(state)
-        sealed = self.secrets.encrypt(json.dumps(credentials), context=_context(name))
-        await self.store.save_config(name, sealed, account)
-        state.connected, state.account, state.connected_at = True, account, self.clock.now()
-        state.last_error, state.status_message = None, f"Connected as {account}"
-        self._start(state, credentials)
+        async with self._config_lock:
+            state = self.states[name]
+            await self._stop(state)
+            sealed = self.secrets.encrypt(json.dumps(credentials), context=_context(name))
+            await self.store.save_config(name, sealed, account)
+            state.connected, state.account, state.connected_at = True, account, self.clock.now()
+            state.last_error, state.status_message = None, f"Connected as {account}"
+            self._start(state, credentials)
         await self.audit.record("info", "channel", f"{name} connected as {account}")
         return self.details(name)
 
     async def disconnect(self, name: str) -> dict[str, Any]:
         """Stop the channel's task and forget its credentials."""
         self.adapter(name)
-        state = self.states[name]
-        await self._stop(state)
-        if await self.store.delete_config(name):
+        async with self._config_lock:
+            await self._stop(self.states[name])
+            forgotten = await self.store.delete_config(name)
+            self.states[name] = ChannelState(name)
+        if forgotten:
             await self.audit.record("info", "channel", f"{name} disconnected")
-        self.states[name] = ChannelState(name)
         return self.details(name)
 
     def credentials(self, name: str) -> dict[str, Any] | None:
