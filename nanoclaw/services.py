@@ -13,6 +13,7 @@ from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.namespaces import Namespaces
+from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
 from nanoclaw.proxy import CredentialProxy
 from nanoclaw.runtime import ImageBuilder, Runtime
@@ -40,6 +41,7 @@ class Services:
     images: ImageBuilder | None = None
     supervisor: Supervisor | None = None
     ipc: IpcWatcher | None = None
+    scheduler: Scheduler | None = None
     proxy: CredentialProxy | None = None
     channels: Channels | None = None
     # Long-lived services in start order (after the store); filled by build().
@@ -93,4 +95,8 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.supervisor.messages = services.channels
     services.channels.router.notify = services.supervisor.notify_messages
     services.long_lived.append(services.channels)
+    services.scheduler = Scheduler(db, clock, audit, services.namespaces, submit=services.supervisor.submit_task,
+                                   send_message=services.channels.send)
+    services.ipc.scheduler = services.scheduler
+    services.long_lived.append(services.scheduler)
     return services
