@@ -1,5 +1,6 @@
 """REST API: one blueprint per endpoint group of the spec."""
 from nanoclaw.api import audit, channels, health, ipc, monitoring, mounts, namespaces, proxy, queue, runs, runtime, senders
+from nanoclaw.api import schedules
 
 BLUEPRINTS = [
     health.bp,
@@ -14,4 +15,5 @@ BLUEPRINTS = [
     monitoring.bp,
     proxy.bp,
     channels.bp,
+    schedules.bp,
 ]

@@ -1,0 +1,77 @@
+"""/container/schedules: scheduled tasks and their run logs."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from nanoclaw.api._common import Answer, clamp, services
+from nanoclaw.api.namespaces import _check_mounts
+from nanoclaw.scheduler import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
+
+bp = Blueprint("schedules", __name__)
+
+
+class ScheduleList(Answer):
+    schedules: list[Schedule]
+
+
+class LogQuery(BaseModel):
+    limit: int | None = Field(default=None, description="default 20, at most 500")
+    offset: int | None = Field(default=None, description="rows to skip, default 0")
+
+
+class ScheduleLogs(Answer):
+    logs: list[ScheduleLog]
+    total: int
+
+
+@bp.get("/container/schedules")
+@validate_response(ScheduleList)
+async def list_schedules():
+    """Every schedule, oldest first."""
+    return ScheduleList(schedules=await services().scheduler.list())
+
+
+@bp.post("/container/schedules")
+@validate_request(ScheduleCreate)
+@validate_response(Schedule, 201)
+async def create_schedule(data: ScheduleCreate):
+    """Create a schedule; nextRun is computed at once (null while disabled)."""
+    await _check_mounts(data.containerConfig, data.group)
+    return await services().scheduler.create(data), 201
+
+
+@bp.get("/container/schedules/<schedule_id>")
+@validate_response(Schedule)
+async def get_schedule(schedule_id: str):
+    return await services().scheduler.get(schedule_id)
+
+
+@bp.put("/container/schedules/<schedule_id>")
+@validate_request(ScheduleUpdate)
+@validate_response(Schedule)
+async def update_schedule(schedule_id: str, data: ScheduleUpdate):
+    """Change the given fields and recompute nextRun; enabled false pauses, true resumes."""
+    scheduler = services().scheduler
+    current = await scheduler.get(schedule_id)
+    await _check_mounts(data.containerConfig, data.group or current.group)
+    return await scheduler.update(schedule_id, data)
+
+
+@bp.delete("/container/schedules/<schedule_id>")
+async def delete_schedule(schedule_id: str):
+    """Delete the schedule and its logs."""
+    await services().scheduler.delete(schedule_id)
+    return "", 204
+
+
+@bp.get("/container/schedules/<schedule_id>/logs")
+@validate_querystring(LogQuery)
+@validate_response(ScheduleLogs)
+async def schedule_logs(schedule_id: str, query_args: LogQuery):
+    """Runs, catch-ups, skipped slots and errors, newest first."""
+    limit = clamp(query_args.limit, default=20, maximum=500)
+    offset = clamp(query_args.offset, default=0, maximum=2**62, minimum=0)
+    logs, total = await services().scheduler.logs(schedule_id, limit=limit, offset=offset)
+    return ScheduleLogs(logs=logs, total=total)
