@@ -61,6 +61,7 @@ async def test_main_may_schedule_for_any_group(inst):
     schedule_task(contextMode="shared"),
     {"type": "reboot"},
     {"type": "pause_task"},
+    ["schedule_task"],
 ])
 async def test_malformed_requests_are_invalid_and_change_nothing(inst, request_):
     with pytest.raises(Invalid):

@@ -245,6 +245,8 @@ class Scheduler:
         A non-main group may only schedule for itself and manage its own
         schedules (Forbidden otherwise); a malformed request raises Invalid.
         """
+        if not isinstance(request, dict):
+            raise Invalid("a task request must be a JSON object")
         kind = request.get("type")
         by = f"ipc:{group}"
         if kind == "schedule_task":
