@@ -152,6 +152,8 @@ async def test_no_follow_ups_are_piped_into_a_task_container(env, autojump_clock
     containers = env.runtime_fake.containers
     assert len(containers) == 2
     assert containers[0].outputs == ["done: work 5"]
+    # Its turn done, the task container is closed at once instead of idling for 30 s.
+    assert containers[0].exit_code == 0 and containers[0].ended_at < 6
     assert containers[1].stdin["prompt"] == "once 1"
     assert containers[1].started_at >= containers[0].ended_at
 

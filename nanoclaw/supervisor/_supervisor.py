@@ -487,7 +487,11 @@ class Supervisor:
                         for frame in parser.feed(chunk):
                             await self._on_frame(active, state, frame, deliver)
                             now = trio.current_time()
-                            timer.reset(hard=now + config.timeoutSecs, idle=now + config.idleTimeoutSecs)
+                            # A task container never receives follow-ups: once its turn is done,
+                            # waiting out the idle timeout would only hold the group's slot.
+                            idle = 0 if active.kind == "task" and frame["status"] == "success" else \
+                                config.idleTimeoutSecs
+                            timer.reset(hard=now + config.timeoutSecs, idle=now + idle)
                 except OutputTooLarge as exc:
                     state.fail("error", f"{exc}; the container was stopped")
                     nursery.start_soon(self.runtime.stop_container, active.container_name)

@@ -32,7 +32,7 @@ ERROR_TYPES = {
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
     500: "api_error", 529: "overloaded_error",
 }
-ARITHMETIC = re.compile(r"(-?\d+)\s*([-+*/x])\s*(-?\d+)")
+ARITHMETIC = re.compile(r"(?<![\w-])(-?\d+)\s*([-+*/x])\s*(-?\d+)\s*\?")
 _tool_ids = itertools.count(1)
 
 
@@ -80,7 +80,8 @@ def default_answer(messages: list) -> str:
             return "Tool result: " + " | ".join(_block_text(b.get("content")) for b in results)
         last = " ".join(b.get("text", "") for b in last if isinstance(b, dict) and b.get("type") == "text")
     text = last if isinstance(last, str) else ""
-    match = ARITHMETIC.search(text)
+    # The last question asked wins (a prompt may carry earlier messages as context).
+    match = list(ARITHMETIC.finditer(text))[-1] if ARITHMETIC.search(text) else None
     if match:
         a, op, b = int(match[1]), match[2], int(match[3])
         value = {"+": a + b, "-": a - b, "*": a * b, "x": a * b, "/": a / b if b else "undefined"}[op]
