@@ -94,9 +94,9 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders)
     services.supervisor.messages = services.channels
     services.channels.router.notify = services.supervisor.notify_messages
-    services.long_lived.append(services.channels)
     services.scheduler = Scheduler(db, clock, audit, services.namespaces, submit=services.supervisor.submit_task,
                                    send_message=services.channels.send)
     services.ipc.scheduler = services.scheduler
-    services.long_lived.append(services.scheduler)
+    # Channels start last: inbound messages need every other service ready.
+    services.long_lived += [services.scheduler, services.channels]
     return services

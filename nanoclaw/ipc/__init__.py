@@ -54,6 +54,9 @@ class IpcWatcher:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
+            # No stdlib file-change notification exists, so live run folders are scanned every
+            # SCAN_INTERVAL; with no container live the watcher sleeps until one starts.
+            await self.supervisor.wait_active()
             await trio.sleep(SCAN_INTERVAL)
             runs = self.supervisor.active_runs()
             if runs:

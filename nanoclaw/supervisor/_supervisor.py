@@ -117,6 +117,7 @@ class Supervisor:
         self.instance_id = settings.instance_id
         self._nursery: trio.Nursery | None = None
         self._orphans_removed = False
+        self._run_started = trio.Event()
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
 
@@ -241,6 +242,11 @@ class Supervisor:
     def active_runs(self) -> list[tuple[str, ActiveRun]]:
         return [(name, q.active) for name, q in self.queues.items() if q.active is not None]
 
+    async def wait_active(self) -> None:
+        """Return once any container is live (at once if one is)."""
+        while not self.active_runs():
+            await self._run_started.wait()
+
     async def _pipe_messages(self, queue: GroupQueue) -> None:
         async with queue.pipe_lock:
             active = queue.active
@@ -342,6 +348,8 @@ class Supervisor:
         state = _RunState(group_context=not (task is not None and task.context_mode == "isolated"))
         token = None
         queue.active = active
+        self._run_started.set()
+        self._run_started = trio.Event()
         try:
             await self.remove_orphans()  # the engine may have been down at start-up
             await self.offload(self._prepare_folders, group, ipc_dir)
