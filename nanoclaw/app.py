@@ -19,8 +19,9 @@ log = logging.getLogger("nanoclaw.app")
 
 API_PREFIX = "/api/v1"
 MAX_BODY = 1024 * 1024
-# Routes that do their own verification instead of X-API-Key.
-OPEN_PATHS = {f"{API_PREFIX}/health", f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/channels/whatsapp/webhook"}
+# Routes that do their own verification instead of X-API-Key (issue 2: every other
+# /api/v1 route needs the key, openapi.json included; /docs lives outside /api/v1).
+OPEN_PATHS = {f"{API_PREFIX}/health", f"{API_PREFIX}/channels/whatsapp/webhook"}
 # Routes that must see the raw body before anything parses it.
 RAW_BODY_PATHS = {f"{API_PREFIX}/channels/whatsapp/webhook"}
 
@@ -46,6 +47,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         security=[{"ApiKey": []}],
     )
     app.json.sort_keys = False
+    app.asgi_app = _shield_sends(app.asgi_app)
     errors.install(app)
 
     @app.before_request
@@ -93,6 +95,27 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
     return app
 
 
+def _shield_sends(asgi_app):
+    """Run every ASGI send() shielded from Quart-Trio's request cancellation.
+
+    Quart-Trio cancels its per-request nursery once the response is out. Under
+    Hypercorn's trio worker, the last send() restarts the connection's keep-alive
+    idle timer from inside that nursery, so the cancel kills the timer: an idle
+    keep-alive connection then never closes, and Ctrl-C waits the whole graceful
+    timeout for it. Hypercorn already shields the socket write itself, so this
+    adds no new way to block.
+    """
+
+    async def app(scope, receive, send):
+        async def shielded_send(message):
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await asgi_app(scope, receive, shielded_send)
+
+    return app
+
+
 async def _check_json_body() -> None:
     has_body = (request.content_length or 0) > 0 or "chunked" in request.headers.get(
         "Transfer-Encoding", ""
@@ -103,7 +126,8 @@ async def _check_json_body() -> None:
         raise ApiError(415, "Send the request body as application/json")
     try:
         await request.get_json()
-    except BadRequest:
+    except (BadRequest, UnicodeDecodeError, RecursionError):
+        # Not UTF-8, not JSON, or nested too deeply for the parser: all bad input, never a 500.
         raise ApiError(400, "The request body is not valid JSON", code="MALFORMED_JSON") from None
 
 

@@ -6,8 +6,9 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 GROUP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-GROUP_NAME_RE = re.compile(GROUP_NAME_PATTERN)
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: in Python's re, $ also matches before a trailing newline ("abc\n").
+GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class Strict(BaseModel):

@@ -89,7 +89,7 @@ async def list_namespaces():
 @validate_response(Namespace, 201)
 async def create_namespace(data: NamespaceCreate):
     """Create a namespace and its folder <data>/groups/<name>/."""
-    if data.name == GLOBAL:
+    if data.name.lower() == GLOBAL:
         raise Invalid("'global' is reserved for the global instructions")
     await _check_mounts(data.containerConfig, data.name)
     created = await services().namespaces.create(data.model_dump(exclude={"containerConfig"})

@@ -42,7 +42,8 @@ def check_name(name: str) -> None:
             "Namespace names are 1-64 characters of letters, digits, '_' and '-', "
             "starting with a letter or digit"
         )
-    if name == GLOBAL:
+    # Any case: on a case-insensitive file system groups/Global/ is groups/global/.
+    if name.lower() == GLOBAL:
         raise Invalid("'global' is reserved for the global instructions")
 
 
@@ -134,9 +135,11 @@ class Namespaces:
                  config.model_dump_json(), now, now),
             )
             self._set_jids(conn, ns_id, fields.get("chatJids", []))
+            # Inside the transaction (this runs in a worker thread): a refused create
+            # leaves no folder behind, and a folder that cannot be made rolls back the record.
+            self._ensure_folder(name)
             return self._load(conn, conn.execute("SELECT * FROM namespaces WHERE id = ?", (ns_id,)).fetchone())
 
-        await trio.to_thread.run_sync(self._ensure_folder, name)
         created = await self.db.write(_tx)
         await self.audit.record("info", "config", f"namespace {name} created", group=name)
         await self._notify()
@@ -254,6 +257,8 @@ class Namespaces:
                                 group=None if name == GLOBAL else name, details={"bytes": len(text.encode())})
 
     async def merged_instructions(self, name: str) -> str:
+        if name == GLOBAL:
+            raise Invalid("'global' is not a group: name the group whose instructions to merge")
         group = await self.read_instructions(name)
         global_text = await self.read_instructions(GLOBAL)
         sections = []

@@ -6,11 +6,11 @@ import os
 from pathlib import Path, PurePosixPath
 
 import trio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nanoclaw.audit import Audit
 from nanoclaw.config import Settings
-from nanoclaw.errors import Invalid
+from nanoclaw.errors import Invalid, Unavailable
 from nanoclaw.fileio import write_atomic
 from nanoclaw.models import MountRequest
 
@@ -24,12 +24,19 @@ DEFAULT_BLOCKED = [
 
 
 class AllowedRoot(BaseModel):
+    # Unknown keys are refused: a misspelt allowReadWrite must not pass silently.
+    model_config = ConfigDict(extra="forbid")
+
     path: str = Field(min_length=1, max_length=4096)
     allowReadWrite: bool = False
+    description: str = Field(default="", max_length=1000)
 
 
 class MountAllowlist(BaseModel):
     """A root given as a plain string is read-only; use the object form to allow read-write."""
+
+    # A misspelt blockedPatterns would silently drop the operator's patterns.
+    model_config = ConfigDict(extra="forbid")
 
     allowedRoots: list[str | AllowedRoot] = Field(default_factory=list, max_length=256)
     blockedPatterns: list[str] = Field(default_factory=list, max_length=256)
@@ -64,13 +71,16 @@ class MountPolicy:
             return MountAllowlist.model_validate_json(self.path.read_bytes())
         except FileNotFoundError:
             return MountAllowlist()
+        except (ValidationError, OSError) as exc:
+            # A hand-edited file that no longer parses: say which file, refuse every mount.
+            raise Unavailable(f"the mount allowlist {self.path} cannot be read: {exc}") from None
 
     async def set_allowlist(self, allowlist: MountAllowlist) -> MountAllowlist:
         for pattern in allowlist.blockedPatterns:
-            if not pattern.strip() or "/" in pattern:
+            if not pattern.strip() or "/" in pattern or _has_control(pattern):
                 raise Invalid(f"blocked pattern {pattern!r} must be a non-empty path component")
         for root in _roots(allowlist):
-            if not os.path.isabs(os.path.expanduser(root.path)):
+            if _has_control(root.path) or not os.path.isabs(os.path.expanduser(root.path)):
                 raise Invalid(f"allowed root {root.path!r} must be an absolute path")
         data = json.dumps(allowlist.model_dump(mode="json"), indent=2).encode()
         await trio.to_thread.run_sync(write_atomic, self.path, data)
@@ -81,8 +91,12 @@ class MountPolicy:
 
     async def validate(self, request: MountRequest, *, group: str | None = None) -> MountDecision:
         """Decide on one mount; a refusal is audited as a violation."""
-        allowlist = await self.allowlist()
-        decision = await trio.to_thread.run_sync(self._decide, request, allowlist)
+        try:
+            allowlist = await self.allowlist()
+        except Unavailable as exc:
+            decision = MountDecision(allowed=False, message=exc.message)
+        else:
+            decision = await trio.to_thread.run_sync(self._decide, request, allowlist)
         if not decision.allowed:
             await self.audit.record(
                 "violation", "mount", f"mount refused: {decision.message}", group=group,
@@ -94,6 +108,9 @@ class MountPolicy:
         container, problem = container_path(request.containerPath)
         if problem:
             return MountDecision(allowed=False, message=problem)
+        if _has_control(request.hostPath):
+            return MountDecision(allowed=False, containerPath=container,
+                                 message="hostPath contains control characters")
         given = Path(os.path.expanduser(request.hostPath))
         if not given.is_absolute():
             return MountDecision(allowed=False, containerPath=container,
@@ -123,8 +140,8 @@ class MountPolicy:
         for candidate in _roots(allowlist):
             try:
                 resolved = Path(os.path.expanduser(candidate.path)).resolve(strict=True)
-            except OSError:
-                continue
+            except (OSError, ValueError, RuntimeError):
+                continue  # a root that does not exist (or cannot) allows nothing
             if canonical.is_relative_to(resolved):
                 root = candidate
                 break
@@ -140,6 +157,10 @@ class MountPolicy:
             allowed=True, canonicalHostPath=str(canonical), containerPath=container,
             readOnly=read_only, message=f"Mount validated successfully (allowed root {root.path})",
         )
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def container_path(raw: str) -> tuple[str | None, str | None]:

@@ -1,7 +1,7 @@
 """Sender allowlist: which chat identities may reach the agents."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nanoclaw.audit import Audit
 from nanoclaw.store import Database
@@ -10,11 +10,16 @@ SETTINGS_KEY = "sender_allowlist"
 
 
 class SenderEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     chatJid: str = Field(min_length=3, max_length=200, description="A sender or chat id, e.g. tg:123456789")
     label: str = Field(default="", max_length=200)
 
 
 class SenderAllowlistModel(BaseModel):
+    # Unknown keys are refused: {"enable": true} must not leave the allowlist off unnoticed.
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = False
     entries: list[SenderEntry] = Field(default_factory=list, max_length=10000)
 
