@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 
+import httpx
 import pytest
 import trio
 
@@ -77,8 +78,13 @@ esac
 @pytest.fixture
 async def fake_server(nursery, tmp_path):
     runtime = FakeRuntime(nursery)
-    return await start_server(nursery, make_settings(tmp_path), clock=Clock(start=START), offload=inline,
-                              runtime=runtime)
+    server = await start_server(nursery, make_settings(tmp_path), clock=Clock(start=START), offload=inline,
+                                runtime=runtime)
+    # Under autojump_clock an idle keep-alive connection can time out between two requests
+    # (the clock jumps while the client waits on the socket): one connection per request.
+    server.client = httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=30,
+                                      limits=httpx.Limits(max_keepalive_connections=0))
+    return server
 
 
 async def test_max_concurrent_is_validated_and_changes_live(fake_server):

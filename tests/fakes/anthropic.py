@@ -32,7 +32,8 @@ ERROR_TYPES = {
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
     500: "api_error", 529: "overloaded_error",
 }
-ARITHMETIC = re.compile(r"(?<![\w-])(-?\d+)\s*([-+*/x])\s*(-?\d+)\s*\?")
+# Not inside dates or ids ("2026-11-22" is no subtraction).
+ARITHMETIC = re.compile(r"(?<![\w-])(-?\d+)\s*([-+*/x])\s*(-?\d+)(?![\w-])")
 _tool_ids = itertools.count(1)
 
 
