@@ -39,7 +39,10 @@ async def start_server(nursery, settings: Settings, **build_kwargs) -> Server:
     services = build(settings, **build_kwargs)
     out = io.StringIO()
     binds = await nursery.start(lambda task_status: serve(settings, services, out=out, task_status=task_status))
-    client = httpx.AsyncClient(base_url=binds[0] + "/api/v1", timeout=30)
+    # No keep-alive: under autojump_clock an idle pooled connection can hit the server's
+    # keep-alive timeout between two requests (the clock jumps while the client waits).
+    client = httpx.AsyncClient(base_url=binds[0] + "/api/v1", timeout=30,
+                               limits=httpx.Limits(max_keepalive_connections=0))
     return Server(binds[0], settings, services, client, out)
 
 

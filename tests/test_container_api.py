@@ -5,7 +5,6 @@ import os
 import stat
 import subprocess
 
-import httpx
 import pytest
 import trio
 
@@ -78,13 +77,8 @@ esac
 @pytest.fixture
 async def fake_server(nursery, tmp_path):
     runtime = FakeRuntime(nursery)
-    server = await start_server(nursery, make_settings(tmp_path), clock=Clock(start=START), offload=inline,
-                                runtime=runtime)
-    # Under autojump_clock an idle keep-alive connection can time out between two requests
-    # (the clock jumps while the client waits on the socket): one connection per request.
-    server.client = httpx.AsyncClient(base_url=server.url + "/api/v1", timeout=30,
-                                      limits=httpx.Limits(max_keepalive_connections=0))
-    return server
+    return await start_server(nursery, make_settings(tmp_path), clock=Clock(start=START), offload=inline,
+                              runtime=runtime)
 
 
 async def test_max_concurrent_is_validated_and_changes_live(fake_server):
