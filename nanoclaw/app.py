@@ -14,6 +14,7 @@ from werkzeug.exceptions import BadRequest
 from nanoclaw import __version__
 from nanoclaw.api import BLUEPRINTS, errors
 from nanoclaw.api.errors import ApiError
+from nanoclaw.api.openapi import NanoclawOpenAPI
 
 log = logging.getLogger("nanoclaw.app")
 
@@ -24,6 +25,10 @@ MAX_BODY = 1024 * 1024
 OPEN_PATHS = {f"{API_PREFIX}/health", f"{API_PREFIX}/channels/whatsapp/webhook"}
 # Routes that must see the raw body before anything parses it.
 RAW_BODY_PATHS = {f"{API_PREFIX}/channels/whatsapp/webhook"}
+
+
+class _OpenAPI(NanoclawOpenAPI):
+    open_paths = OPEN_PATHS
 
 
 def create_app(services, *, manage_services: bool = False) -> QuartTrio:
@@ -45,6 +50,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         info={"title": "NanoClaw server", "version": __version__},
         security_schemes={"ApiKey": {"type": "apiKey", "in_": "header", "name": "X-API-Key"}},
         security=[{"ApiKey": []}],
+        openapi_provider_class=_OpenAPI,
     )
     app.json.sort_keys = False
     app.asgi_app = _shield_sends(app.asgi_app)

@@ -36,9 +36,12 @@ class NanoclawOpenAPI(OpenAPIProvider):
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
         }
         for path, operations in document.get("paths", {}).items():
-            for operation in operations.values():
+            for method, operation in operations.items():
                 if isinstance(operation, dict) and "responses" in operation:
-                    operation["responses"].setdefault("default", error)
+                    responses = operation["responses"]
+                    if method == "delete" and not any(code.startswith("2") for code in responses):
+                        responses["204"] = {"description": "Deleted; no body"}
+                    responses.setdefault("default", error)
                     if path in self.open_paths:
                         operation["security"] = []
         return document
