@@ -7,7 +7,7 @@ import logging
 
 import trio
 from quart import Response, request
-from quart_schema import QuartSchema
+from quart_schema import QuartSchema, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import BadRequest
 
@@ -76,12 +76,14 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
 
     @app.get("/health")
+    @hide
     async def health_root():
         from nanoclaw.api.health import health
 
         return await health()
 
     @app.get("/docs")
+    @hide
     async def docs():
         document = app.extensions["QUART_SCHEMA"].openapi_provider.schema()
         return Response(_render_docs(document), content_type="text/html; charset=utf-8")

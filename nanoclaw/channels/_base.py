@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel
 
+# Platform tokens are printable ASCII without spaces; anything else could not travel in a URL or header.
+TOKEN_CHARS = "[!-~]+"
+
 # Every channel the API knows, in the order GET /channels lists them.
 CHANNEL_NAMES = ("telegram", "slack", "discord", "whatsapp")
 

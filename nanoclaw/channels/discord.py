@@ -14,7 +14,7 @@ import trio
 from pydantic import Field
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from nanoclaw.channels._base import Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.channels._websocket import close_code, close_socket, open_socket
 from nanoclaw.models import Strict
 
@@ -37,7 +37,7 @@ SESSION_LOST_CLOSE_CODES = {4007, 4009}
 
 
 class DiscordCredentials(Strict):
-    token: str = Field(min_length=1, max_length=200, pattern=r"^\S+$",
+    token: str = Field(min_length=1, max_length=200, pattern=f"^{TOKEN_CHARS}$",
                        description="Bot token from the Developer Portal")
 
 

@@ -9,7 +9,7 @@ import httpx
 from pydantic import Field
 from trio_websocket import ConnectionClosed
 
-from nanoclaw.channels._base import Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.channels._websocket import close_code, open_socket
 from nanoclaw.models import Strict
 
@@ -21,8 +21,8 @@ TEXT_SUBTYPES = {None, "thread_broadcast", "file_share"}
 
 
 class SlackCredentials(Strict):
-    botToken: str = Field(max_length=500, pattern=r"^xoxb-\S+$", description="Bot User OAuth Token (xoxb-...)")
-    appToken: str = Field(max_length=500, pattern=r"^xapp-\S+$",
+    botToken: str = Field(max_length=500, pattern=f"^xoxb-{TOKEN_CHARS}$", description="Bot User OAuth Token (xoxb-...)")
+    appToken: str = Field(max_length=500, pattern=f"^xapp-{TOKEN_CHARS}$",
                           description="App-level token with connections:write, for Socket Mode (xapp-...)")
 
 

@@ -9,7 +9,7 @@ import httpx
 import trio
 from pydantic import Field
 
-from nanoclaw.channels._base import Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.models import Strict
 
 log = logging.getLogger("nanoclaw.channels.telegram")
@@ -20,7 +20,7 @@ POLL_READ_TIMEOUT = POLL_TIMEOUT + 15
 
 
 class TelegramCredentials(Strict):
-    token: str = Field(min_length=1, max_length=200, pattern=r"^\S+$", description="Bot token from @BotFather")
+    token: str = Field(min_length=1, max_length=200, pattern=f"^{TOKEN_CHARS}$", description="Bot token from @BotFather")
 
 
 class Telegram(Adapter):

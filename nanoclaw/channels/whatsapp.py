@@ -11,7 +11,7 @@ import httpx
 import trio
 from pydantic import Field
 
-from nanoclaw.channels._base import Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.models import Strict
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -19,9 +19,9 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 class WhatsAppCredentials(Strict):
     phoneNumberId: str = Field(pattern=r"^[0-9]{1,30}$", description="The business phone number's id")
-    accessToken: str = Field(min_length=1, max_length=1000, pattern=r"^\S+$")
-    webhookVerifyToken: str = Field(min_length=1, max_length=200, description="Meta sends it back when subscribing")
-    appSecret: str = Field(min_length=1, max_length=200, description="Verifies the signature of each delivery")
+    accessToken: str = Field(min_length=1, max_length=1000, pattern=f"^{TOKEN_CHARS}$")
+    webhookVerifyToken: str = Field(min_length=1, max_length=200, pattern=f"^{TOKEN_CHARS}$", description="Meta sends it back when subscribing")
+    appSecret: str = Field(min_length=1, max_length=200, pattern=f"^{TOKEN_CHARS}$", description="Verifies the signature of each delivery")
 
 
 class BadSignature(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
 import trio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,8 +39,10 @@ class MountAllowlist(BaseModel):
     # A misspelt blockedPatterns would silently drop the operator's patterns.
     model_config = ConfigDict(extra="forbid")
 
-    allowedRoots: list[str | AllowedRoot] = Field(default_factory=list, max_length=256)
-    blockedPatterns: list[str] = Field(default_factory=list, max_length=256)
+    allowedRoots: list[Annotated[str, Field(min_length=1, max_length=4096)] | AllowedRoot] = Field(
+        default_factory=list, max_length=256)
+    blockedPatterns: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=list, max_length=256)
 
 
 class MountDecision(BaseModel):
