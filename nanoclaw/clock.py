@@ -6,7 +6,11 @@ clock and `sleep_until(wall_time)` is an ordinary `trio.sleep_until`.
 """
 from __future__ import annotations
 
+import datetime as dt
+import os
 import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
 
@@ -43,10 +47,27 @@ def iso(ts: float | None) -> str | None:
     """Unix seconds -> ISO 8601 UTC with milliseconds, as every answer shows time."""
     if ts is None:
         return None
-    import datetime as dt
-
     return (
         dt.datetime.fromtimestamp(ts, dt.timezone.utc)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+def local_timezone() -> str:
+    """The server's IANA timezone name: $TZ, else the /etc/localtime link, else UTC."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        target = str(Path("/etc/localtime").resolve())
+    except OSError:
+        target = ""
+    if "zoneinfo/" in target:
+        candidates.append(target.split("zoneinfo/", 1)[1])
+    for name in candidates:
+        if name:
+            try:
+                ZoneInfo(name)
+                return name
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return "UTC"

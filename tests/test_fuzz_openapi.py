@@ -32,7 +32,7 @@ CHECKS = ",".join([
 async def refuse_everything(scope, receive, send):
     """Answers like a platform that does not know the credential (the shapes of all four)."""
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return

@@ -1,7 +1,6 @@
 """/container/runtime and /container/image: the engine and the agent image."""
 from __future__ import annotations
 
-import trio
 from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response

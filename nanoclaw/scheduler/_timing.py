@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from nanoclaw.clock import local_timezone  # noqa: F401  (re-exported)
 from nanoclaw.errors import Invalid
 
 MIN_INTERVAL_MS = 1000
@@ -35,23 +34,6 @@ def zone(name: str) -> ZoneInfo:
         raise Invalid(f"Unknown timezone {name!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'") from None
 
 
-def local_timezone() -> str:
-    """The server's IANA timezone name: $TZ, else the /etc/localtime link, else UTC."""
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    try:
-        target = str(Path("/etc/localtime").resolve())
-    except OSError:
-        target = ""
-    if "zoneinfo/" in target:
-        candidates.append(target.split("zoneinfo/", 1)[1])
-    for name in candidates:
-        if name:
-            try:
-                ZoneInfo(name)
-                return name
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return "UTC"
 
 
 def parse(kind: str, value, timezone: str) -> Timing:

@@ -15,7 +15,7 @@ from typing import Literal
 import trio
 
 from nanoclaw.audit import Audit
-from nanoclaw.clock import Clock
+from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid
 from nanoclaw.fileio import write_atomic
@@ -30,6 +30,8 @@ from nanoclaw.supervisor._types import MessageBatch, MessageSource, RunHandle, R
 log = logging.getLogger("nanoclaw.supervisor")
 
 RETRY_DELAYS = (5, 10, 20, 40, 80)
+# What `docker run` / `podman run` exit with when the engine, not the container, failed.
+ENGINE_ERROR_EXIT = 125
 STDERR_CAP = 10 * 1024 * 1024
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INTERNAL_RE = re.compile(r"<internal>.*?</internal>", re.S)
@@ -520,6 +522,10 @@ class Supervisor:
             tail = stderr_tail.decode(errors="replace").strip().splitlines()[-3:]
             state.fail("error", f"container exited with code {state.exit_code}" +
                        (": " + " | ".join(tail) if tail else ""))
+            if state.exit_code == ENGINE_ERROR_EXIT:
+                # `run` itself failed, as when the engine is gone: the watchdog should look now,
+                # not only once some other CLI call happens to fail.
+                self.runtime.mark_down(state.error)
 
     async def _on_frame(self, active: ActiveRun, state: "_RunState", frame: dict, deliver) -> None:
         new_session = frame.get("newSessionId")
@@ -660,13 +666,3 @@ async def write_follow_up(ipc_dir: Path, text: str, *, offload=None) -> str:
     data = json.dumps({"type": "message", "text": text}).encode()
     await (offload or trio.to_thread.run_sync)(write_atomic, ipc_dir / "input" / name, data)
     return name
-
-
-def local_timezone() -> str:
-    tz = os.environ.get("TZ")
-    if tz:
-        return tz
-    try:
-        return Path("/etc/timezone").read_text().strip() or "UTC"
-    except OSError:
-        return "UTC"
