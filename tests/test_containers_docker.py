@@ -26,6 +26,10 @@ if mode == "flood":
     for _ in range(50 * 16):
         sys.stdout.buffer.write(chunk)
     sys.stdout.flush()
+if mode == "slow":
+    time.sleep(float(os.environ["SLEEP"]))
+    print("---NANOCLAW_OUTPUT_START---\n" '{"status": "success", "result": "slept"}' "\n---NANOCLAW_OUTPUT_END---")
+    sys.exit(0)
 time.sleep(3600)
 """
 
@@ -211,3 +215,53 @@ async def test_unauthorised_ipc_message_from_a_non_main_group_is_refused(docker_
     quarantined = list(errors.iterdir())
     assert len(quarantined) == 1 and quarantined[0].name.startswith("sneaky-messages-")
     assert json.loads(quarantined[0].read_text())["text"] == "spam"
+
+
+async def _running_of(instance):
+    return len(await trio.to_thread.run_sync(containers_of, instance))
+
+
+async def test_max_concurrent_2_with_6_groups_never_runs_more_and_never_idles(docker_server, misbehaving_image):
+    client = docker_server.client
+    await client.put("/container/queue/max-concurrent", json={"maxConcurrent": 2})
+    groups = [f"c{i}" for i in range(6)]
+    for name in groups:
+        await make_group(client, name, image=misbehaving_image, env=["MODE=slow", "SLEEP=2"])
+    ids = [(await client.post("/container/runs", json={"group": g, "prompt": "x"})).json()["runId"] for g in groups]
+    instance = docker_server.services.supervisor.instance_id
+    seen = []
+    with trio.fail_after(120):
+        while True:
+            counts = (await client.get("/container/queue/counts")).json()
+            engine = await _running_of(instance)
+            seen.append((counts["running"], counts["queued"], engine))
+            if counts["total"] == 0:
+                break
+            await trio.sleep(0.05)
+    assert max(engine for _, _, engine in seen) == 2
+    assert max(running for running, _, _ in seen) == 2
+    # Whenever work was waiting, both slots were in use.
+    assert all(running == 2 for running, queued, _ in seen if queued > 0)
+    runs = [(await client.get(f"/container/runs/{i}")).json() for i in ids]
+    assert [r["status"] for r in runs] == ["success"] * 6
+    # FIFO: each group started in the order it was queued.
+    starts = [r["startedAt"] for r in runs]
+    assert starts == sorted(starts)
+
+
+async def test_raising_the_limit_starts_waiting_groups_at_once(docker_server, misbehaving_image):
+    client = docker_server.client
+    await client.put("/container/queue/max-concurrent", json={"maxConcurrent": 2})
+    groups = [f"r{i}" for i in range(6)]
+    for name in groups:
+        await make_group(client, name, image=misbehaving_image, env=["MODE=slow", "SLEEP=30"])
+    for g in groups:
+        await client.post("/container/runs", json={"group": g, "prompt": "x"})
+    instance = docker_server.services.supervisor.instance_id
+    await wait_for(lambda: _count_is(instance, 2))
+    assert (await client.get("/container/queue/counts")).json() == {"queued": 4, "running": 2, "total": 6}
+    raised = trio.current_time()
+    assert (await client.put("/container/queue/max-concurrent", json={"maxConcurrent": 6})).status_code == 200
+    await wait_for(lambda: _count_is(instance, 6), timeout=20)
+    assert trio.current_time() - raised < 10
+    assert (await client.get("/container/queue/counts")).json() == {"queued": 0, "running": 6, "total": 6}
