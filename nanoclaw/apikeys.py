@@ -49,9 +49,11 @@ def active_hashes(conn: sqlite3.Connection) -> list[str]:
 
 
 class ApiKeys:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, *, open_without_keys: bool = True) -> None:
         self.db = db
         self.clock = clock
+        # False on a non-loopback bind: with no key at all, every request is refused.
+        self.open_without_keys = open_without_keys
         self._hashes: list[str] = []
         self._loaded_at: float | None = None
         self._lock = trio.Lock()
@@ -66,7 +68,11 @@ class ApiKeys:
         return self._hashes
 
     async def enabled(self) -> bool:
+        """Does at least one active key exist?"""
         return bool(await self._active())
+
+    async def required(self) -> bool:
+        return not self.open_without_keys or await self.enabled()
 
     async def check(self, raw: str | None) -> bool:
         """True when raw is an active key. Compares every stored hash in constant time."""

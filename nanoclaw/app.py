@@ -61,12 +61,16 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         path = request.path
         if not path.startswith(API_PREFIX + "/"):
             return None
-        if path not in OPEN_PATHS and await services.api_keys.enabled():
+        if path not in OPEN_PATHS and await services.api_keys.required():
             if not await services.api_keys.check(request.headers.get("X-API-Key")):
                 await services.audit.record(
                     "warning", "auth", f"rejected {request.method} {path}: missing or invalid API key",
                     details={"remoteAddr": request.remote_addr},
                 )
+                if not await services.api_keys.enabled():
+                    # The last key was revoked while serving a non-loopback address: fail closed.
+                    raise ApiError(401, "No API key exists and this server is not on loopback: "
+                                        "create one with `nanoclaw api-key create --name NAME`")
                 raise ApiError(401, "A valid X-API-Key header is required")
         if request.method in {"POST", "PUT", "PATCH"} and path not in RAW_BODY_PATHS:
             await _check_json_body()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import Any
 
 from nanoclaw.clock import Clock, iso
@@ -11,6 +12,15 @@ from nanoclaw.store import Database
 
 SEVERITIES = ("info", "warning", "violation", "error")
 log = logging.getLogger("nanoclaw.audit")
+
+
+def insert_entry(conn: sqlite3.Connection, ts: float, severity: str, category: str, message: str,
+                 group: str | None = None, details_json: str | None = None) -> None:
+    """One audit row, inside the caller's transaction (the CLI writes through this too)."""
+    conn.execute(
+        "INSERT INTO audit_log (ts, severity, category, message, group_name, details) VALUES (?, ?, ?, ?, ?, ?)",
+        (ts, severity, category, message, group, details_json),
+    )
 
 
 class Audit:
@@ -31,11 +41,8 @@ class Audit:
             raise ValueError(f"unknown severity {severity!r}")
         message = self.secrets.redact(message)
         details_json = self.secrets.redact(json.dumps(details)) if details is not None else None
-        await self.db.execute(
-            "INSERT INTO audit_log (ts, severity, category, message, group_name, details) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (self.clock.now(), severity, category, message, group, details_json),
-        )
+        now = self.clock.now()
+        await self.db.write(insert_entry, now, severity, category, message, group, details_json)
         log.log(logging.WARNING if severity != "info" else logging.INFO,
                 "audit %s %s: %s", severity, category, message)
 

@@ -6,6 +6,7 @@ import sys
 
 from nanoclaw import __version__
 from nanoclaw.apikeys import create_key, list_keys, revoke_key
+from nanoclaw.audit import insert_entry
 from nanoclaw.clock import iso
 from nanoclaw.config import ConfigError, load_settings
 from nanoclaw.store._db import sync_connection
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.key_command == "create":
             conn.execute("BEGIN IMMEDIATE")
             key_id, raw = create_key(conn, args.name, time.time())
+            insert_entry(conn, time.time(), "info", "auth", f"API key {key_id} ({args.name}) created")
             conn.execute("COMMIT")
             print(f"Created API key {key_id} ({args.name}). It is shown only this once:")
             print(raw)
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.key_command == "revoke":
             conn.execute("BEGIN IMMEDIATE")
             done = revoke_key(conn, args.id, time.time())
+            if done:
+                insert_entry(conn, time.time(), "info", "auth", f"API key {args.id} revoked")
             conn.execute("COMMIT")
             if not done:
                 print(f"error: no active key with id {args.id}", file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from pathlib import Path
 
@@ -36,6 +37,11 @@ class Settings:
         self.config_dir = Path(self.config_dir).expanduser().absolute()
 
     @property
+    def open_without_keys(self) -> bool:
+        """May the API answer without a key while none exists? Only on loopback, unless told."""
+        return is_loopback(self.host) or self.allow_insecure
+
+    @property
     def database_path(self) -> Path:
         return self.data_dir / "nanoclaw.db"
 
@@ -50,6 +56,15 @@ class Settings:
     @property
     def sessions_dir(self) -> Path:
         return self.data_dir / "sessions"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # (field, environment variable, parser)

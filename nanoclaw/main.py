@@ -1,7 +1,6 @@
 """The process: one root nursery supervising every service and the HTTP server."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import sys
@@ -13,9 +12,11 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from nanoclaw import __version__
 from nanoclaw.app import create_app
+from nanoclaw.apikeys import active_hashes
 from nanoclaw.config import Settings
 from nanoclaw.secrets import RedactingFilter
 from nanoclaw.services import Services, build
+from nanoclaw.store._db import sync_connection
 
 log = logging.getLogger("nanoclaw")
 EXIT_INSECURE = 2
@@ -23,15 +24,6 @@ EXIT_INSECURE = 2
 
 class InsecureBind(Exception):
     pass
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def setup_logging(services: Services, level: str = "INFO") -> None:
@@ -71,14 +63,15 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
     shutdown = trio.Event()
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, shutdown, root)
-        await root.start(services.serve)
-        auth = await services.api_keys.enabled()
-        if not auth and not is_loopback(settings.host) and not settings.allow_insecure:
+        # Refuse before anything starts (channels, proxy, containers).
+        auth = await trio.to_thread.run_sync(_active_keys, settings) > 0
+        if not auth and not settings.open_without_keys:
             raise InsecureBind(
                 f"refusing to serve on {settings.host} with no API key: anyone who can reach it "
                 "could run agents. Create a key (nanoclaw api-key create --name NAME), bind "
                 "127.0.0.1, or pass --allow-insecure."
             )
+        await root.start(services.serve)
 
         async def _http(task_status):
             await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait,
@@ -95,6 +88,18 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         task_status.started(binds)
 
 
+def _active_keys(settings: Settings) -> int:
+    with sync_connection(settings.database_path) as conn:
+        return len(active_hashes(conn))
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first plain exception inside (possibly nested) exception groups."""
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
+
+
 def run(settings: Settings) -> int:
     services = build(settings)
     setup_logging(services)
@@ -102,9 +107,10 @@ def run(settings: Settings) -> int:
     try:
         trio.run(partial(serve, settings, services))
     except* InsecureBind as group:
-        print(f"error: {group.exceptions[0]}", file=sys.stderr)
+        print(f"error: {_first(group)}", file=sys.stderr)
         code = EXIT_INSECURE
     except* OSError as group:
-        print(f"error: {group.exceptions[0]}", file=sys.stderr)
+        error = _first(group)
+        print(f"error: {error.strerror or error} ({settings.host}:{settings.port})", file=sys.stderr)
         code = 1
     return code

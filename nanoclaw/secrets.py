@@ -11,6 +11,7 @@ import os
 import secrets as _random
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_FILE = "secret.key"
@@ -38,7 +39,11 @@ class SecretBox:
         if not token.startswith(_PREFIX):
             raise ValueError("not a sealed secret")
         raw = base64.b64decode(token[len(_PREFIX):])
-        plaintext = self._cipher().decrypt(raw[:12], raw[12:], context.encode()).decode()
+        try:
+            plaintext = self._cipher().decrypt(raw[:12], raw[12:], context.encode()).decode()
+        except InvalidTag:
+            raise ValueError(f"a stored secret cannot be decrypted with {self.key_path}: "
+                             "it was sealed with another key (restore the original secret.key)") from None
         self.remember(plaintext)
         return plaintext
 

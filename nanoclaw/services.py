@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import trio
@@ -12,7 +13,9 @@ from nanoclaw.audit import Audit
 from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
+from nanoclaw.fileio import remove_stale_temporaries
 from nanoclaw.namespaces import Namespaces
+from nanoclaw.namespaces._service import INSTRUCTIONS_FILE
 from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
 from nanoclaw.proxy import CredentialProxy
@@ -54,6 +57,11 @@ class Services:
         scope stops the services (containers are stopped by name), then closes the store.
         """
         await self.db.open()
+        # A kill during an instructions write leaves its temporary in the group folder, which
+        # is mounted into the agent's container: nothing writes yet, so sweep them now.
+        for folder in _folders(self.settings.groups_dir):
+            for path in remove_stale_temporaries(folder, INSTRUCTIONS_FILE):
+                log.warning("removed %s, left by an instructions write that never finished", path)
         try:
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
@@ -62,6 +70,13 @@ class Services:
                     task_status.started(scope)
         finally:
             await self.db.close()
+
+
+def _folders(groups_dir) -> list:
+    try:
+        return [entry.path for entry in os.scandir(groups_dir) if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
 
 
 def build(settings: Settings, *, clock: Clock | None = None, offload=None,
@@ -77,7 +92,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
         db=db,
         secrets=secrets,
         audit=audit,
-        api_keys=ApiKeys(db, clock),
+        api_keys=ApiKeys(db, clock, open_without_keys=settings.open_without_keys),
         namespaces=Namespaces(settings, db, clock, audit),
         mounts=MountPolicy(settings, audit),
         senders=SenderAllowlist(db, audit),

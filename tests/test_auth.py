@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from checks import assert_error
-from conftest import Server, start_server
+from conftest import Server, make_settings, start_server
 from nanoclaw.app import create_app
 from serverproc import cli_env, create_api_key, run_cli
 
@@ -205,6 +205,31 @@ async def test_revoking_the_last_key_turns_auth_off(keyed, tmp_path):
     await run_cli("api-key", "revoke", keyed.key_id, env=cli_env(tmp_path))
     await wait_for_status(keyed.client, "/container/namespaces", 200)
     assert (await keyed.client.get("/health")).json()["auth"] is False
+
+
+async def test_revoking_the_last_key_of_a_non_loopback_server_refuses_everything(nursery, tmp_path):
+    key_id, raw = await create_api_key(tmp_path)
+    server = await start_server(nursery, make_settings(tmp_path, host="0.0.0.0"))
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.url.rsplit(':', 1)[1]}/api/v1")
+    assert (await client.get("/container/namespaces", headers={"X-API-Key": raw})).status_code == 200
+    await run_cli("api-key", "revoke", key_id, env=cli_env(tmp_path))
+    # The revoked key stops working (the server sees CLI changes within about a second)...
+    await wait_for_status(client, "/container/namespaces", 401, headers={"X-API-Key": raw})
+    # ...and with no key left, nothing is served without one: the bind is not loopback.
+    answer = await client.get("/container/namespaces")
+    assert answer.status_code == 401 and "No API key exists" in answer.json()["error"]["message"]
+    assert (await client.get("/health")).json()["auth"] is True
+    await client.aclose()
+
+
+async def test_creating_and_revoking_keys_is_audited_without_the_key(tmp_path, nursery):
+    key_id, raw = await create_api_key(tmp_path, "ops laptop")
+    await run_cli("api-key", "revoke", key_id, env=cli_env(tmp_path))
+    server = await start_server(nursery, make_settings(tmp_path))
+    entries = (await server.client.get("/container/audit-log", params={"severity": "info"})).json()["entries"]
+    messages = [e["message"] for e in entries if e["category"] == "auth"]
+    assert messages == [f"API key {key_id} revoked", f"API key {key_id} (ops laptop) created"]
+    assert raw not in str(entries)
 
 
 async def test_a_revoked_key_is_listed_as_revoked(tmp_path):

@@ -14,6 +14,7 @@ from fake_runtime import FakeRuntime
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.runtime import Runtime
+from nanoclaw.runtime._engine import bridge_gateway
 from test_supervisor_queue import START, inline
 
 
@@ -57,7 +58,7 @@ async def test_watchdog_finds_the_engine_once_it_is_back(tmp_path, monkeypatch, 
 if [ ! -e {flag} ]; then echo down >&2; exit 1; fi
 case "$1" in
   info) echo 24.0.7 ;;
-  network) echo 172.17.0.1 ;;
+  network) echo '[{{"Subnet":"172.17.0.0/16"}}]' ;;
 esac
 """)
     monkeypatch.setenv("PATH", bin_dir + os.pathsep + os.environ["PATH"])
@@ -79,6 +80,12 @@ async def fake_server(nursery, tmp_path):
     runtime = FakeRuntime(nursery)
     return await start_server(nursery, make_settings(tmp_path), clock=Clock(start=START), offload=inline,
                               runtime=runtime)
+
+
+def test_bridge_gateway_comes_from_the_gateway_or_the_subnets_first_address():
+    assert bridge_gateway('[{"Subnet":"172.18.0.0/16","Gateway":"172.18.0.254"}]') == "172.18.0.254"
+    assert bridge_gateway('[{"Subnet":"172.17.0.0/16"}]') == "172.17.0.1"
+    assert bridge_gateway("null") is None and bridge_gateway("not json") is None
 
 
 async def test_max_concurrent_is_validated_and_changes_live(fake_server):
@@ -188,6 +195,17 @@ async def test_two_requests_for_one_tag_share_one_build(nursery, tmp_path, docke
     assert first.success and other.success
     subprocess.run([docker_engine, "rmi", "-f", "nanoclaw-agent:shared-test", "nanoclaw-agent:other-test"],
                    capture_output=True)
+
+
+async def test_a_build_on_a_base_image_that_is_not_local_is_refused_not_pulled(nursery, tmp_path, docker_engine):
+    settings = make_settings(tmp_path, container_runtime="docker", agent_base_image="nanoclaw-absent-base:none")
+    server = await start_server(nursery, settings)
+    r = await server.client.post("/container/image/build", json={"imageTag": "nanoclaw-agent:never-built"})
+    body = r.json()
+    assert r.status_code == 200 and body["success"] is False
+    assert "nanoclaw-absent-base:none is not present locally and is never pulled" in body["message"]
+    assert subprocess.run([docker_engine, "image", "inspect", "nanoclaw-agent:never-built"],
+                          capture_output=True).returncode != 0
 
 
 async def test_image_build_answers_503_without_an_engine(client):

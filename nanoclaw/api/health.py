@@ -19,4 +19,5 @@ class Health(Answer):
 @validate_response(Health)
 async def health() -> Health:
     """Liveness, version and whether API keys are required."""
-    return Health(status="ok", version=__version__, auth=await services().api_keys.enabled())
+
+    return Health(status="ok", version=__version__, auth=await services().api_keys.required())

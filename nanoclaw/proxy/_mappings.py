@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import sqlite3
 import uuid
@@ -25,6 +26,8 @@ RESERVED_HEADERS = {
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
     "upgrade", "proxy-authorization", "proxy-authenticate", "expect", RUN_TOKEN_HEADER,
 }
+
+log = logging.getLogger("nanoclaw.proxy")
 
 
 def env_prefix(name: str) -> str:
@@ -119,7 +122,13 @@ class MappingStore:
 
     async def load(self) -> list[Mapping]:
         rows = await self.db.fetchall("SELECT * FROM credential_mappings ORDER BY created_at, name")
-        return [_row_to_mapping(row, self.secrets) for row in rows]
+        mappings = []
+        for row in rows:
+            try:
+                mappings.append(_row_to_mapping(row, self.secrets))
+            except ValueError as exc:  # sealed with another secret.key: skip it, keep serving
+                log.error("credential mapping %r is not served: %s", row["name"], exc)
+        return mappings
 
     async def add(self, name: str, upstream_url: str, credential_type: str, credential: str) -> Mapping:
         upstream_url = check_upstream(upstream_url)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import shutil
 import subprocess
@@ -27,6 +29,23 @@ INSTALL_HINT = (
     "No container runtime found. Install Docker (apt-get install docker.io, then start dockerd), "
     "Podman, or on macOS Apple's `container` CLI; or set NANOCLAW_CONTAINER_RUNTIME."
 )
+
+
+def bridge_gateway(ipam_json: str) -> str | None:
+    """The bridge network's gateway; engines that list only the subnet use its first address."""
+    try:
+        configs = json.loads(ipam_json) or []
+    except ValueError:
+        return None
+    for config in configs:
+        if config.get("Gateway"):
+            return config["Gateway"]
+        if config.get("Subnet"):
+            try:
+                return str(next(ipaddress.ip_network(config["Subnet"], strict=False).hosts()))
+            except (ValueError, StopIteration):
+                continue
+    return None
 
 
 class RuntimeUnavailable(Unavailable):
@@ -127,11 +146,10 @@ class Runtime:
             try:
                 with trio.fail_after(DETECT_TIMEOUT):
                     done = await trio.run_process(
-                        [binary, "network", "inspect", "bridge", "--format",
-                         "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+                        [binary, "network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}"],
                         capture_stdout=True, capture_stderr=True, check=False)
                 if done.returncode == 0:
-                    gateway = done.stdout.decode().strip() or None
+                    gateway = bridge_gateway(done.stdout.decode())
             except trio.TooSlowError:
                 pass
             if gateway:

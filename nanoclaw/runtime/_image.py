@@ -69,6 +69,12 @@ class ImageBuilder:
 
     async def _build(self, build: Build) -> None:
         try:
+            if not await self.runtime.image_exists(build.base_image):
+                # `build --pull=false` still pulls a base that is missing: refuse instead.
+                build.success = False
+                build.message = (f"Base image {build.base_image} is not present locally and is never pulled: "
+                                 "load it into the engine first (docker pull / docker load)")
+                return
             with resources.as_file(resources.files("nanoclaw.agent")) as context:
                 command = [self.runtime.command, "build", "--pull=false", "-t", build.tag,
                            "--build-arg", f"BASE_IMAGE={build.base_image}", str(context)]

@@ -519,9 +519,10 @@ class Supervisor:
                     with trio.move_on_after(5):
                         await process.wait()
         if state.exit_code not in (0, None) and state.status is None:
+            # The agent's own reason beats the last lines of stderr.
             tail = stderr_tail.decode(errors="replace").strip().splitlines()[-3:]
-            state.fail("error", f"container exited with code {state.exit_code}" +
-                       (": " + " | ".join(tail) if tail else ""))
+            reason = state.last_error or " | ".join(tail)
+            state.fail("error", f"container exited with code {state.exit_code}" + (f": {reason}" if reason else ""))
             if state.exit_code == ENGINE_ERROR_EXIT:
                 # `run` itself failed, as when the engine is gone: the watchdog should look now,
                 # not only once some other CLI call happens to fail.
