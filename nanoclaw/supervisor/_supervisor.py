@@ -68,7 +68,6 @@ class ActiveRun:
     is_main: bool
     idle: bool = False
     closing: bool = False
-    process_started: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass
@@ -450,7 +449,6 @@ class Supervisor:
     async def _container(self, active: ActiveRun, args: list[str], stdin: bytes, config: ContainerConfig,
                          state: "_RunState", deliver) -> None:
         process = await self.runtime.start_container(args)
-        active.process_started.set()
         parser = FrameParser()
         timer = _Deadlines(hard=trio.current_time() + config.timeoutSecs)
         stderr_tail = bytearray()
