@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import trio
@@ -13,9 +12,7 @@ from nanoclaw.audit import Audit
 from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
-from nanoclaw.fileio import remove_stale_temporaries
 from nanoclaw.namespaces import Namespaces
-from nanoclaw.namespaces._service import INSTRUCTIONS_FILE
 from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
 from nanoclaw.proxy import CredentialProxy
@@ -57,11 +54,7 @@ class Services:
         scope stops the services (containers are stopped by name), then closes the store.
         """
         await self.db.open()
-        # A kill during an instructions write leaves its temporary in the group folder, which
-        # is mounted into the agent's container: nothing writes yet, so sweep them now.
-        for folder in _folders(self.settings.groups_dir):
-            for path in remove_stale_temporaries(folder, INSTRUCTIONS_FILE):
-                log.warning("removed %s, left by an instructions write that never finished", path)
+        await self.namespaces.remove_unfinished_writes()  # before anything writes again
         try:
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
@@ -70,13 +63,6 @@ class Services:
                     task_status.started(scope)
         finally:
             await self.db.close()
-
-
-def _folders(groups_dir) -> list:
-    try:
-        return [entry.path for entry in os.scandir(groups_dir) if entry.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return []
 
 
 def build(settings: Settings, *, clock: Clock | None = None, offload=None,

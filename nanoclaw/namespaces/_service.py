@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import sqlite3
 import uuid
@@ -13,9 +15,11 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, iso
 from nanoclaw.config import Settings
 from nanoclaw.errors import Conflict, Invalid, NotFound
-from nanoclaw.fileio import write_atomic
+from nanoclaw.fileio import remove_stale_temporaries, write_atomic
 from nanoclaw.models import GROUP_NAME_RE, ContainerConfig
 from nanoclaw.store import Database
+
+log = logging.getLogger("nanoclaw.namespaces")
 
 GLOBAL = "global"
 INSTRUCTIONS_FILE = "CLAUDE.md"
@@ -233,6 +237,20 @@ class Namespaces:
     def _purge_folders(self, name: str) -> None:
         for path in (self.folder(name), self.settings.ipc_dir / name, self.settings.sessions_dir / name):
             shutil.rmtree(path, ignore_errors=True)
+
+    async def remove_unfinished_writes(self) -> None:
+        """A kill during an instructions write leaves its temporary in the group folder, which is
+        mounted into the agent's container. Call at start-up, while nothing writes."""
+
+        def _sweep() -> list[Path]:
+            try:
+                folders = [e.path for e in os.scandir(self.settings.groups_dir) if e.is_dir(follow_symlinks=False)]
+            except FileNotFoundError:
+                return []
+            return [p for folder in folders for p in remove_stale_temporaries(Path(folder), INSTRUCTIONS_FILE)]
+
+        for path in await trio.to_thread.run_sync(_sweep):
+            log.warning("removed %s, left by an instructions write that never finished", path)
 
     async def read_instructions(self, name: str) -> str:
         if name != GLOBAL:
