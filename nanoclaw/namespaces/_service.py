@@ -67,10 +67,11 @@ class Namespaces:
 
     # -- records ----------------------------------------------------------
 
-    def _load(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Namespace:
-        jids = [r[0] for r in conn.execute(
-            "SELECT jid FROM namespace_chats WHERE namespace_id = ? ORDER BY position", (row["id"],)
-        )]
+    def _load(self, conn: sqlite3.Connection, row: sqlite3.Row, jids: list[str] | None = None) -> Namespace:
+        if jids is None:
+            jids = [r[0] for r in conn.execute(
+                "SELECT jid FROM namespace_chats WHERE namespace_id = ? ORDER BY position", (row["id"],)
+            )]
         return Namespace(
             id=row["id"],
             name=row["name"],
@@ -86,7 +87,12 @@ class Namespaces:
 
     async def list(self) -> list[Namespace]:
         def _q(conn):
-            return [self._load(conn, r) for r in conn.execute("SELECT * FROM namespaces ORDER BY name")]
+            # Two queries, not one per namespace.
+            jids: dict[str, list[str]] = {}
+            for ns_id, jid in conn.execute("SELECT namespace_id, jid FROM namespace_chats ORDER BY position"):
+                jids.setdefault(ns_id, []).append(jid)
+            rows = conn.execute("SELECT * FROM namespaces ORDER BY name")
+            return [self._load(conn, r, jids.get(r["id"], [])) for r in rows]
 
         return await self.db.read(_q)
 
