@@ -12,11 +12,9 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from nanoclaw import __version__
 from nanoclaw.app import create_app
-from nanoclaw.apikeys import active_hashes
 from nanoclaw.config import Settings
 from nanoclaw.secrets import RedactingFilter
 from nanoclaw.services import Services, build
-from nanoclaw.store._db import sync_connection
 
 log = logging.getLogger("nanoclaw")
 EXIT_INSECURE = 2
@@ -63,15 +61,18 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
     shutdown = trio.Event()
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, shutdown, root)
-        # Refuse before anything starts (channels, proxy, containers).
-        auth = await trio.to_thread.run_sync(_active_keys, settings) > 0
-        if not auth and not settings.open_without_keys:
-            raise InsecureBind(
-                f"refusing to serve on {settings.host} with no API key: anyone who can reach it "
-                "could run agents. Create a key (nanoclaw api-key create --name NAME), bind "
-                "127.0.0.1, or pass --allow-insecure."
-            )
-        await root.start(services.serve)
+
+        async def refuse_insecure_bind():
+            # Runs once the store is open, before anything else starts (channels, proxy, containers).
+            if not settings.open_without_keys and not await services.api_keys.enabled():
+                raise InsecureBind(
+                    f"refusing to serve on {settings.host} with no API key: anyone who can reach it "
+                    "could run agents. Create a key (nanoclaw api-key create --name NAME), bind "
+                    "127.0.0.1, or pass --allow-insecure."
+                )
+
+        await root.start(partial(services.serve, check=refuse_insecure_bind))
+        auth = await services.api_keys.enabled()
 
         async def _http(task_status):
             await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait,
@@ -86,11 +87,6 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         print(f"Auth: {'on (X-API-Key required)' if auth else 'off (no API key created)'}", file=out)
         print(f"Data: {settings.data_dir}", file=out, flush=True)
         task_status.started(binds)
-
-
-def _active_keys(settings: Settings) -> int:
-    with sync_connection(settings.database_path) as conn:
-        return len(active_hashes(conn))
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -47,15 +47,17 @@ class Services:
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, check=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Open the store, start every long-lived service in order, run until cancelled.
 
         Supports `scope = await nursery.start(services.serve)`; cancelling the returned
         scope stops the services (containers are stopped by name), then closes the store.
         """
         await self.db.open()
-        await self.namespaces.remove_unfinished_writes()  # before anything writes again
         try:
+            if check is not None:
+                await check()  # may refuse to go on (main: an insecure bind)
+            await self.namespaces.remove_unfinished_writes()  # before anything writes again
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
                     for service in self.long_lived:
@@ -79,7 +81,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
         secrets=secrets,
         audit=audit,
         api_keys=ApiKeys(db, clock, open_without_keys=settings.open_without_keys),
-        namespaces=Namespaces(settings, db, clock, audit),
+        namespaces=Namespaces(settings, db, clock, audit, offload=offload),
         mounts=MountPolicy(settings, audit),
         senders=SenderAllowlist(db, audit),
     )

@@ -23,7 +23,7 @@ async def inst(nursery, tmp_path):
 
 
 async def schedules(inst) -> list:
-    return await inst.scheduler.list()
+    return (await inst.scheduler.list())[0]
 
 
 def schedule_task(**fields) -> dict:

@@ -226,3 +226,22 @@ async def test_logs_page_newest_first_with_limit_and_offset(nursery, settings, a
         "success", "x" * 300, 1234, "run-25")
     assert after["lastResult"] == "x" * 200 and after["lastRun"] == newest["runAt"]
     assert bad.status_code == 400
+
+
+async def test_the_list_is_paged_and_filtered_by_group(client):
+    for name in ("alpha", "beta"):
+        assert (await client.post("/container/namespaces", json={"name": name})).status_code == 201
+    ids = []
+    for i in range(5):
+        r = await client.post("/container/schedules", json={
+            "name": f"s{i}", "group": "alpha" if i < 3 else "beta", "prompt": "p",
+            "schedule": {"type": "interval", "value": 60000}})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    everything = (await client.get("/container/schedules")).json()
+    assert everything["total"] == 5 and [s["id"] for s in everything["schedules"]] == ids
+    page = (await client.get("/container/schedules", params={"limit": 2, "offset": 1})).json()
+    assert page["total"] == 5 and [s["id"] for s in page["schedules"]] == ids[1:3]
+    beta = (await client.get("/container/schedules", params={"group": "beta"})).json()
+    assert beta["total"] == 2 and [s["id"] for s in beta["schedules"]] == ids[3:]
+    assert (await client.get("/container/schedules", params={"limit": "many"})).status_code == 400

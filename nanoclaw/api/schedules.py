@@ -14,6 +14,13 @@ bp = Blueprint("schedules", __name__)
 
 class ScheduleList(Answer):
     schedules: list[Schedule]
+    total: int
+
+
+class ListQuery(BaseModel):
+    limit: int | None = Field(default=None, description="default 500, at most 5000")
+    offset: int | None = Field(default=None, description="schedules to skip, default 0")
+    group: str | None = Field(default=None, description="only this group's schedules")
 
 
 class LogQuery(BaseModel):
@@ -27,10 +34,14 @@ class ScheduleLogs(Answer):
 
 
 @bp.get("/container/schedules")
+@validate_querystring(ListQuery)
 @validate_response(ScheduleList)
-async def list_schedules():
-    """Every schedule, oldest first."""
-    return ScheduleList(schedules=await services().scheduler.list())
+async def list_schedules(query_args: ListQuery):
+    """Schedules, oldest first, a page at a time (`total` counts them all)."""
+    limit = clamp(query_args.limit, default=500, maximum=5000)
+    offset = clamp(query_args.offset, default=0, maximum=2**31, minimum=0)
+    schedules, total = await services().scheduler.list(limit=limit, offset=offset, group=query_args.group)
+    return ScheduleList(schedules=schedules, total=total)
 
 
 @bp.post("/container/schedules")

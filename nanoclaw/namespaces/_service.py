@@ -57,11 +57,13 @@ def check_jid(jid: str) -> None:
 
 
 class Namespaces:
-    def __init__(self, settings: Settings, db: Database, clock: Clock, audit: Audit) -> None:
+    def __init__(self, settings: Settings, db: Database, clock: Clock, audit: Audit, *, offload=None) -> None:
         self.settings = settings
         self.db = db
         self.clock = clock
         self.audit = audit
+        # File work runs in a thread; timing tests may run it inline (see Database).
+        self.offload = offload or trio.to_thread.run_sync
         # Called with (old, new) after every write, so caches (routing) stay fresh.
         self.listeners: list[Any] = []
 
@@ -197,7 +199,7 @@ class Namespaces:
         if name == GLOBAL or not await self.db.write(_tx):
             raise NotFound(f"No namespace named {name!r}")
         if purge:
-            await trio.to_thread.run_sync(self._purge_folders, name)
+            await self.offload(self._purge_folders, name)
         await self.audit.record("info", "config", f"namespace {name} deleted" + (" and purged" if purge else ""),
                                 group=name)
         await self._notify()
@@ -255,7 +257,7 @@ class Namespaces:
                 return []
             return [p for folder in folders for p in remove_stale_temporaries(Path(folder), INSTRUCTIONS_FILE)]
 
-        for path in await trio.to_thread.run_sync(_sweep):
+        for path in await self.offload(_sweep):
             log.warning("removed %s, left by an instructions write that never finished", path)
 
     async def read_instructions(self, name: str) -> str:
@@ -269,13 +271,13 @@ class Namespaces:
             except FileNotFoundError:
                 return ""
 
-        return await trio.to_thread.run_sync(_read)
+        return await self.offload(_read)
 
     async def write_instructions(self, name: str, text: str) -> None:
         if name != GLOBAL:
             await self.get(name)
         path = self.folder(name) / INSTRUCTIONS_FILE
-        await trio.to_thread.run_sync(write_atomic, path, text.encode("utf-8"))
+        await self.offload(write_atomic, path, text.encode("utf-8"))
         await self.audit.record("info", "config", f"instructions of {name} updated",
                                 group=None if name == GLOBAL else name, details={"bytes": len(text.encode())})
 

@@ -120,9 +120,19 @@ class Scheduler:
 
     # -- records -----------------------------------------------------------
 
-    async def list(self) -> list[Schedule]:
-        rows = await self.db.fetchall("SELECT * FROM schedules ORDER BY created_at, id")
-        return [_load(r) for r in rows]
+    async def list(self, *, limit: int = -1, offset: int = 0, group: str | None = None
+                   ) -> tuple[list[Schedule], int]:
+        """One page of schedules, oldest first, and how many there are in all."""
+        where, params = ("WHERE group_name = ?", (group,)) if group is not None else ("", ())
+
+        def _q(conn):
+            total = conn.execute(f"SELECT COUNT(*) FROM schedules {where}", params).fetchone()[0]
+            rows = conn.execute(f"SELECT * FROM schedules {where} ORDER BY created_at, id LIMIT ? OFFSET ?",
+                                (*params, limit, offset)).fetchall()
+            return rows, total
+
+        rows, total = await self.db.read(_q)
+        return [_load(r) for r in rows], total
 
     async def get(self, schedule_id: str) -> Schedule:
         row = await self.db.fetchone("SELECT * FROM schedules WHERE id = ?", (schedule_id,))
