@@ -26,12 +26,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
-from bench._plot import cdf_points, draw
+from bench._plot import draw
 from bench._report import percentile, write_section
 
 ROOT = Path(__file__).resolve().parent.parent

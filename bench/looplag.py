@@ -220,7 +220,7 @@ def report(out: dict, args, load: tuple) -> str:
         "as `nanoclaw serve` runs it (services and Hypercorn in one loop, real SQLite file, real Docker).",
         f"Idle phase: {args.idle:g} s with nothing to do. Load phase: {args.load:g} s with {CONTAINERS} live agent",
         "containers (the real agent image against the fake Anthropic server, in its own process on loopback),",
-        f"each sent a follow-up through `POST /api/v1/container/ipc/follow-up` every second (the HTTP client",
+        "each sent a follow-up through `POST /api/v1/container/ipc/follow-up` every second (the HTTP client",
         f"runs in the server's loop too), while {args.schedules} interval schedules of 1,000 ms fire, each",
         "starting a short task container. Target: p99 < 10 ms.",
         "",

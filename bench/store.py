@@ -296,7 +296,7 @@ def report(results, checks, steps, setup: dict, load: tuple) -> str:
 
     figure = draw("store", paint, size=(10, 5.5))
     return "\n".join([
-        f"`nanoclaw serve` (own process, NANOCLAW_CONTAINER_RUNTIME=none) on a data dir filled in bulk with the",
+        "`nanoclaw serve` (own process, NANOCLAW_CONTAINER_RUNTIME=none) on a data dir filled in bulk with the",
         f"real schema: {NAMESPACES:,} namespaces (one routed chat each), {SCHEDULES:,} schedules (none due),",
         f"{SCHEDULES * LOGS_PER_SCHEDULE:,} schedule log rows, {RUNS:,} runs, {AUDIT:,} audit entries, {CHATS:,} chats,",
         f"{MESSAGES:,} messages ({MESSAGES // CHATS} per chat); database {setup['db_mb']:.0f} MB, filled in "

@@ -29,6 +29,7 @@ from fakes.telegram import FakeTelegram, _app
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from serverproc import cli_env
+from fakes import serve_on_loopback
 
 CANNOT_CONNECT = "Cannot connect to the Docker daemon"
 
@@ -163,12 +164,8 @@ def _call(method, token, params):
 
 async def serve_faulty_telegram(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     fake = FaultyTelegram()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
-        fake.url = (await nursery.start(partial(serve, _app(fake), config)))[0]
+        fake.url = await serve_on_loopback(nursery, _app(fake))
         task_status.started(fake)
 
 

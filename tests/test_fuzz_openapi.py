@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from docker_support import docker_engine  # noqa: F401  (fixture)
 from serverproc import cli_env, create_api_key, serve_process
+from fakes import serve_on_loopback
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -44,10 +42,7 @@ async def refuse_everything(scope, receive, send):
 
 
 async def test_every_operation_holds_up_under_generated_requests(nursery, tmp_path):
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    [platform] = await nursery.start(partial(serve, refuse_everything, config, mode="asgi"))
+    platform = await serve_on_loopback(nursery, refuse_everything)
     bases = {f"NANOCLAW_{name}_API_BASE": platform for name in ("TELEGRAM", "WHATSAPP", "SLACK", "DISCORD")}
     _, key = await create_api_key(tmp_path, "fuzz")
     env = cli_env(tmp_path, NANOCLAW_CONTAINER_RUNTIME="docker", **bases)

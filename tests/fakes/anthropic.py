@@ -24,8 +24,7 @@ from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from . import serve_on_loopback
 
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -236,15 +235,8 @@ async def serve_fake_anthropic(*, port: int = 0, api_key: str | None = None,
     Supports the nursery start protocol: `fake = await nursery.start(serve_fake_anthropic)`.
     """
     fake = FakeAnthropic(api_key)
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 0.5
-
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, fake, config, mode="asgi"))
-        fake.url = binds[0]
+        fake.url = await serve_on_loopback(nursery, fake, port=port)
         task_status.started(fake)
 
 

@@ -30,11 +30,10 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart import request
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from . import serve_on_loopback
 
 TOKEN = "MTIzNDU2Nzg5.fake.discord-token"
 BOT = {"id": "900000000000000001", "username": "andy", "global_name": "Andy", "discriminator": "0", "bot": True}
@@ -246,12 +245,8 @@ async def serve_fake_discord(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeDiscord on 127.0.0.1 (nursery.start gives the FakeDiscord): REST at
     `api_url`, the Gateway on its own port."""
     fake = FakeDiscord()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(serve_websocket, fake._serve_gateway, "127.0.0.1", 0, None))
         fake.gateway_url = f"ws://127.0.0.1:{server.port}"
-        fake.api_url = (await nursery.start(partial(serve, _app(fake), config)))[0] + "/api/v10"
+        fake.api_url = await serve_on_loopback(nursery, _app(fake)) + "/api/v10"
         task_status.started(fake)

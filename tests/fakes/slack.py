@@ -29,11 +29,10 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart import request
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from . import serve_on_loopback
 
 BOT_TOKEN = "xoxb-1111-2222-goodbot"
 APP_TOKEN = "xapp-1-A111-3333-goodapp"
@@ -236,12 +235,8 @@ async def serve_fake_slack(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeSlack on 127.0.0.1 (nursery.start gives the FakeSlack): the Web API at
     `api_url`, Socket Mode on its own port."""
     fake = FakeSlack()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(serve_websocket, fake._serve_socket, "127.0.0.1", 0, None))
         fake.socket_url = f"ws://127.0.0.1:{server.port}"
-        fake.api_url = (await nursery.start(partial(serve, _app(fake), config)))[0] + "/api"
+        fake.api_url = await serve_on_loopback(nursery, _app(fake)) + "/api"
         task_status.started(fake)

@@ -19,14 +19,12 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Callable
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart import request
 from quart_trio import QuartTrio
+from . import serve_on_loopback
 
 TOKEN = "123456:TEST-token-good"
 BOT = {"id": 123456, "is_bot": True, "first_name": "Andy", "username": "andy_test_bot"}
@@ -169,10 +167,6 @@ def _app(fake: FakeTelegram) -> QuartTrio:
 async def serve_fake_telegram(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeTelegram on 127.0.0.1:<free port> (nursery.start gives the FakeTelegram)."""
     fake = FakeTelegram()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
-        fake.url = (await nursery.start(partial(serve, _app(fake), config)))[0]
+        fake.url = await serve_on_loopback(nursery, _app(fake))
         task_status.started(fake)

@@ -17,15 +17,13 @@ import hmac
 import itertools
 import json
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import httpx
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart import request
 from quart_trio import QuartTrio
+from . import serve_on_loopback
 
 PHONE_NUMBER_ID = "106540352242922"
 ACCESS_TOKEN = "EAAG-good-access-token"
@@ -127,10 +125,6 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
 async def serve_fake_whatsapp(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeWhatsApp on 127.0.0.1:<free port> (nursery.start gives the FakeWhatsApp)."""
     fake = FakeWhatsApp()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
-        fake.url = (await nursery.start(partial(serve, _app(fake), config)))[0]
+        fake.url = await serve_on_loopback(nursery, _app(fake))
         task_status.started(fake)
