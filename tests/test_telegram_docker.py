@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import trio
 
 from conftest import make_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
@@ -42,7 +43,10 @@ async def test_a_triggered_message_runs_the_agent_and_its_answer_reaches_the_cha
     [request] = llm.messages_requests
     asked = json.dumps(request.body["messages"])
     assert "the build is red" in asked and "@Andy what is going on?" in asked
-    messages = (await client.get(f"/channels/chats/tg:{GROUP_CHAT}/messages")).json()["messages"]
+    # The answer is stored right after the platform took it: wait for that (bounded).
+    with trio.fail_after(10):
+        while len(messages := (await client.get(f"/channels/chats/tg:{GROUP_CHAT}/messages")).json()["messages"]) < 3:
+            await trio.sleep(0.05)
     assert [(m["content"], m["isFromBot"]) for m in messages] == [
         ("The build is green again.", True), ("@Andy what is going on?", False), ("the build is red", False)]
     [run] = await server.services.db.fetchall("SELECT kind, container_name, results FROM run_history")
