@@ -152,7 +152,7 @@ def main() -> None:
     body = "\n".join(lines) + (
         "\n\nDispatch is measured sequentially (one group, one run at a time) from `notify_messages` to the "
         "moment the `docker run` process exists. Follow-up is measured from the HTTP call to the answer frame "
-        "arriving on the host, so it includes the runner's input poll (every 100 ms), the fake LLM round trip "
+        "arriving on the host, so it includes the runner's input poll (every 50 ms), the fake LLM round trip "
         "and the output path: an upper bound on the time until the file is visible in the container.")
     write_section("Container dispatch and follow-up latency", body, "python -m bench containers")
     print(body)
