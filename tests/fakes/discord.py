@@ -26,14 +26,14 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
 from quart import request
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
-from . import serve_on_loopback
+from . import Observable, serve_on_loopback
 
 TOKEN = "MTIzNDU2Nzg5.fake.discord-token"
 BOT = {"id": "900000000000000001", "username": "andy", "global_name": "Andy", "discriminator": "0", "bot": True}
@@ -69,7 +69,7 @@ class Session:
 
 
 @dataclass
-class FakeDiscord:
+class FakeDiscord(Observable):
     api_url: str = ""
     gateway_url: str = ""
     connections: list[Connection] = field(default_factory=list)
@@ -80,16 +80,6 @@ class FakeDiscord:
     failures: dict[str, list[tuple[dict, int]]] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _changed: trio.Event = field(default_factory=trio.Event)
-
-    def _touch(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        """Wait (bounded) until predicate() holds; checked after everything the fake sees."""
-        with trio.fail_after(timeout):
-            while not predicate():
-                await self._changed.wait()
 
     def live(self) -> Connection | None:
         return next((c for c in reversed(self.connections) if not c.closed), None)

@@ -25,14 +25,14 @@ import json
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
 from quart import request
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
-from . import serve_on_loopback
+from . import Observable, serve_on_loopback
 
 BOT_TOKEN = "xoxb-1111-2222-goodbot"
 APP_TOKEN = "xapp-1-A111-3333-goodapp"
@@ -59,7 +59,7 @@ class Socket:
 
 
 @dataclass
-class FakeSlack:
+class FakeSlack(Observable):
     api_url: str = ""
     socket_url: str = ""
     calls: list[Call] = field(default_factory=list)
@@ -73,16 +73,6 @@ class FakeSlack:
     failures: dict[str, list[tuple[dict, int, dict]]] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _changed: trio.Event = field(default_factory=trio.Event)
-
-    def _touch(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        """Wait (bounded) until predicate() holds; checked after everything the fake sees."""
-        with trio.fail_after(timeout):
-            while not predicate():
-                await self._changed.wait()
 
     def live_socket(self) -> Socket | None:
         """The newest connection still open, if any."""

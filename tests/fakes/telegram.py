@@ -19,12 +19,12 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import trio
 from quart import request
 from quart_trio import QuartTrio
-from . import serve_on_loopback
+from . import Observable, serve_on_loopback
 
 TOKEN = "123456:TEST-token-good"
 BOT = {"id": 123456, "is_bot": True, "first_name": "Andy", "username": "andy_test_bot"}
@@ -39,7 +39,7 @@ class Call:
 
 
 @dataclass
-class FakeTelegram:
+class FakeTelegram(Observable):
     url: str = ""
     tokens: dict[str, dict] = field(default_factory=lambda: {TOKEN: BOT})
     updates: list[dict] = field(default_factory=list)
@@ -52,16 +52,6 @@ class FakeTelegram:
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _message_ids: Any = field(default_factory=lambda: itertools.count(1))
     _changed: trio.Event = field(default_factory=trio.Event)
-
-    def _touch(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
-        """Wait (bounded) until predicate() holds; it is checked after every call the fake sees."""
-        with trio.fail_after(timeout):
-            while not predicate():
-                await self._changed.wait()
 
     def push_message(self, chat_id: int, text: str, *, sender_id: int = 42, first_name: str = "Alice",
                      chat_type: str = "group", title: str = "Test group", **extra: Any) -> dict:
