@@ -2,10 +2,13 @@
 # CI-only: install and start a Docker engine, and make a local Debian base
 # image with Python (no registry is reachable, so nothing may be pulled).
 set -euo pipefail
-BASE_TAG="${NANOCLAW_TEST_BASE_IMAGE:-nanoclaw-test-base:bookworm}"
+BASE_TAG="${NANOCLAW_TEST_BASE_IMAGE:-nanoclaw-test-base:bookworm-tools}"
 MIRROR="${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
     | grep -oE '^(deb|URIs:)[^#]*https?://[^ ]+/debian( |$)' | grep -oE 'https?://[^ ]+' | head -n1 || true)}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+# What an agent needs in its container: a shell and the usual tools, git, curl, TLS roots,
+# Python with pip/venv (for offline wheelhouse installs) and procps (process groups).
+PACKAGES=python3,python3-pip,python3-venv,bash,coreutils,git,curl,ca-certificates,procps
 
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
     apt-get update -qq
@@ -23,7 +26,7 @@ fi
 
 if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
     root=$(mktemp -d)
-    debootstrap --variant=minbase --include=python3 bookworm "$root" "$MIRROR" >/tmp/debootstrap.log 2>&1 \
+    debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$MIRROR" >/tmp/debootstrap.log 2>&1 \
         || { tail -n 40 /tmp/debootstrap.log; exit 1; }
     tar -C "$root" -c . | docker import - "$BASE_TAG" >/dev/null
     rm -rf "$root"

@@ -26,7 +26,7 @@ from nanoclaw.services import build
 from nanoclaw.supervisor import MessageBatch, MessageSource
 
 RUNS = 200
-BASE = "nanoclaw-test-base:bookworm"
+BASE = "nanoclaw-test-base:bookworm-tools"
 TRIVIAL = "nanoclaw-bench-trivial:latest"
 AGENT = "nanoclaw-agent:bench"
 TRIVIAL_AGENT = (

@@ -15,8 +15,9 @@ import pytest
 
 import nanoclaw.agent
 
-AGENT_TAG = "nanoclaw-agent:test"
-BASE_IMAGE = os.environ.get("NANOCLAW_TEST_BASE_IMAGE", "nanoclaw-test-base:bookworm")
+# Parallel checkouts on one engine each set their own tag.
+AGENT_TAG = os.environ.get("NANOCLAW_TEST_AGENT_TAG", "nanoclaw-agent:test")
+BASE_IMAGE = os.environ.get("NANOCLAW_TEST_BASE_IMAGE", "nanoclaw-test-base:bookworm-tools")
 AGENT_CONTEXT = Path(nanoclaw.agent.__file__).parent
 
 
