@@ -8,6 +8,7 @@ exits on `_close`. What it does is read from the prompt:
   "once <seconds>"       answer after that many seconds and exit
   "silent"               never answer (hard timeout)
   "fail"                 exit with code 1 at once
+  "steps <n>"            send n progress frames, then answer and exit
 Follow-ups are answered at once with "re: <text>".
 """
 from __future__ import annotations
@@ -136,6 +137,12 @@ class FakeRuntime:
             return 1
         if verb == "silent":
             await trio.sleep_forever()
+        if verb == "steps":
+            for i in range(int(arg)):
+                frame = json.dumps({"status": "progress", "event": {"kind": "tool_start", "step": i}})
+                await process._stdout_send.send_all(f"{START}\n{frame}\n{END}\n".encode())
+            await self._say(container, process, "stepped")
+            return 0
         await trio.sleep(float(arg or 0))
         await self._say(container, process, f"done: {request['prompt']}")
         if verb == "once":

@@ -232,3 +232,19 @@ async def test_cancelling_the_supervisor_stops_every_container(nursery, tmp_path
     await trio.testing.wait_all_tasks_blocked()
     assert runtime.running == {}
     assert all(c.stopped for c in runtime.containers)
+
+
+async def test_run_events_follow_a_run_from_queue_to_finish(env, autojump_clock):
+    await make_groups(env, "ev")
+    events = []
+    env.supervisor.subscribe(events.append)
+    env.supervisor.subscribe(lambda event: 1 / 0)  # a broken listener changes nothing
+    handle = await env.supervisor.submit_prompt("ev", "steps 2")
+    with trio.fail_after(60):
+        outcome = await handle.wait()
+    assert outcome.status == "success"
+    assert [e.type for e in events] == ["queued", "started", "progress", "progress", "result", "finished"]
+    assert {e.run_id for e in events} == {handle.run_id}
+    assert [e.data["step"] for e in events if e.type == "progress"] == [0, 1]
+    assert events[-2].data == {"text": "stepped"}
+    assert events[-1].data["status"] == "success" and events[-1].kind == "adhoc"

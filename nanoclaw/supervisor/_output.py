@@ -15,7 +15,9 @@ class OutputTooLarge(Exception):
 
 
 class FrameParser:
-    """Feed stdout chunks; get back the decoded result objects as frames complete.
+    """Feed stdout chunks; get back the decoded frames as they complete.
+
+    A frame is a result (status success/error) or a progress event (status progress).
 
     Bytes outside frames are kept (last 16 KiB) as the container's log.
     """
@@ -66,6 +68,6 @@ def _decode(body: bytes) -> dict:
         value = json.loads(body)
     except ValueError:
         return {"status": "error", "result": None, "error": "unreadable result frame"}
-    if not isinstance(value, dict) or value.get("status") not in ("success", "error"):
+    if not isinstance(value, dict) or value.get("status") not in ("success", "error", "progress"):
         return {"status": "error", "result": None, "error": "result frame without a valid status"}
     return value

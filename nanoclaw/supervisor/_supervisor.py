@@ -25,7 +25,8 @@ from nanoclaw.runtime import Runtime, RuntimeUnavailable
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
-from nanoclaw.supervisor._types import MessageBatch, MessageSource, RunHandle, RunOutcome, TaskRequest
+from nanoclaw.supervisor._types import (MessageBatch, MessageSource, RunEvent, RunHandle, RunListener, RunOutcome,
+                                       TaskRequest)
 
 log = logging.getLogger("nanoclaw.supervisor")
 
@@ -121,6 +122,7 @@ class Supervisor:
         self._run_started = trio.Event()
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
+        self._listeners: list[RunListener] = []
 
     # -- lifecycle --------------------------------------------------------
 
@@ -170,6 +172,21 @@ class Supervisor:
                                     details={"containers": removed})
         return removed
 
+    # -- run events -----------------------------------------------------------
+
+    def subscribe(self, listener: RunListener) -> None:
+        """Call listener with every RunEvent from now on (it must not block)."""
+        self._listeners.append(listener)
+
+    def _emit(self, type_: str, run_id: str, group: str, kind: str, chat_jid: str | None,
+              data: dict | None = None) -> None:
+        event = RunEvent(type_, run_id, group, kind, chat_jid, data or {})
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop a run
+                log.exception("run event listener failed")
+
     # -- submitting work ----------------------------------------------------
 
     def _queue(self, group: str) -> GroupQueue:
@@ -195,6 +212,7 @@ class Supervisor:
         queue = self._queue(group)
         queue.tasks.append(Work("task", handle, prompt=request.prompt, task=request))
         self.queued_runs[handle.run_id] = (group, "task")
+        self._emit("queued", handle.run_id, group, "task", request.chat_jid)
         active = queue.active
         if active is not None and active.idle and active.kind != "task":
             # An idle container would hold the group's slot until its idle timeout.
@@ -209,6 +227,7 @@ class Supervisor:
         queue = self._queue(group)
         queue.adhoc.append(Work("adhoc", handle, prompt=prompt))
         self.queued_runs[handle.run_id] = (group, "adhoc")
+        self._emit("queued", handle.run_id, group, "adhoc", None)
         self._ensure_runner(queue)
         return handle
 
@@ -351,6 +370,7 @@ class Supervisor:
         queue.active = active
         self._run_started.set()
         self._run_started = trio.Event()
+        self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
         try:
             await self.remove_orphans()  # the engine may have been down at start-up
             await self.offload(self._prepare_folders, group, ipc_dir)
@@ -377,6 +397,9 @@ class Supervisor:
                 self.proxy.unregister_run(token)
             with trio.CancelScope(shield=True):
                 outcome = await self._finish(queue, work, active, state)
+                self._emit("finished", run_id, group, work.kind, chat_jid, {
+                    "status": outcome.status, "error": outcome.error, "durationMs": outcome.duration_ms,
+                    "result": outcome.result})
                 for listener in self.run_finished_listeners:
                     await listener(group, active)
         return outcome
@@ -493,6 +516,13 @@ class Supervisor:
                 try:
                     async for chunk in process.stdout:
                         for frame in parser.feed(chunk):
+                            if frame["status"] == "progress":
+                                # Progress is not a result: it neither resets nor starts a deadline.
+                                event = frame.get("event")
+                                if isinstance(event, dict):
+                                    self._emit("progress", active.run_id, active.group, active.kind,
+                                               active.chat_jid, event)
+                                continue
                             await self._on_frame(active, state, frame, deliver)
                             now = trio.current_time()
                             # A task container never receives follow-ups: once its turn is done,
@@ -547,6 +577,7 @@ class Supervisor:
                 del state.results[:-50]
                 await self.db.execute("UPDATE run_history SET results = ? WHERE id = ?",
                                       (json.dumps(state.results), active.run_id))
+                self._emit("result", active.run_id, active.group, active.kind, active.chat_jid, {"text": text})
                 await deliver(text)
 
     async def _deliver(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState", text: str) -> None:

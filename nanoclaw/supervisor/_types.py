@@ -59,6 +59,31 @@ class RunHandle:
         return self._outcome
 
 
+RunEventType = Literal["queued", "started", "progress", "result", "finished"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEvent:
+    """What happened to a run, for whoever listens (Supervisor.subscribe).
+
+    data by type: queued {}; started {containerName, sessionId}; progress: the runner's
+    progress event object as it sent it (hostile input: validate before use);
+    result {text}; finished {status, error, durationMs, result}.
+    """
+
+    type: RunEventType
+    run_id: str
+    group: str
+    kind: str  # "message" | "task" | "adhoc"
+    chat_jid: str | None
+    data: dict
+
+
+# A listener must not block: it is called synchronously on the supervisor's task
+# (send to a memory channel with send_nowait, or update counters).
+RunListener = Callable[[RunEvent], None]
+
+
 @dataclasses.dataclass
 class MessageBatch:
     """Chat messages since a group's cursor, formatted as one prompt."""
