@@ -14,6 +14,7 @@ from nanoclaw import __version__
 from nanoclaw.app import create_app
 from nanoclaw.config import Settings
 from nanoclaw.secrets import RedactingFilter
+from nanoclaw.runtime import running_as_root
 from nanoclaw.services import Services, build
 
 log = logging.getLogger("nanoclaw")
@@ -86,6 +87,11 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         print(f"API docs: {url}/docs", file=out)
         print(f"Auth: {'on (X-API-Key required)' if auth else 'off (no API key created)'}", file=out)
         print(f"Data: {settings.data_dir}", file=out, flush=True)
+        if running_as_root():
+            warning = ("running as root: not needed and not advised; agent containers still run as uid 1000 "
+                       "without capabilities, and the server hands them their folders")
+            log.warning(warning)
+            print(f"Warning: {warning}", file=out, flush=True)
         task_status.started(binds)
 
 

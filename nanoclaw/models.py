@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -29,6 +30,10 @@ class ContainerConfig(Strict):
     cpus: float = Field(default=1.0, gt=0, le=64)
     env: list[str] = Field(default_factory=list, description='Extra environment, "NAME=value" each')
     additionalMounts: list[MountRequest] = Field(default_factory=list)
+    network: Literal["bridge", "proxy-only"] = Field(
+        default="bridge",
+        description='"bridge": the server\'s container network (outbound access); "proxy-only": an internal '
+                    "network where only the credential proxy is reachable")
 
     @field_validator("env", mode="before")
     @classmethod

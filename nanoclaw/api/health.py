@@ -1,9 +1,11 @@
 """GET /health: always open."""
+from pydantic import Field
 from quart import Blueprint
 from quart_schema import security_scheme, validate_response
 
 from nanoclaw import __version__
 from nanoclaw.api._common import Answer, services
+from nanoclaw.runtime import running_as_root
 
 bp = Blueprint("health", __name__)
 
@@ -12,6 +14,7 @@ class Health(Answer):
     status: str
     version: str
     auth: bool
+    runningAsRoot: bool = Field(description="The server runs as root (containers still run as uid 1000)")
 
 
 @bp.get("/health")
@@ -20,4 +23,5 @@ class Health(Answer):
 async def health() -> Health:
     """Liveness, version and whether API keys are required."""
 
-    return Health(status="ok", version=__version__, auth=await services().api_keys.required())
+    return Health(status="ok", version=__version__, auth=await services().api_keys.required(),
+                  runningAsRoot=running_as_root())

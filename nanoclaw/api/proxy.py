@@ -1,13 +1,16 @@
 """/container/credential-proxy: the proxy's status, start/stop, port and credential mappings."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
 from nanoclaw.proxy import PLACEHOLDER
-from nanoclaw.proxy._mappings import CREDENTIAL_PATTERN, CREDENTIAL_TYPE_PATTERN, NAME_PATTERN
+from nanoclaw.models import GROUP_NAME_PATTERN
+from nanoclaw.proxy._mappings import ALLOWED_PATH_PATTERN, CREDENTIAL_PATTERN, CREDENTIAL_TYPE_PATTERN, NAME_PATTERN
 
 bp = Blueprint("credential_proxy", __name__)
 PREFIX = "/container/credential-proxy"
@@ -29,6 +32,13 @@ class MappingCreate(ApiModel):
         description="api_key (sent as x-api-key), bearer (Authorization: Bearer) or header:<Name>")
     credential: str = Field(max_length=8192, pattern=CREDENTIAL_PATTERN,
                             description="Encrypted at rest; never shown again")
+    groups: list[Annotated[str, Field(pattern=GROUP_NAME_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description="Groups whose runs may use it; null (default): every group. Others get 403")
+    allowedPaths: list[Annotated[str, Field(pattern=ALLOWED_PATH_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=100,
+        description="Path prefixes below the mapping, e.g. /v1/messages (raw, not percent-decoded); "
+                    "null (default): every path. Others get 403")
 
 
 class MappingCreated(Answer):
@@ -45,6 +55,8 @@ class MappingInfo(Answer):
     credentialMasked: str
     placeholder: str
     createdAt: str
+    groups: list[str] | None = None
+    allowedPaths: list[str] | None = None
 
 
 class MappingList(Answer):
@@ -95,7 +107,8 @@ async def list_mappings():
 @validate_response(MappingCreated, 201)
 async def add_mapping(data: MappingCreate):
     """Add a mapping; the running proxy serves it at once. 409 when the name is taken."""
-    mapping = await services().proxy.add_mapping(data.name, data.upstreamUrl, data.credentialType, data.credential)
+    mapping = await services().proxy.add_mapping(data.name, data.upstreamUrl, data.credentialType, data.credential,
+                                                 groups=data.groups, allowed_paths=data.allowedPaths)
     return MappingCreated(id=mapping.id, name=mapping.name, placeholder=PLACEHOLDER), 201
 
 

@@ -12,6 +12,7 @@ import trio
 from nanoclaw.audit import Audit
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound, UpstreamError
 from nanoclaw.proxy._mappings import PLACEHOLDER, RUN_TOKEN_HEADER, Mapping
+from nanoclaw.proxy._redact import Redactor, redact, secret_forms
 
 log = logging.getLogger("nanoclaw.proxy")
 
@@ -24,6 +25,8 @@ HOP_BY_HOP = frozenset({
 # from its URL) and Expect (the proxy answers for itself).
 DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
     b"host", b"authorization", b"x-api-key", RUN_TOKEN_HEADER.encode(), b"expect",
+    # Bodies come back uncompressed, so the credential can be found in them (see _redact).
+    b"accept-encoding",
 }
 _TOKEN_PREFIX = PLACEHOLDER + "."
 
@@ -130,6 +133,14 @@ class Forwarder:
         elif {".", ".."} & set(unquote(path).split("/")):
             # The upstream URL's own path is a boundary: no climbing out of it.
             status = await _answer_error(send, Invalid("The path may not contain '.' or '..' segments"))
+        elif not mapping.allows_group(group) or not mapping.allows_path(path):
+            refused = "group" if not mapping.allows_group(group) else "path"
+            await self.audit.record(
+                "violation", CATEGORY, f"refused {method} /{name[:64]}{path[:200]}: the mapping does not serve "
+                f"this {refused}", group=group,
+                details={"method": method, "mapping": name[:64], "path": path[:200], "status": 403})
+            await _answer_error(send, Forbidden(f"Credential mapping {name[:64]!r} does not serve this {refused}"))
+            return
         else:
             status, outcome = await self._forward(scope, receive, send, mapping, rest if slash else None, stats)
         details = {"method": method, "mapping": name[:64], "path": path[:200], "status": status, **stats,
@@ -166,6 +177,7 @@ class Forwarder:
         auth_name, auth_value = mapping.auth_header
         headers = _without(scope["headers"], DROPPED_REQUEST_HEADERS | {auth_name})
         headers.append((auth_name, auth_value))
+        headers.append((b"accept-encoding", b"identity"))
         has_body = any(
             (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding"
             for name, value in scope["headers"]
@@ -202,22 +214,30 @@ class Forwarder:
             return status, "upstream unreachable"
 
         outcome = None
+        # The credential never flows back: masked in headers and (streamed) bodies, same length.
+        forms = secret_forms(mapping.credential)
+        redactor = Redactor(forms)
+        # An upstream that compresses anyway: decode, so the scrubbing sees the plain bytes.
+        encoded = response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+        dropped = HOP_BY_HOP | {b"content-encoding", b"content-length"} if encoded else HOP_BY_HOP
         try:
             await send({
                 "type": "http.response.start",
                 "status": response.status_code,
-                "headers": _without(response.headers.raw, HOP_BY_HOP),
+                "headers": [(name, redact(value, forms)) for name, value in _without(response.headers.raw, dropped)],
             })
             completed = False
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._cancel_on_disconnect, receive, body_done, nursery.cancel_scope)
-                async for chunk in response.aiter_raw():
+                async for chunk in (response.aiter_bytes() if encoded else response.aiter_raw()):
                     stats["responseBytes"] += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    chunk = redactor.feed(chunk)
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 # Finishing the response makes the server report a disconnect: do not let
                 # the watcher cancel the send that caused it.
                 with trio.CancelScope(shield=True):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await send({"type": "http.response.body", "body": redactor.flush(), "more_body": False})
                 completed = True
                 nursery.cancel_scope.cancel()
             if not completed:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import sqlite3
@@ -19,6 +20,8 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9 ._-]{0,63}$"
 CREDENTIAL_TYPE_PATTERN = r"^(api_key|bearer|header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100})$"
 # Printable ASCII: a credential goes into a header value as it is.
 CREDENTIAL_PATTERN = r"^[\x20-\x7e]+$"
+# An allowedPaths entry: a raw (not percent-decoded) path prefix below the mapping, no query.
+ALLOWED_PATH_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,511}$"
 ANTHROPIC_HOST = "api.anthropic.com"
 RUN_TOKEN_HEADER = "x-nanoclaw-run-token"
 # Headers the proxy owns itself; a `header:<Name>` mapping may not inject them.
@@ -43,6 +46,19 @@ class Mapping:
     credential_type: str
     credential: str = dataclasses.field(repr=False)
     created_at: float
+    # None: every group / every path.
+    groups: tuple[str, ...] | None = None
+    allowed_paths: tuple[str, ...] | None = None
+
+    def allows_group(self, group: str) -> bool:
+        return self.groups is None or group in self.groups
+
+    def allows_path(self, path: str) -> bool:
+        """`path` (raw, below the mapping) equals a prefix or lies under it, segment-wise:
+        /v1/messages allows /v1/messages and /v1/messages/x, not /v1/messagesX."""
+        if self.allowed_paths is None:
+            return True
+        return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in self.allowed_paths)
 
     @property
     def env_prefix(self) -> str:
@@ -75,6 +91,8 @@ class Mapping:
             "credentialMasked": mask(self.credential),
             "placeholder": PLACEHOLDER,
             "createdAt": iso(self.created_at),
+            "groups": list(self.groups) if self.groups is not None else None,
+            "allowedPaths": list(self.allowed_paths) if self.allowed_paths is not None else None,
         }
 
 
@@ -101,6 +119,19 @@ def check_credential_type(credential_type: str) -> None:
         raise Invalid(f"credentialType may not set the {header} header; the proxy manages it")
 
 
+def check_allowed_paths(paths: list[str] | None) -> tuple[str, ...] | None:
+    if paths is None:
+        return None
+    for path in paths:
+        if {".", ".."} & set(path.split("/")):
+            raise Invalid("allowedPaths entries may not contain '.' or '..' segments")
+    return tuple(paths)
+
+
+def _json_tuple(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(json.loads(value))
+
+
 def _row_to_mapping(row: sqlite3.Row, box: SecretBox) -> Mapping:
     return Mapping(
         id=row["id"],
@@ -109,7 +140,13 @@ def _row_to_mapping(row: sqlite3.Row, box: SecretBox) -> Mapping:
         credential_type=row["credential_type"],
         credential=box.decrypt(row["credential_sealed"], context=row["id"]),
         created_at=row["created_at"],
+        groups=_json_tuple(row["groups"]),
+        allowed_paths=_json_tuple(row["allowed_paths"]),
     )
+
+
+def _json_or_null(value: tuple[str, ...] | None) -> str | None:
+    return None if value is None else json.dumps(list(value))
 
 
 class MappingStore:
@@ -130,9 +167,11 @@ class MappingStore:
                 log.error("credential mapping %r is not served: %s", row["name"], exc)
         return mappings
 
-    async def add(self, name: str, upstream_url: str, credential_type: str, credential: str) -> Mapping:
+    async def add(self, name: str, upstream_url: str, credential_type: str, credential: str, *,
+                  groups: list[str] | None = None, allowed_paths: list[str] | None = None) -> Mapping:
         upstream_url = check_upstream(upstream_url)
         check_credential_type(credential_type)
+        allowed = check_allowed_paths(allowed_paths)
         mapping = Mapping(
             id=uuid.uuid4().hex,
             name=name,
@@ -140,6 +179,8 @@ class MappingStore:
             credential_type=credential_type,
             credential=credential,
             created_at=self.clock.now(),
+            groups=tuple(dict.fromkeys(groups)) if groups is not None else None,
+            allowed_paths=allowed,
         )
         sealed = self.secrets.encrypt(credential, context=mapping.id)
 
@@ -157,9 +198,9 @@ class MappingStore:
                 )
             conn.execute(
                 "INSERT INTO credential_mappings (id, name, env_prefix, upstream_url, credential_type, "
-                "credential_sealed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "credential_sealed, created_at, groups, allowed_paths) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mapping.id, name, mapping.env_prefix, upstream_url, credential_type, sealed,
-                 mapping.created_at),
+                 mapping.created_at, _json_or_null(mapping.groups), _json_or_null(mapping.allowed_paths)),
             )
 
         await self.db.write(_insert)

@@ -39,6 +39,8 @@ class ProxyStatistics:
     mapping_count: int
     live_runs: int
     requests_in_flight: int
+    # Further addresses listened on (internal networks' gateways), same port.
+    extra_hosts: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -80,6 +82,9 @@ class CredentialProxy:
         self._routes: dict[str, Mapping] = {}
         self._runs: dict[str, str] = {}
         self._listener: _Listener | None = None
+        # host -> listener on the main listener's port; hosts wanted even while stopped.
+        self._extras: dict[str, _Listener] = {}
+        self._extra_hosts: set[str] = set()
         self._forwarder: Forwarder | None = None
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
@@ -115,16 +120,20 @@ class CredentialProxy:
         self._runs.pop(token, None)
 
     def container_env(self, token: str, host_gateway: str) -> dict[str, str]:
-        """Per mapping <NAME>_BASE_URL and <NAME>_API_KEY (the placeholder with the run token).
+        """Per mapping the run's group may use, <NAME>_BASE_URL and <NAME>_API_KEY (the
+        placeholder with the run token).
 
         Empty when the proxy is not running: the container then has no way to the APIs.
         """
-        if self._listener is None:
+        group = self._runs.get(token)
+        if self._listener is None or group is None:
             return {}
         host = f"[{host_gateway}]" if ":" in host_gateway else host_gateway
         key = f"{PLACEHOLDER}.{token}"
         env: dict[str, str] = {}
         for mapping in self._routes.values():
+            if not mapping.allows_group(group):
+                continue
             base = f"http://{host}:{self._listener.port}/{mapping.path_segment}"
             env[f"{mapping.env_prefix}_BASE_URL"] = base
             env[f"{mapping.env_prefix}_API_KEY"] = key
@@ -144,6 +153,7 @@ class CredentialProxy:
             mapping_count=len(self._routes),
             live_runs=len(self._runs),
             requests_in_flight=self._forwarder.in_flight if self._forwarder else 0,
+            extra_hosts=sorted(self._extras),
         )
 
     async def wait_idle(self) -> None:
@@ -154,8 +164,10 @@ class CredentialProxy:
     def mappings(self) -> list[Mapping]:
         return list(self._routes.values())
 
-    async def add_mapping(self, name: str, upstream_url: str, credential_type: str, credential: str) -> Mapping:
-        mapping = await self.store.add(name, upstream_url, credential_type, credential)
+    async def add_mapping(self, name: str, upstream_url: str, credential_type: str, credential: str, *,
+                          groups: list[str] | None = None, allowed_paths: list[str] | None = None) -> Mapping:
+        mapping = await self.store.add(name, upstream_url, credential_type, credential, groups=groups,
+                                       allowed_paths=allowed_paths)
         self._routes[mapping.name] = mapping
         await self.audit.record("info", CATEGORY, f"mapping {name!r} added ({credential_type}, "
                                 f"upstream {mapping.upstream_url})")
@@ -175,6 +187,26 @@ class CredentialProxy:
             if self._listener is None:
                 self._listener = await self._open(self._port)
                 await self.audit.record("info", CATEGORY, f"listening on {self._listener.host}:{self._listener.port}")
+                await self._open_extras()
+
+    async def listen_also(self, host: str) -> None:
+        """Also listen on `host` (an internal network's gateway) on the same port, now when
+        running and on every later start or port change."""
+        async with self._lock:
+            self._extra_hosts.add(host)
+            await self._open_extras()
+
+    async def _open_extras(self) -> None:
+        if self._listener is None:
+            return
+        for host in sorted(self._extra_hosts - set(self._extras) - {self._listener.host}):
+            self._extras[host] = await self._open(self._listener.port, host)
+            await self.audit.record("info", CATEGORY, f"listening also on {host}:{self._listener.port}")
+
+    def _close_extras(self, grace: float) -> None:
+        for listener in self._extras.values():
+            listener.close(grace)
+        self._extras.clear()
 
     async def stop(self) -> None:
         """Stop listening now; requests in flight get the graceful timeout to finish."""
@@ -182,6 +214,7 @@ class CredentialProxy:
             if self._listener is not None:
                 self._listener.close(self.settings.graceful_timeout)
                 self._listener = None
+                self._close_extras(self.settings.graceful_timeout)
                 await self.audit.record("info", CATEGORY, "stopped")
 
     async def set_port(self, port: int) -> None:
@@ -192,6 +225,8 @@ class CredentialProxy:
             if old is not None and port != old.port:
                 self._listener = await self._open(port)
                 old.close(DRAIN_LIMIT)
+                self._close_extras(DRAIN_LIMIT)
+                await self._open_extras()
                 await self.audit.record("info", CATEGORY, f"moved from port {old.port} to {self._listener.port}")
             self._port = port
             await self.db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
@@ -199,9 +234,9 @@ class CredentialProxy:
 
     # -- listeners ----------------------------------------------------------
 
-    async def _open(self, port: int) -> _Listener:
+    async def _open(self, port: int, host: str | None = None) -> _Listener:
         assert self._nursery is not None, "the proxy service is not running"
-        host = self._bind_host()
+        host = host or self._bind_host()
         failure = None
         try:
             return await self._nursery.start(self._serve, host, port)
@@ -236,5 +271,7 @@ class CredentialProxy:
                 log.exception("credential proxy listener on %s:%s failed", host, listener.port)
                 if self._listener is listener:
                     self._listener = None
+                if self._extras.get(host) is listener:
+                    del self._extras[host]
                 await self.audit.record("error", CATEGORY, f"listener on port {listener.port} failed; "
                                         "POST /container/credential-proxy/start to restart it")

@@ -17,11 +17,12 @@ import trio
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
-from nanoclaw.errors import Invalid
+from nanoclaw.errors import Invalid, NanoclawError
 from nanoclaw.fileio import write_atomic
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespaces
-from nanoclaw.runtime import Runtime, RuntimeUnavailable
+from nanoclaw.runtime import (InternalNetwork, Runtime, RuntimeUnavailable, container_user, give_to_container,
+                              hardening_args)
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
@@ -123,6 +124,8 @@ class Supervisor:
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
         self._listeners: list[RunListener] = []
+        # Made on the first "proxy-only" run, removed at shutdown.
+        self.internal_network = InternalNetwork(runtime)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -144,7 +147,10 @@ class Supervisor:
                 # Messages that arrived before a restart (or during a crash) are not lost.
                 for ns in await self.namespaces.list():
                     self.notify_messages(ns.name)
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                await self.internal_network.remove()
 
     async def _load_instance_id(self) -> str:
         def _tx(conn):
@@ -373,7 +379,10 @@ class Supervisor:
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
         try:
             await self.remove_orphans()  # the engine may have been down at start-up
-            await self.offload(self._prepare_folders, group, ipc_dir)
+            refused = await self.offload(self._prepare_folders, group, ipc_dir)
+            if refused:
+                await self.audit.record("violation", "container", "not a folder (a link or a file?), left as it is: "
+                                        + ", ".join(map(str, refused)), group=group)
             if self.proxy is not None:
                 token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
@@ -385,6 +394,8 @@ class Supervisor:
                                   lambda text: self._deliver(queue, work, active, state, text))
         except RuntimeUnavailable as exc:
             state.fail("error", str(exc))
+        except NanoclawError as exc:  # e.g. the proxy cannot listen on the internal network
+            state.fail("error", exc.message)
         except OSError as exc:
             self.runtime.mark_down(str(exc))
             state.fail("error", f"could not start the container: {exc.strerror or exc}")
@@ -411,6 +422,11 @@ class Supervisor:
             path.mkdir(parents=True, exist_ok=True)
         stale = ipc_dir / "input" / "_close"
         stale.unlink(missing_ok=True)
+        if container_user() != (os.getuid(), os.getgid()):  # a root server: hand them to the agent user
+            return give_to_container([self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
+                                      self.settings.sessions_dir / group, ipc_dir, ipc_dir / "input",
+                                      ipc_dir / "messages", ipc_dir / "tasks"], container_user())
+        return []
 
     async def _group_session(self, group: str) -> str:
         now = self.clock.now()
@@ -432,8 +448,13 @@ class Supervisor:
         for item in config.env:
             key, _, value = item.partition("=")
             env[key] = value
+        network, gateway = settings.container_network, self.runtime.state.host_gateway or "127.0.0.1"
+        if config.network == "proxy-only":
+            network, gateway = await self.internal_network.ensure(self.instance_id)
+            if self.proxy is not None:
+                await self.proxy.listen_also(gateway)
         if token is not None:
-            env.update(self.proxy.container_env(token, self.runtime.state.host_gateway or "127.0.0.1"))
+            env.update(self.proxy.container_env(token, gateway))
         mounts = [
             (settings.groups_dir / group, "/workspace/group", False),
             (settings.groups_dir / GLOBAL, "/workspace/global", not ns.isMain),
@@ -449,12 +470,8 @@ class Supervisor:
             "--label", f"nanoclaw.instance={self.instance_id}",
             "--label", f"nanoclaw.group={group}",
             "--label", f"nanoclaw.run={active.run_id}",
-            "--network", settings.container_network,
-            "--security-opt", "no-new-privileges",
-            "--pids-limit", "512",
-            "--memory", f"{config.memoryMb}m",
-            "--cpus", f"{config.cpus:g}",
-            "--user", f"{os.getuid()}:{os.getgid()}",
+            "--network", network,
+            *hardening_args(config.memoryMb, config.cpus, container_user()),
             *self.runtime.state.extra_run_args,
         ]
         for host, target, read_only in mounts:
