@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from fakes.anthropic import serve_fake_anthropic, tool_reply
+from nanoclaw.runtime import container_user, give_to_container, hardening_args
 from test_agent_runner import API_KEY, END, START, Runner, close, follow_up, make_workspace, request
 
 
@@ -28,10 +29,15 @@ async def run_image(tmp_path, fake, docker_engine, agent_image):
         names.append(name)
         mounts = [arg for sub in ("group", "ipc", "sessions") for arg in ("-v", f"{ws / sub}:/workspace/{sub}")]
         mounts += ["-v", f"{ws / 'global'}:/workspace/global:ro"]
+        # As the supervisor runs it: the image's uid 1000 (or ours), confined, owning its folders.
+        user = container_user()
+        give_to_container([ws / sub for sub in ("group", "ipc", "ipc/input", "ipc/messages", "ipc/tasks",
+                                                "sessions")], user)
         stderr_path = tmp_path / f"{name}.stderr"
         with stderr_path.open("wb") as stderr:
             process = await trio.lowlevel.open_process(
                 [docker_engine, "run", "-i", "--rm", "--name", name, "--network", "host", *mounts,
+                 *hardening_args(256, 1, user),
                  "-e", f"ANTHROPIC_BASE_URL={fake.url}", "-e", f"ANTHROPIC_API_KEY={API_KEY}", agent_image],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
         processes.append(process)

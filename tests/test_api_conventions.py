@@ -1,6 +1,7 @@
 """API conventions (issue 2, item 6): the error envelope, body limits, health, OpenAPI and /docs."""
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -36,13 +37,15 @@ ISSUE_2_OPERATIONS = [
 async def test_health_answers_status_version_and_auth_off(client):
     answer = await client.get("/health")
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "version": __version__, "auth": False}
+    assert answer.json() == {"status": "ok", "version": __version__, "auth": False,
+                             "runningAsRoot": os.geteuid() == 0}
 
 
 async def test_health_is_also_served_at_the_root(server, client):
     answer = await client.get(server.url + "/health")
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "version": __version__, "auth": False}
+    assert answer.json() == {"status": "ok", "version": __version__, "auth": False,
+                             "runningAsRoot": os.geteuid() == 0}
 
 
 # -- the error envelope -------------------------------------------------------
