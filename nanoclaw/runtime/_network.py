@@ -58,9 +58,14 @@ class InternalNetwork:
         if name is None:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(20):
-            try:
-                done = await self.runtime.cli("network", "rm", name, timeout=15)
-                if done.returncode != 0:
-                    log.warning("could not remove network %s: %s", name, done.stderr.decode(errors="replace")[-200:])
-            except RuntimeUnavailable as exc:
-                log.warning("could not remove network %s: %s", name, exc)
+            for _ in range(20):  # the engine may still be releasing a stopped container's endpoint
+                try:
+                    done = await self.runtime.cli("network", "rm", name, timeout=15)
+                except RuntimeUnavailable as exc:
+                    log.warning("could not remove network %s: %s", name, exc)
+                    return
+                if done.returncode == 0 or b"active endpoints" not in done.stderr:
+                    break
+                await trio.sleep(0.5)
+            if done.returncode != 0:
+                log.warning("could not remove network %s: %s", name, done.stderr.decode(errors="replace")[-200:])
