@@ -153,6 +153,7 @@ async def test_a_proxy_only_group_sits_on_an_internal_network_without_a_route_ou
             assert f"! -d {subnet} -i {bridge} -j DROP" in rules
         stats = server.services.proxy.statistics()
         assert gateway in stats.extra_hosts
+        assert (await client.get("/container/credential-proxy/status")).json()["extraBindHosts"] == [gateway]
         env = dict(item.partition("=")[::2] for item in container["Config"]["Env"])
         assert env["ANTHROPIC_BASE_URL"] == f"http://{gateway}:{stats.port}/anthropic"
         assert "sk-real" not in json.dumps(env)

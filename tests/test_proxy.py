@@ -377,7 +377,8 @@ async def test_stop_and_start(setup):
     r = await client.post("/container/credential-proxy/stop")
     assert r.status_code == 200
     # Stopped, it shows the port start will use: the configured one (0 here: any free port).
-    assert r.json() == {"running": False, "port": 0, "mappingCount": 1, "bindHost": "127.0.0.1"}
+    assert r.json() == {"running": False, "port": 0, "mappingCount": 1, "bindHost": "127.0.0.1",
+                        "extraBindHosts": []}
     token = setup.proxy.register_run("team-a")
     assert setup.proxy.container_env(token, "127.0.0.1") == {}
     while await port_accepts(port):

@@ -21,6 +21,8 @@ class ProxyStatus(Answer):
     port: int = Field(description="The port listened on; when stopped, the one start will use")
     mappingCount: int
     bindHost: str = Field(description="Where it listens: reachable by containers, nothing else")
+    extraBindHosts: list[str] = Field(default_factory=list,
+                                      description="Internal networks' gateways it also listens on (proxy-only groups)")
 
 
 class MappingCreate(ApiModel):
@@ -70,7 +72,7 @@ class PortChange(ApiModel):
 def _status() -> ProxyStatus:
     stats = services().proxy.statistics()
     return ProxyStatus(running=stats.running, port=stats.port, mappingCount=stats.mapping_count,
-                       bindHost=stats.bind_host)
+                       bindHost=stats.bind_host, extraBindHosts=stats.extra_hosts)
 
 
 @bp.get(f"{PREFIX}/status")
