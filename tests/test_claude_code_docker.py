@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 import trio
@@ -18,8 +19,12 @@ from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import text_reply, tool_reply
 from fakes.anthropic_stream import serve_claude_code_fake
 from fakes.telegram import TOKEN, serve_fake_telegram
-from image_support import CLAUDE_TAG, WHEEL_WORK, claude_image  # noqa: F401  (fixture)
+from image_support import WHEEL_WORK, claude_image  # noqa: F401  (fixture)
+from test_agent_image import image_workspace
+from test_agent_runner import close, request
 from test_end_to_end import container_env
+from test_mcp_docker import containers  # noqa: F401  (fixture)
+from test_mcp_runner import frames_until_result
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -130,3 +135,36 @@ async def test_a_chat_runs_claude_code_with_bash_send_message_and_a_follow_up_in
     # Claude's session id is ours (the host's hex id in UUID form, which the host then keeps).
     assert [uuid.UUID(t.stem) for t in transcripts] == [uuid.UUID(session)]
     await client.aclose()
+
+
+async def test_the_adapter_passes_mcp_servers_through_and_reports_usage_and_broken_servers(
+        nursery, tmp_path, claude_image, containers):
+    llm = await nursery.start(serve_claude_code_fake)
+    ws = image_workspace(tmp_path)
+    server_script = Path(__file__).parent / "fakes" / "mcp_sdk_server.py"
+    servers = {"notes": {"command": "/opt/claude/bin/python", "args": ["/opt/test/server.py"]},
+               "broken": {"command": "/bin/false"}}
+    llm.queue(tool_reply("mcp__notes__add_note", {"text": "from claude"}, id="toolu_note"), text_reply("Noted."))
+    mounts = [arg for sub in ("group", "ipc", "sessions") for arg in ("-v", f"{ws / sub}:/workspace/{sub}")]
+    # Started as root, as a root host starts it: the adapter hands the mounts to uid 1000 and drops to it.
+    runner = await containers(
+        ["--user", "0:0", *mounts, "-v", f"{ws / 'global'}:/workspace/global:ro",
+         "-v", f"{server_script}:/opt/test/server.py:ro", "-e", f"ANTHROPIC_BASE_URL={llm.url}",
+         "-e", "ANTHROPIC_API_KEY=placeholder", "-e", "ANTHROPIC_MODEL=claude-test-model"],
+        claude_image, [], request("note it", None, agent={"mcpServers": servers}))
+
+    events, result = await frames_until_result(runner, timeout=180)
+
+    assert result["status"] == "success", (events, result, runner.output[-3000:])
+    assert result["result"] == "Noted.\n\n[MCP server 'broken' unavailable: failed]"
+    assert [(e["kind"], e.get("server")) for e in events if e["kind"] == "mcp_error"] == [("mcp_error", "broken")]
+    assert {"kind": "tool_start", "tool": "mcp__notes__add_note"} in events
+    assert result["model"] == "claude-test-model" and result["usage"]["inputTokens"] > 0
+    session = str(uuid.UUID(result["newSessionId"]))  # Claude's own id, now the group's
+    assert (ws / "group" / "notes.txt").read_text() == "from claude\n"
+    tool_results = [b for b in llm.agent_requests[1].body["messages"][-1]["content"] if b.get("type") == "tool_result"]
+    assert tool_results[0]["tool_use_id"] == "toolu_note"
+    assert "noted: from claude (in /workspace/group)" in json.dumps(tool_results[0]["content"])
+    assert list((ws / "sessions" / "claude" / "projects").glob(f"*/{session}.jsonl"))
+    close(ws)
+    assert await runner.exit_code(timeout=60) == 0

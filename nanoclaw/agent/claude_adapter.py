@@ -26,8 +26,8 @@ import uuid
 from pathlib import Path
 
 import anyio
-from claude_agent_sdk import (AssistantMessage, ClaudeAgentOptions, ClaudeSDKClient, ResultMessage, TextBlock,
-                              ToolUseBlock, create_sdk_mcp_server, tool)
+from claude_agent_sdk import (AssistantMessage, ClaudeAgentOptions, ClaudeSDKClient, ResultMessage, SystemMessage,
+                              TextBlock, ToolUseBlock, create_sdk_mcp_server, tool)
 
 from runner import (OUTPUT_END, OUTPUT_START, POLL_INTERVAL, TOOLS, Agent, RunnerError, ToolError,
                     next_follow_up, read_request)
@@ -109,13 +109,27 @@ def usage_of(result: ResultMessage) -> dict | None:
     return {ours: int(usage.get(theirs) or 0) for ours, theirs in keys.items()}
 
 
+def report_mcp(data: dict, session: dict) -> None:
+    """Servers Claude Code could not connect (its init message) -> mcp_error progress frames, once each."""
+    for server in data.get("mcp_servers") or []:
+        if not isinstance(server, dict) or server.get("status") in ("connected", "pending"):
+            continue
+        name = str(server.get("name"))[:64]
+        if name not in session.setdefault("mcp_reported", set()):
+            session["mcp_reported"].add(name)
+            session.setdefault("mcp_notes", []).append(f"[MCP server {name!r} unavailable: {server.get('status')}]")
+            frame("progress", event={"kind": "mcp_error", "server": name, "error": str(server.get("status"))[:200]})
+
+
 async def turn(client: ClaudeSDKClient, prompt: str, session: dict) -> bool:
     """One prompt -> one result frame; False after an error result."""
     await client.query(prompt)
     texts: list[str] = []
     model = None
     async for message in client.receive_response():
-        if isinstance(message, AssistantMessage) and message.parent_tool_use_id is None:
+        if isinstance(message, SystemMessage) and message.subtype == "init" and isinstance(message.data, dict):
+            report_mcp(message.data, session)
+        elif isinstance(message, AssistantMessage) and message.parent_tool_use_id is None:
             model = message.model or model
             for block in message.content:
                 if isinstance(block, TextBlock):
@@ -129,6 +143,8 @@ async def turn(client: ClaudeSDKClient, prompt: str, session: dict) -> bool:
                 frame("error", result=None, newSessionId=session.get("id"), error=f"Claude Code: {detail}"[:2000])
                 return False
             text = message.result if isinstance(message.result, str) else "\n".join(texts)
+            if session.get("mcp_notes"):  # like the built-in runner: the result names servers left out
+                text = "\n\n".join([text or "", *session.pop("mcp_notes")]).lstrip()
             frame("success", result=text or None, newSessionId=session.get("id"), error=None,
                   usage=usage_of(message), model=model)
             return True
