@@ -23,7 +23,7 @@ from image_support import WHEEL_WORK, claude_image  # noqa: F401  (fixture)
 from test_agent_image import image_workspace
 from test_agent_runner import close, request
 from test_end_to_end import container_env
-from test_mcp_docker import containers  # noqa: F401  (fixture)
+from test_mcp_docker import containers, free_port, wait_for_port  # noqa: F401  (containers: a fixture)
 from test_mcp_runner import frames_until_result
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
@@ -52,6 +52,7 @@ async def test_build_api_makes_a_labelled_claude_code_image_and_namespaces_show_
     build = r.json()
     assert r.status_code == 200 and build["success"] is True, build
     assert build["flavor"] == "claude-code"
+    assert "File was already downloaded" in build["output"]  # the wheel cache served the 180 MB wheel
     status = (await client.get("/container/image/status", params={"imageTag": claude_image})).json()
     assert status["exists"] is True and status["flavor"] == "claude-code"
     assert status["sizeBytes"] > 400_000_000  # the bundled CLI alone is ~400 MB
@@ -142,9 +143,18 @@ async def test_the_adapter_passes_mcp_servers_through_and_reports_usage_and_brok
     llm = await nursery.start(serve_claude_code_fake)
     ws = image_workspace(tmp_path)
     server_script = Path(__file__).parent / "fakes" / "mcp_sdk_server.py"
+    http_dir = tmp_path / "http-server"
+    http_dir.mkdir()
+    http_dir.chmod(0o777)  # the image's user (uid 1000) runs that server
+    port = free_port()
+    await containers(["-v", f"{http_dir}:/srv", "-w", "/srv", "-v", f"{server_script}:/opt/test/server.py:ro",
+                      "--entrypoint", "/opt/claude/bin/python"], claude_image, ["/opt/test/server.py", "http", str(port)])
+    await wait_for_port(port)
     servers = {"notes": {"command": "/opt/claude/bin/python", "args": ["/opt/test/server.py"]},
+               "remote": {"url": f"http://127.0.0.1:{port}/mcp"},
                "broken": {"command": "/bin/false"}}
-    llm.queue(tool_reply("mcp__notes__add_note", {"text": "from claude"}, id="toolu_note"), text_reply("Noted."))
+    llm.queue(tool_reply("mcp__notes__add_note", {"text": "from claude"}, id="toolu_note"),
+              tool_reply("mcp__remote__add_note", {"text": "over http"}, id="toolu_http"), text_reply("Noted."))
     mounts = [arg for sub in ("group", "ipc", "sessions") for arg in ("-v", f"{ws / sub}:/workspace/{sub}")]
     # Started as root, as a root host starts it: the adapter hands the mounts to uid 1000 and drops to it.
     runner = await containers(
@@ -165,6 +175,9 @@ async def test_the_adapter_passes_mcp_servers_through_and_reports_usage_and_brok
     tool_results = [b for b in llm.agent_requests[1].body["messages"][-1]["content"] if b.get("type") == "tool_result"]
     assert tool_results[0]["tool_use_id"] == "toolu_note"
     assert "noted: from claude (in /workspace/group)" in json.dumps(tool_results[0]["content"])
+    http_results = [b for b in llm.agent_requests[2].body["messages"][-1]["content"] if b.get("type") == "tool_result"]
+    assert "noted: over http (in /srv)" in json.dumps(http_results[0]["content"]), http_results
+    assert (http_dir / "notes.txt").read_text() == "over http\n"
     assert list((ws / "sessions" / "claude" / "projects").glob(f"*/{session}.jsonl"))
     close(ws)
     assert await runner.exit_code(timeout=60) == 0

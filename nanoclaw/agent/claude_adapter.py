@@ -73,11 +73,11 @@ def drop_root(workspace: Path) -> None:
     """Claude Code will not bypass permissions as root: hand the writable mounts to uid 1000, become it."""
     if os.getuid() != 0:
         return
-    for sub in ("group", "ipc", "sessions"):
-        for root, dirs, files in os.walk(workspace / sub):
-            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.lchown(name, AGENT_UID, AGENT_UID)
     try:
+        for sub in ("group", "ipc", "sessions"):
+            for root, dirs, files in os.walk(workspace / sub):
+                for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                    os.lchown(name, AGENT_UID, AGENT_UID)
         os.setgroups([])
         os.setgid(AGENT_UID)
         os.setuid(AGENT_UID)
@@ -98,6 +98,17 @@ def session_options(session_id: object, config_dir: Path) -> dict:
     if any(config_dir.glob(f"projects/*/{wanted}.jsonl")):
         return {"resume": wanted}
     return {"session_id": wanted}
+
+
+def claude_servers(servers: object) -> dict:
+    """Our mcpServers map in Claude Code's terms: {"url"} servers are type "http"; "nanoclaw" is ours."""
+    if not isinstance(servers, dict):
+        return {}
+    passed = {}
+    for name, config in servers.items():
+        if isinstance(name, str) and name != "nanoclaw" and isinstance(config, dict):
+            passed[name] = {"type": "http", **config} if "url" in config and "type" not in config else config
+    return passed
 
 
 def usage_of(result: ResultMessage) -> dict | None:
@@ -157,7 +168,7 @@ async def run(workspace: Path, request: dict) -> int:
     if not isinstance(prompt, str):
         raise RunnerError("prompt must be a string")
     config = request.get("agent") if isinstance(request.get("agent"), dict) else {}
-    servers = config.get("mcpServers") if isinstance(config.get("mcpServers"), dict) else {}
+    servers = claude_servers(config.get("mcpServers"))
     config_dir = workspace / "sessions" / "claude"
     config_dir.mkdir(parents=True, exist_ok=True)
     global_md = workspace / "global" / "CLAUDE.md"
@@ -169,8 +180,7 @@ async def run(workspace: Path, request: dict) -> int:
         tools=BUILTIN_TOOLS,
         allowed_tools=BUILTIN_TOOLS + [f"mcp__nanoclaw__{name}" for name in HOST_TOOLS]
         + [f"mcp__{name}" for name in servers],
-        mcp_servers={**{k: v for k, v in servers.items() if k != "nanoclaw"},
-                     "nanoclaw": sdk_server(HostTools(workspace, request.get("chatJid")))},
+        mcp_servers={**servers, "nanoclaw": sdk_server(HostTools(workspace, request.get("chatJid")))},
         permission_mode="bypassPermissions",
         cwd=str(workspace / "group"),
         setting_sources=["project"],
