@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 import uuid
@@ -205,6 +206,8 @@ async def run(workspace: Path, request: dict) -> int:
 
 
 def main() -> int:
+    # As PID 1 in a container SIGTERM is ignored unless handled: make `docker stop` quick.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workspace = Path(os.environ.get("NANOCLAW_WORKSPACE") or "/workspace")
     input_dir = workspace / "ipc" / "input"
     try:
