@@ -86,7 +86,8 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
         senders=SenderAllowlist(db, audit),
     )
     services.runtime = runtime or Runtime(settings)
-    services.images = ImageBuilder(services.runtime, settings.agent_base_image)
+    services.images = ImageBuilder(services.runtime, settings.agent_base_image,
+                                   work_dir=settings.data_dir / "image-build")
     services.proxy = CredentialProxy(settings, db, secrets, clock, audit,
                                      bind_host=services.runtime.proxy_bind_host)
     services.supervisor = Supervisor(settings, db, clock, audit, services.namespaces, services.mounts,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,10 @@ class FakeRuntime:
 
     async def image_exists(self, tag: str) -> bool:
         return True
+
+    async def cli(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        # Only `image inspect` reaches here (the image's flavour): fake images carry no labels.
+        return subprocess.CompletedProcess(["docker", *args], 0, b"{}\t0\n", b"")
 
     async def start_container(self, args: list[str]) -> FakeProcess:
         name = args[args.index("--name") + 1]

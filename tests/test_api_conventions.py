@@ -17,7 +17,7 @@ ISSUE_2_OPERATIONS = [
     ("get", "/api/v1/health", None, "Health"),
     ("get", "/api/v1/container/namespaces", None, "NamespaceList"),
     ("post", "/api/v1/container/namespaces", "NamespaceCreate", "Namespace"),
-    ("get", "/api/v1/container/namespaces/{name}", None, "Namespace"),
+    ("get", "/api/v1/container/namespaces/{name}", None, "NamespaceDetail"),  # Namespace + imageFlavor
     ("put", "/api/v1/container/namespaces/{name}", "NamespaceUpdate", "Namespace"),
     ("delete", "/api/v1/container/namespaces/{name}", None, None),
     ("get", "/api/v1/container/namespaces/{name}/instructions", None, "InstructionsAnswer"),

@@ -33,6 +33,9 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # mcp_client.py sits next to this file
+from mcp_client import McpHub  # noqa: E402  (MCP hook)
+
 OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
 OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -126,6 +129,23 @@ def emit(status: str, result: str | None, session_id: str | None, error: str | N
     sys.stdout.flush()
 
 
+def emit_progress(event: dict) -> None:
+    frame = json.dumps({"status": "progress", "event": event})
+    sys.stdout.write(f"{OUTPUT_START}\n{frame}\n{OUTPUT_END}\n")
+    sys.stdout.flush()
+
+
+def start_mcp(agent: "Agent", request: dict) -> str:
+    """MCP hook: connect the request's agent.mcpServers; returns a note on servers left out."""
+    config = request.get("agent")
+    servers = config.get("mcpServers") if isinstance(config, dict) else None
+    if not servers:
+        return ""
+    agent.mcp = McpHub(servers, str(agent.group_dir), emit_progress)
+    agent.api.tools = TOOLS + agent.mcp.tools()
+    return "".join(f"\n\n[MCP server {e['server']!r} unavailable: {e['error']}]" for e in agent.mcp.errors)
+
+
 def read_request() -> dict:
     """Read stdin until it holds one complete JSON object (the host may keep stdin open)."""
     text = ""
@@ -147,11 +167,12 @@ class Api:
         self.url = base.rstrip("/") + "/v1/messages"
         self.key = env.get("ANTHROPIC_API_KEY", "")
         self.model = env.get("ANTHROPIC_MODEL") or DEFAULT_MODEL
+        self.tools = TOOLS  # MCP hook: main() adds the MCP servers' tools
         # The base URL already points where the host wants us to go (the credential proxy).
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def create(self, system: str, messages: list) -> dict:
-        body = {"model": self.model, "max_tokens": MAX_TOKENS, "messages": messages, "tools": TOOLS}
+        body = {"model": self.model, "max_tokens": MAX_TOKENS, "messages": messages, "tools": self.tools}
         if system:
             body["system"] = system
         request = urllib.request.Request(
@@ -193,6 +214,7 @@ class Agent:
         self.ipc = workspace / "ipc"
         self.api = api
         self.chat_jid = request.get("chatJid")
+        self.mcp: McpHub | None = None  # MCP hook
         session_id = request.get("sessionId")
         if session_id is None:
             session_id = secrets.token_hex(16)
@@ -240,6 +262,9 @@ class Agent:
         handler = getattr(self, f"tool_{use.get('name')}", None)
         args = use.get("input")
         result = {"type": "tool_result", "tool_use_id": use.get("id")}
+        if self.mcp is not None and self.mcp.handles(use.get("name")):  # MCP hook
+            content, failed = self.mcp.call(use["name"], args if isinstance(args, dict) else {})
+            return {**result, "content": content, **({"is_error": True} if failed else {})}
         try:
             if handler is None:
                 raise ToolError(f"unknown tool {use.get('name')!r}")
@@ -388,8 +413,12 @@ def main() -> int:
         if not isinstance(prompt, str):
             raise RunnerError("prompt must be a string")
         agent = Agent(workspace, request, Api(os.environ))
+        mcp_note = start_mcp(agent, request)  # MCP hook
         while True:
-            emit("success", agent.turn(prompt), agent.session_id)
+            answer = agent.turn(prompt)
+            if mcp_note:  # MCP hook: the first result tells which servers were left out
+                answer, mcp_note = (answer or "").lstrip() + mcp_note, ""
+            emit("success", answer, agent.session_id)
             while (follow_up := next_follow_up(input_dir)) is None:
                 time.sleep(POLL_INTERVAL)
             if follow_up is True:
@@ -402,6 +431,9 @@ def main() -> int:
         traceback.print_exc()
         emit("error", None, agent.session_id if agent else None, f"agent runner crashed: {exc!r}")
         return 1
+    finally:
+        if agent is not None and agent.mcp is not None:
+            agent.mcp.close()  # MCP hook
 
 
 if __name__ == "__main__":

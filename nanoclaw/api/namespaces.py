@@ -9,6 +9,7 @@ from nanoclaw.api._common import Answer, ApiModel, services
 from nanoclaw.errors import Invalid
 from nanoclaw.models import GROUP_NAME_PATTERN, ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespace
+from nanoclaw.runtime import RuntimeUnavailable
 
 bp = Blueprint("namespaces", __name__)
 MAX_INSTRUCTIONS = 512 * 1024
@@ -60,6 +61,11 @@ class Merged(Answer):
     merged: str
 
 
+class NamespaceDetail(Namespace):
+    imageFlavor: str | None = Field(default=None, description='Flavour of the image this namespace runs: '
+                                    '"builtin" | "claude-code"; null when the image is missing or unlabelled')
+
+
 class DeleteQuery(ApiModel):
     purge: bool = False
 
@@ -106,9 +112,18 @@ async def merge_instructions(data: MergeRequest):
 
 
 @bp.get("/container/namespaces/<name>")
-@validate_response(Namespace)
+@validate_response(NamespaceDetail)
 async def get_namespace(name: str):
-    return await services().namespaces.get(name)
+    """One namespace, with the flavour of its image (containerConfig.image or the server default)."""
+    svc = services()
+    namespace = await svc.namespaces.get(name)
+    info = None
+    if svc.runtime.state.available:
+        try:
+            info = await svc.images.inspect(namespace.containerConfig.image or svc.settings.agent_image)
+        except RuntimeUnavailable:
+            info = None
+    return NamespaceDetail(**namespace.model_dump(), imageFlavor=info and info["flavor"])
 
 
 @bp.put("/container/namespaces/<name>")

@@ -1,6 +1,8 @@
 """/container/runtime and /container/image: the engine and the agent image."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
@@ -30,11 +32,15 @@ class BuildRequest(ApiModel):
     imageTag: str | None = Field(default=None, pattern=IMAGE_TAG, max_length=255)
     baseImage: str | None = Field(default=None, pattern=IMAGE_TAG, max_length=255,
                                   description="Base image (must be present locally; never pulled)")
+    flavor: Literal["builtin", "claude-code"] = Field(
+        default="builtin", description="builtin: our stdlib runner; claude-code: Claude Code via claude-agent-sdk "
+                                        "(its wheels are downloaded on the host, the build runs offline)")
 
 
 class BuildResult(Answer):
     success: bool
     imageTag: str
+    flavor: str
     message: str
     output: str
 
@@ -49,6 +55,9 @@ class ImageStatus(Answer):
     building: bool
     message: str
     output: str | None = None
+    flavor: str | None = Field(default=None, description='"builtin" | "claude-code" (image label nanoclaw.flavor); '
+                                                         "null when missing or unlabelled")
+    sizeBytes: int | None = None
 
 
 @bp.get("/container/runtime")
@@ -68,9 +77,10 @@ async def build_image(data: BuildRequest):
     if not svc.runtime.state.available:
         raise RuntimeUnavailable(svc.runtime.state.message)
     tag = data.imageTag or svc.settings.agent_image
-    build = svc.images.start(tag, data.baseImage)
+    build = svc.images.start(tag, data.baseImage, data.flavor)
     await build.done.wait()
-    return BuildResult(success=bool(build.success), imageTag=tag, message=build.message, output=build.text)
+    return BuildResult(success=bool(build.success), imageTag=tag, flavor=build.flavor, message=build.message,
+                       output=build.text)
 
 
 @bp.get("/container/image/status")
@@ -83,9 +93,11 @@ async def image_status(query_args: ImageQuery):
     building = svc.images.building(tag)
     build = svc.images.builds.get(tag)
     exists = False
+    info = None
     if svc.runtime.state.available:
         try:
             exists = await svc.runtime.image_exists(tag)
+            info = await svc.images.inspect(tag) if exists else None
         except RuntimeUnavailable:
             exists = False
     if building:
@@ -97,4 +109,5 @@ async def image_status(query_args: ImageQuery):
     else:
         message = "Image not built yet: POST /api/v1/container/image/build"
     return ImageStatus(exists=exists, imageTag=tag, building=building, message=message,
-                       output=build.text if build else None)
+                       output=build.text if build else None, flavor=info and info["flavor"],
+                       sizeBytes=info and info["size"])

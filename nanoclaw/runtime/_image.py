@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import trio
 
 from nanoclaw.runtime._engine import Runtime
+from nanoclaw.runtime._wheelhouse import FLAVOR_LABEL, FLAVORS, WheelhouseError, base_python, download, make_context
 
 log = logging.getLogger("nanoclaw.runtime.image")
 OUTPUT_KEEP = 64 * 1024
 BUILD_TIMEOUT = 30 * 60
+INSPECT_TTL = 60.0  # seconds an image's flavour and size are remembered
 
 
 @dataclass
@@ -22,6 +27,7 @@ class Build:
     output: bytearray = field(default_factory=bytearray)
     success: bool | None = None
     message: str = "Build running"
+    flavor: str = "builtin"
 
     def append(self, chunk: bytes) -> None:
         self.output += chunk
@@ -40,9 +46,11 @@ class ImageBuilder:
     `await nursery.start(builder.run)`.
     """
 
-    def __init__(self, runtime: Runtime, default_base: str) -> None:
+    def __init__(self, runtime: Runtime, default_base: str, work_dir: Path | None = None) -> None:
         self.runtime = runtime
         self.default_base = default_base
+        self.work_dir = work_dir  # wheel cache and build contexts of flavours that install packages
+        self._inspected: dict[str, tuple[float, dict | None]] = {}
         self.builds: dict[str, Build] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -56,18 +64,39 @@ class ImageBuilder:
         build = self.builds.get(tag)
         return build is not None and not build.done.is_set()
 
-    def start(self, tag: str, base_image: str | None = None) -> Build:
+    async def inspect(self, tag: str) -> dict | None:
+        """{"flavor", "size"} of a local image (None when missing), remembered for INSPECT_TTL seconds."""
+        now = trio.current_time()
+        cached = self._inspected.get(tag)
+        if cached is not None and now - cached[0] < INSPECT_TTL:
+            return cached[1]
+        done = await self.runtime.cli("image", "inspect", "--format", "{{json .Config.Labels}}\t{{.Size}}", tag)
+        info = None
+        if done.returncode == 0:
+            labels, _, size = done.stdout.decode(errors="replace").strip().partition("\t")
+            try:
+                labels = json.loads(labels) or {}
+            except ValueError:
+                labels = {}
+            flavor = labels.get(FLAVOR_LABEL) if isinstance(labels, dict) else None
+            info = {"flavor": flavor if flavor in FLAVORS else None,
+                    "size": int(size) if size.isdigit() else None}
+        self._inspected[tag] = (now, info)
+        return info
+
+    def start(self, tag: str, base_image: str | None = None, flavor: str = "builtin") -> Build:
         current = self.builds.get(tag)
         if current is not None and not current.done.is_set():
             return current
         if self._nursery is None:
             raise RuntimeError("ImageBuilder is not running")
-        build = Build(tag=tag, base_image=base_image or self.default_base)
+        build = Build(tag=tag, base_image=base_image or self.default_base, flavor=flavor)
         self.builds[tag] = build
         self._nursery.start_soon(self._build, build)
         return build
 
     async def _build(self, build: Build) -> None:
+        own_context: Path | None = None
         try:
             if not await self.runtime.image_exists(build.base_image):
                 # `build --pull=false` still pulls a base that is missing: refuse instead.
@@ -75,8 +104,19 @@ class ImageBuilder:
                 build.message = (f"Base image {build.base_image} is not present locally and is never pulled: "
                                  "load it into the engine first (docker pull / docker load)")
                 return
+            flavor = FLAVORS[build.flavor]
+            if flavor.requirements:  # wheels fetched on the host: the build itself needs no network
+                if self.work_dir is None:
+                    raise WheelhouseError("no work dir for the wheelhouse")
+                python, machine = await base_python(self.runtime, build.base_image)
+                wheels = await download(flavor.requirements, self.work_dir / "wheelhouse", python, machine,
+                                        build.append)
+                own_context = await trio.to_thread.run_sync(make_context, wheels, self.work_dir)
             with resources.as_file(resources.files("nanoclaw.agent")) as context:
+                context = own_context or context
                 command = [self.runtime.command, "build", "--pull=false", "-t", build.tag,
+                           "--network", "none", "-f", str(Path(context) / flavor.dockerfile),
+                           "--label", f"{FLAVOR_LABEL}={flavor.name}",
                            "--build-arg", f"BASE_IMAGE={build.base_image}", str(context)]
                 process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE,
                                                            stderr=subprocess.STDOUT)
@@ -92,8 +132,14 @@ class ImageBuilder:
                     build.success, build.message = True, "Build completed successfully"
                 else:
                     build.success, build.message = False, f"Build failed (exit code {code}); see output"
+        except WheelhouseError as exc:
+            build.success, build.message = False, f"Preparing the wheelhouse failed: {exc}"
         except Exception as exc:  # a failed build is reported, never crashes the server
             log.exception("image build of %s failed", build.tag)
             build.success, build.message = False, f"Build could not run: {exc}"
         finally:
+            self._inspected.pop(build.tag, None)
+            if own_context is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(shutil.rmtree, own_context, True)
             build.done.set()

@@ -1,0 +1,402 @@
+"""A small MCP client for the agent runner: standard library only.
+
+``McpHub(servers, cwd, on_event)`` connects to every configured server:
+
+- stdio: ``{"command": str, "args": [str], "env": {str: str}}``, started with the group
+  folder as its working directory, one JSON-RPC 2.0 message per line;
+- Streamable HTTP: ``{"url": str, "headers"?: {str: str}}``, one POST per message, the
+  answer as JSON or as a Server-Sent Events stream, ``Mcp-Session-Id`` kept.
+
+It runs ``initialize`` (protocol version negotiation), ``notifications/initialized`` and
+``tools/list`` (all pages). ``tools()`` offers the tools as ``mcp__<server>__<tool>``;
+``call(name, args)`` runs ``tools/call`` and returns ``(content blocks, is_error)`` with
+text and image blocks in the Anthropic tool_result shape. Every call has a timeout. A
+server that fails to start, answers garbage or times out is reported through
+``on_event({"kind": "mcp_error", "server", "error"})`` and left out; the run goes on.
+Everything a server sends is treated as hostile: sizes are capped, shapes are checked.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+PROTOCOL_VERSIONS = ("2025-06-18", "2025-03-26", "2024-11-05", "2025-11-25")  # offered first, then accepted
+CLIENT_INFO = {"name": "nanoclaw-agent", "version": "1.0"}
+START_TIMEOUT = float(os.environ.get("NANOCLAW_MCP_START_TIMEOUT") or 30)  # initialize + tools/list
+CALL_TIMEOUT = float(os.environ.get("NANOCLAW_MCP_CALL_TIMEOUT") or 120)
+MAX_MESSAGE = 8 * 1024 * 1024  # one JSON-RPC message from a server
+MAX_TEXT = 256 * 1024  # text handed back to the model per tool call
+MAX_TOOLS = 200  # per server
+MAX_PAGES = 20
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class McpError(Exception):
+    """A server broke the protocol, failed or timed out."""
+
+
+class _Stdio:
+    def __init__(self, config: dict, cwd: str) -> None:
+        command = config.get("command")
+        args = config.get("args", [])
+        env = config.get("env", {})
+        if not isinstance(command, str) or not command:
+            raise McpError("command must be a non-empty string")
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise McpError("args must be a list of strings")
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise McpError("env must map strings to strings")
+        try:
+            self.process = subprocess.Popen(
+                [command, *args], cwd=cwd, env={**os.environ, **env}, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=None, start_new_session=True)
+        except OSError as exc:
+            raise McpError(f"could not start {command!r}: {exc.strerror or exc}") from None
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        stream = self.process.stdout
+        while True:
+            line = stream.readline(MAX_MESSAGE + 1)
+            if not line:
+                break
+            if len(line) > MAX_MESSAGE:  # drop the rest of an oversized line
+                while line and not line.endswith(b"\n"):
+                    line = stream.readline(MAX_MESSAGE)
+                continue
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            raise McpError(self._gone()) from None
+
+    def exchange(self, message: dict, deadline: float) -> dict:
+        self.send(message)
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise McpError("timed out") from None
+            if line is None:
+                raise McpError(self._gone())
+            try:
+                incoming = json.loads(line)
+            except ValueError:
+                continue  # stray output (a log line on stdout): skip it
+            answer = self._handle(incoming, message["id"])
+            if answer is not None:
+                return answer
+
+    def _handle(self, incoming: object, wanted: int) -> dict | None:
+        if not isinstance(incoming, dict):
+            return None
+        if "method" in incoming:  # a request or notification from the server
+            if "id" in incoming:
+                reply = {"jsonrpc": "2.0", "id": incoming["id"]}
+                if incoming["method"] == "ping":
+                    reply["result"] = {}
+                else:
+                    reply["error"] = {"code": -32601, "message": "method not supported by this client"}
+                self.send(reply)
+            return None
+        return incoming if incoming.get("id") == wanted else None
+
+    def _gone(self) -> str:
+        try:
+            code = self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return "closed its stdout"
+        return f"exited with code {code}"
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class _Http:
+    def __init__(self, config: dict) -> None:
+        url = config.get("url")
+        headers = config.get("headers", {})
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise McpError("url must be an http(s) URL")
+        if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in headers.items()):
+            raise McpError("headers must map strings to strings")
+        self.url = url
+        self.headers = dict(headers)
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def send(self, message: dict, deadline: float | None = None) -> None:
+        with self._post(message, deadline or time.monotonic() + START_TIMEOUT):
+            pass
+
+    def exchange(self, message: dict, deadline: float) -> dict:
+        with self._post(message, deadline) as response:
+            session = response.headers.get("Mcp-Session-Id")
+            if session and "Mcp-Session-Id" not in self.headers:
+                self.headers["Mcp-Session-Id"] = session
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind == "text/event-stream":
+                for data in _sse_data(response, deadline):
+                    try:
+                        incoming = json.loads(data)
+                    except ValueError:
+                        continue
+                    if isinstance(incoming, dict) and "method" not in incoming and incoming.get("id") == message["id"]:
+                        return incoming
+                raise McpError("the event stream ended without an answer")
+            body = response.read(MAX_MESSAGE + 1)
+        if len(body) > MAX_MESSAGE:
+            raise McpError("answer too large")
+        try:
+            incoming = json.loads(body)
+        except ValueError:
+            raise McpError("answer is not JSON") from None
+        if not isinstance(incoming, dict):
+            raise McpError("answer is not a JSON-RPC object")
+        return incoming
+
+    def _post(self, message: dict, deadline: float):
+        request = urllib.request.Request(
+            self.url, data=json.dumps(message).encode(), method="POST",
+            headers={**self.headers, "Content-Type": "application/json",
+                     "Accept": "application/json, text/event-stream"})
+        timeout = max(0.1, deadline - time.monotonic())
+        try:
+            return self.opener.open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            raise McpError(f"HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise McpError(f"could not reach {self.url}: {getattr(exc, 'reason', exc)}") from None
+
+    def close(self) -> None:
+        if "Mcp-Session-Id" in self.headers:
+            request = urllib.request.Request(self.url, method="DELETE", headers=self.headers)
+            try:
+                self.opener.open(request, timeout=2).close()
+            except (urllib.error.URLError, OSError):
+                pass
+
+
+def _sse_data(response, deadline: float):
+    """The data of each event of a text/event-stream answer."""
+    data: list[str] = []
+    size = 0
+    while time.monotonic() < deadline:
+        line = response.readline(MAX_MESSAGE + 1)
+        if not line:
+            return
+        size += len(line)
+        if size > MAX_MESSAGE:
+            raise McpError("event too large")
+        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not text:
+            if data:
+                yield "\n".join(data)
+            data, size = [], 0
+        elif text.startswith("data:"):
+            data.append(text[5:].removeprefix(" "))
+    raise McpError("timed out")
+
+
+class _Server:
+    def __init__(self, name: str, transport) -> None:
+        self.name = name
+        self.transport = transport
+        self.ids = itertools.count(1)
+        self.protocol = PROTOCOL_VERSIONS[0]
+
+    def request(self, method: str, params: dict, timeout: float) -> dict:
+        message = {"jsonrpc": "2.0", "id": next(self.ids), "method": method, "params": params}
+        answer = self.transport.exchange(message, time.monotonic() + timeout)
+        if isinstance(answer.get("error"), dict):
+            error = answer["error"]
+            raise McpError(f"{method} failed: {str(error.get('message'))[:300]} (code {error.get('code')})")
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise McpError(f"{method} answered without a result object")
+        return result
+
+    def start(self, deadline: float) -> list[dict]:
+        result = self.request("initialize", {
+            "protocolVersion": PROTOCOL_VERSIONS[0], "capabilities": {}, "clientInfo": CLIENT_INFO,
+        }, deadline - time.monotonic())
+        version = result.get("protocolVersion")
+        if version not in PROTOCOL_VERSIONS:
+            raise McpError(f"unsupported protocol version {str(version)[:40]!r}")
+        self.protocol = version
+        if isinstance(self.transport, _Http):
+            self.transport.headers["MCP-Protocol-Version"] = version
+        self.transport.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        tools: list[dict] = []
+        cursor = None
+        for _ in range(MAX_PAGES):
+            page = self.request("tools/list", {"cursor": cursor} if cursor else {}, deadline - time.monotonic())
+            listed = page.get("tools")
+            if not isinstance(listed, list):
+                raise McpError("tools/list answered without a tools list")
+            tools += [t for t in listed if isinstance(t, dict)]
+            cursor = page.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor or len(tools) >= MAX_TOOLS:
+                break
+        return tools[:MAX_TOOLS]
+
+
+class McpHub:
+    """Every configured MCP server of one run, their tools and calls."""
+
+    def __init__(self, servers: object, cwd: str, on_event: Callable[[dict], None], *,
+                 start_timeout: float = START_TIMEOUT, call_timeout: float = CALL_TIMEOUT) -> None:
+        self.on_event = on_event
+        self.call_timeout = call_timeout
+        self.errors: list[dict] = []
+        self._servers: dict[str, _Server] = {}
+        self._tools: list[dict] = []
+        self._routes: dict[str, tuple[_Server, str]] = {}
+        if not servers:
+            return
+        if not isinstance(servers, dict):
+            self._fail("*", "mcpServers must be an object")
+            return
+        started: list[tuple[str, object]] = []
+        for name, config in servers.items():
+            if not isinstance(name, str) or not NAME.fullmatch(name) or "__" in name:
+                self._fail(str(name)[:64], "server name must match [A-Za-z0-9_-]{1,64} without '__'")
+                continue
+            try:
+                if not isinstance(config, dict):
+                    raise McpError("config must be an object")
+                transport = _Http(config) if "url" in config else _Stdio(config, cwd)
+            except McpError as exc:
+                self._fail(name, str(exc))
+                continue
+            started.append((name, transport))
+        # Servers start in parallel: one slow server costs its timeout once, not per server.
+        results: dict[str, object] = {}
+
+        def connect(name: str, transport) -> None:
+            server = _Server(name, transport)
+            try:
+                results[name] = (server, server.start(time.monotonic() + start_timeout))
+            except McpError as exc:
+                results[name] = exc
+            except Exception as exc:  # noqa: BLE001 - a hostile server must not crash the run
+                results[name] = McpError(f"protocol error: {exc!r}"[:300])
+
+        threads = [threading.Thread(target=connect, args=item, daemon=True) for item in started]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(start_timeout + 5)
+        for name, transport in started:
+            outcome = results.get(name, McpError("timed out"))
+            if isinstance(outcome, Exception):
+                transport.close() if isinstance(transport, _Http) else _kill(transport)
+                self._fail(name, f"{outcome}")
+                continue
+            server, tools = outcome
+            self._servers[name] = server
+            for spec in tools:
+                self._add_tool(server, spec)
+
+    def _fail(self, server: str, error: str) -> None:
+        event = {"kind": "mcp_error", "server": server, "error": error[:500]}
+        self.errors.append(event)
+        try:
+            self.on_event(event)
+        except Exception:  # noqa: BLE001 - reporting must not end the run
+            pass
+
+    def _add_tool(self, server: _Server, spec: dict) -> None:
+        tool = spec.get("name")
+        full = f"mcp__{server.name}__{tool}"
+        if not isinstance(tool, str) or not NAME.fullmatch(full) or full in self._routes:
+            self._fail(server.name, f"tool {str(tool)[:64]!r} skipped: bad or duplicate name")
+            return
+        schema = spec.get("inputSchema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            schema = {"type": "object", "properties": {}}
+        description = spec.get("description")
+        self._routes[full] = (server, tool)
+        self._tools.append({"name": full, "description": str(description or tool)[:2000], "input_schema": schema})
+
+    def tools(self) -> list[dict]:
+        return list(self._tools)
+
+    def handles(self, name: object) -> bool:
+        return name in self._routes
+
+    def call(self, name: str, args: dict) -> tuple[list[dict], bool]:
+        """Run one tool; a failure comes back as an error result, never as an exception."""
+        server, tool = self._routes[name]
+        try:
+            result = server.request("tools/call", {"name": tool, "arguments": args}, self.call_timeout)
+        except McpError as exc:
+            return [{"type": "text", "text": f"MCP server {server.name!r}: {exc}"}], True
+        blocks = _content(result.get("content"))
+        if not blocks and "structuredContent" in result:
+            blocks = [{"type": "text", "text": json.dumps(result["structuredContent"])[:MAX_TEXT]}]
+        return blocks or [{"type": "text", "text": "(no content)"}], result.get("isError") is True
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            transport = server.transport
+            transport.close() if isinstance(transport, _Http) else _kill(transport, graceful=True)
+        self._servers.clear()
+
+
+def _kill(transport: _Stdio, graceful: bool = False) -> None:
+    if graceful:
+        transport.close()
+        return
+    transport.process.kill()
+    transport.process.wait()
+
+
+def _content(items: object) -> list[dict]:
+    """MCP content -> Anthropic tool_result blocks (text and image; the rest described as text)."""
+    blocks: list[dict] = []
+    budget = MAX_TEXT
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "image" and isinstance(item.get("data"), str) and isinstance(item.get("mimeType"), str):
+            blocks.append({"type": "image", "source": {"type": "base64", "media_type": item["mimeType"],
+                                                       "data": item["data"]}})
+            continue
+        if kind == "text" and isinstance(item.get("text"), str):
+            text = item["text"]
+        elif kind == "resource" and isinstance(item.get("resource"), dict):
+            resource = item["resource"]
+            text = resource.get("text") if isinstance(resource.get("text"), str) else \
+                f"[resource {str(resource.get('uri'))[:500]}]"
+        elif kind == "resource_link":
+            text = f"[resource {str(item.get('uri'))[:500]}]"
+        else:
+            text = f"[{str(kind)[:40]} content omitted]"
+        text = text[:budget]
+        budget -= len(text)
+        blocks.append({"type": "text", "text": text})
+    return blocks
