@@ -9,6 +9,9 @@ exits on `_close`. What it does is read from the prompt:
   "silent"               never answer (hard timeout)
   "fail"                 exit with code 1 at once
   "steps <n>"            send n progress frames, then answer and exit
+  "spend <n>"            answer twice, each frame reporting usage (n input, n/10 output,
+                         5 cache-read, 1 cache-creation tokens, model "fake-model"), and exit
+  "tell <text>"          send <text> through an IPC message file, then answer at once
 Follow-ups are answered at once with "re: <text>".
 """
 from __future__ import annotations
@@ -143,7 +146,18 @@ class FakeRuntime:
                 await process._stdout_send.send_all(f"{START}\n{frame}\n{END}\n".encode())
             await self._say(container, process, "stepped")
             return 0
-        await trio.sleep(float(arg or 0))
+        if verb == "spend":
+            usage = {"inputTokens": int(arg), "outputTokens": int(arg) // 10, "cacheReadTokens": 5,
+                     "cacheCreationTokens": 1}
+            for part in (1, 2):
+                await self._say(container, process, f"part {part}", usage=usage, model="fake-model")
+            return 0
+        if verb == "tell":
+            outbox = container.mount("/workspace/ipc") / "messages"
+            outbox.mkdir(parents=True, exist_ok=True)
+            (outbox / "1.json").write_text(json.dumps({"type": "message", "text": arg}))
+        else:
+            await trio.sleep(float(arg or 0))
         await self._say(container, process, f"done: {request['prompt']}")
         if verb == "once":
             return 0
@@ -160,7 +174,7 @@ class FakeRuntime:
                     await self._say(container, process, f"re: {text}")
 
     @staticmethod
-    async def _say(container: FakeContainer, process: FakeProcess, text: str) -> None:
+    async def _say(container: FakeContainer, process: FakeProcess, text: str, **extra) -> None:
         container.outputs.append(text)
-        frame = json.dumps({"status": "success", "result": text})
+        frame = json.dumps({"status": "success", "result": text, **extra})
         await process._stdout_send.send_all(f"log line\n{START}\n{frame}\n{END}\n".encode())
