@@ -296,3 +296,23 @@ def test_server_defaults_come_from_the_environment():
     assert load_settings({}).agent_provider == "anthropic"
     with pytest.raises(ConfigError, match="NANOCLAW_AGENT_PROVIDER"):
         load_settings({"NANOCLAW_AGENT_PROVIDER": "gemini"})
+
+
+async def test_a_scheduled_task_past_the_budget_tells_the_schedules_chat(env, autojump_clock):
+    from nanoclaw.supervisor import TaskRequest
+
+    await make_groups(env, "nightly", agent={"monthlyTokenBudget": 100})
+    spent = await env.supervisor.submit_prompt("nightly", "spend 100")
+    with trio.fail_after(30):
+        await spent.wait()
+    told = []
+
+    async def on_result(text):
+        told.append(text)
+
+    task = await env.supervisor.submit_task("nightly", TaskRequest(prompt="once 1", on_result=on_result))
+    with trio.fail_after(30):
+        outcome = await task.wait()
+    assert outcome.status == "error" and "monthly token budget is 100" in outcome.error
+    assert told == [outcome.error]
+    assert len(env.runtime_fake.containers) == 1
