@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class FakeContainer:
     args: list[str]
     started_at: float
     stdin: dict | None = None
+    # The session it keeps the conversation under (a new one when stdin's sessionId is null).
+    session: str | None = None
     ended_at: float | None = None
     exit_code: int | None = None
     stopped: bool = False
@@ -134,6 +137,7 @@ class FakeRuntime:
             data += chunk
         request = json.loads(data)
         container.stdin = request
+        container.session = request.get("sessionId") or uuid.uuid4().hex
         verb, _, arg = request["prompt"].partition(" ")
         if verb == "fail":
             await process._stderr_send.send_all(b"boom\n")
@@ -176,5 +180,5 @@ class FakeRuntime:
     @staticmethod
     async def _say(container: FakeContainer, process: FakeProcess, text: str, **extra) -> None:
         container.outputs.append(text)
-        frame = json.dumps({"status": "success", "result": text, **extra})
+        frame = json.dumps({"status": "success", "result": text, "newSessionId": container.session, **extra})
         await process._stdout_send.send_all(f"log line\n{START}\n{frame}\n{END}\n".encode())

@@ -121,20 +121,25 @@ async def test_new_drops_the_session_closes_its_container_and_confirms(env, auto
     env.supervisor.notify_messages("chat")
     await trio.sleep(3)
     first = env.runtime_fake.containers[0]
-    old = first.stdin["sessionId"]
-    assert await session_row(env, "chat") == old
+    assert first.stdin["sessionId"] is None  # no session yet: the runner starts one and names it
+    assert await session_row(env, "chat") == first.session
     await env.supervisor.new_session("chat", "tg:chat")
     await trio.sleep(1)
     assert first.ended_at is not None and first.ended_at < 5 and not first.stopped  # not after 600 s
     assert env.messages.sent[-1] == ("tg:chat", NEW_SESSION_TEXT)
     assert await session_row(env, "chat") is None
-    env.messages.add("chat", "once 1")
-    env.supervisor.notify_messages("chat")
-    await trio.sleep(3)
-    second = env.runtime_fake.containers[1]
-    assert second.stdin["sessionId"] != old
-    assert await session_row(env, "chat") == second.stdin["sessionId"]
-    assert env.messages.sent[-1] == ("tg:chat", "done: once 1")
+    for text in ("once 1", "once 2"):
+        env.messages.add("chat", text)
+        env.supervisor.notify_messages("chat")
+        await trio.sleep(3)
+    _, second, third = env.runtime_fake.containers
+    assert second.stdin["sessionId"] is None  # a fresh session after /new
+    assert second.session != first.session
+    assert third.stdin["sessionId"] == second.session  # which the group then continues
+    assert await session_row(env, "chat") == second.session
+    rows = await env.db.fetchall("SELECT session_id FROM run_history ORDER BY started_at")
+    assert [r[0] for r in rows] == [first.session, second.session, second.session]
+    assert env.messages.sent[-1] == ("tg:chat", "done: once 2")
 
 
 # -- runs that do not block chats ---------------------------------------------------

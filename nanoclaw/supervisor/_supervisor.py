@@ -396,12 +396,10 @@ class Supervisor:
         task = work.task
         config: ContainerConfig = (task.container_config if task and task.container_config else ns.containerConfig)
         group_session = work.kind == "message" or (task is not None and task.context_mode == "group")
-        if work.kind == "adhoc":
-            session_id = work.session_id or new_id()
-        elif not group_session:
-            session_id = new_id()
-        else:
-            session_id = await self._group_session(group)
+        # None: the group has no session (yet, or since /new); the runner starts one and names it.
+        resume = await self._group_session(group) if group_session else None
+        # Also the IPC folder's name, so even a session the runner has yet to name has one here.
+        session_id = (work.session_id if work.kind == "adhoc" else resume) or new_id()
         if work.kind == "message":
             chat_jid = work.batch.chat_jid
         elif task is not None and task.chat_jid:
@@ -419,7 +417,7 @@ class Supervisor:
              work.prompt[:2000], started),
         )
         self.queued_runs.pop(run_id, None)
-        state = _RunState()
+        state = _RunState(session_id=session_id)
         token = None
         queue.active = active
         self._run_started.set()
@@ -437,7 +435,8 @@ class Supervisor:
                 token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
             stdin = json.dumps({
-                "prompt": work.prompt, "sessionId": session_id, "group": group, "chatJid": chat_jid,
+                "prompt": work.prompt, "sessionId": None if group_session and resume is None else session_id,
+                "group": group, "chatJid": chat_jid,
                 "isMain": ns.isMain, "isScheduledTask": work.kind == "task", "agent": agent,
             }).encode() + b"\n"
             await self._container(active, args, stdin, config, state,
@@ -475,18 +474,9 @@ class Supervisor:
         stale = ipc_dir / "input" / "_close"
         stale.unlink(missing_ok=True)
 
-    async def _group_session(self, group: str) -> str:
-        now = self.clock.now()
-
-        def _tx(conn):
-            row = conn.execute("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,)).fetchone()
-            if row:
-                return row[0]
-            session = new_id()
-            conn.execute("INSERT INTO group_sessions VALUES (?, ?, ?)", (group, session, now))
-            return session
-
-        return await self.db.write(_tx)
+    async def _group_session(self, group: str) -> str | None:
+        row = await self.db.fetchone("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,))
+        return row[0] if row else None
 
     async def _run_args(self, active: ActiveRun, ns, config: ContainerConfig, token: str | None) -> list[str]:
         group = ns.name
@@ -622,7 +612,10 @@ class Supervisor:
         if state.usage.add(frame):
             await save_usage(self.db, active.run_id, state.usage)
         new_session = frame.get("newSessionId")
-        if isinstance(new_session, str) and SESSION_RE.match(new_session) and new_session != active.session_id:
+        if isinstance(new_session, str) and SESSION_RE.match(new_session) and new_session != state.session_id:
+            state.session_id = new_session
+            # The run record names the session the conversation is kept under.
+            await self.db.execute("UPDATE run_history SET session_id = ? WHERE id = ?", (new_session, active.run_id))
             if active.group_session:
                 await self.db.execute(
                     "INSERT INTO group_sessions VALUES (?, ?, ?) ON CONFLICT (group_name) DO UPDATE "
@@ -733,6 +726,8 @@ class _RunState:
     results: list = field(default_factory=list)
     delivered: int = 0
     usage: Usage = field(default_factory=Usage)
+    # The session the runner last reported (the run's own id until it does).
+    session_id: str | None = None
 
     def fail(self, status: str, error: str) -> None:
         if self.status is None:
