@@ -321,3 +321,16 @@ async def test_a_scheduled_task_past_the_budget_tells_the_schedules_chat(env, au
     assert outcome.status == "error" and "monthly token budget is 100" in outcome.error
     assert told == [outcome.error]
     assert len(env.runtime_fake.containers) == 1
+
+
+async def test_without_any_model_for_its_provider_a_run_fails_saying_so(nursery, tmp_path, autojump_clock):
+    runtime = FakeRuntime(nursery)
+    services = build(make_settings(tmp_path, agent_provider="openai"), clock=Clock(start=START), offload=inline,
+                     runtime=runtime)
+    await nursery.start(services.serve)
+    await make_groups(services, "nomodel")
+    handle = await services.supervisor.submit_prompt("nomodel", "once 0")
+    with trio.fail_after(10):
+        outcome = await handle.wait()
+    assert outcome.status == "error" and "containerConfig.agent.model is required" in outcome.error
+    assert runtime.containers == []

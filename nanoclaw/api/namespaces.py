@@ -68,7 +68,8 @@ class DeleteQuery(ApiModel):
 async def _check_config(config: ContainerConfig | None, group: str) -> None:
     if config is None:
         return
-    agent_settings(config.agent, services().settings)  # refuses an agent config no run could use
+    if config.agent is not None:
+        agent_settings(config.agent, services().settings)  # refuses an agent config no run could use
     refused = []
     for mount in config.additionalMounts:
         decision = await services().mounts.validate(mount, group=group)
