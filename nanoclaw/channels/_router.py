@@ -29,10 +29,13 @@ class ChatCursor:
     message_id: int
 
 
+def _trigger_pattern(trigger: str) -> str:
+    return rf"(?<![\w@]){re.escape(trigger)}(?!\w)"
+
+
 def has_trigger(trigger: str, text: str) -> bool:
     """The trigger word appears on its own (case-insensitive): '@andy, hi' yes, '@Andyx' no."""
-    pattern = rf"(?<![\w@]){re.escape(trigger)}(?!\w)"
-    return re.search(pattern, text, re.IGNORECASE) is not None
+    return re.search(_trigger_pattern(trigger), text, re.IGNORECASE) is not None
 
 
 def triggers(ns: Namespace, text: str, addressed: bool) -> bool:
@@ -45,7 +48,7 @@ _NEW_COMMAND = re.compile(r"(?:@\w+[\s,:]*)*/new(?:@\w+)?[.!]?", re.IGNORECASE)
 
 def is_new_command(ns: Namespace, text: str) -> bool:
     """The message is `/new` after the trigger (or a bot @mention): start a fresh session."""
-    rest = re.sub(rf"(?<![\w@]){re.escape(ns.trigger)}(?!\w)[\s,:]*", " ", text, flags=re.IGNORECASE)
+    rest = re.sub(_trigger_pattern(ns.trigger) + r"[\s,:]*", " ", text, flags=re.IGNORECASE)
     return _NEW_COMMAND.fullmatch(rest.strip()) is not None
 
 
