@@ -334,3 +334,16 @@ async def test_without_any_model_for_its_provider_a_run_fails_saying_so(nursery,
         outcome = await handle.wait()
     assert outcome.status == "error" and "containerConfig.agent.model is required" in outcome.error
     assert runtime.containers == []
+
+
+def test_usage_a_container_reports_is_taken_only_as_sane_counts():
+    from nanoclaw.supervisor._usage import FRAME_CAP, Usage
+
+    usage = Usage()
+    assert not usage.add({"status": "success"})
+    assert not usage.add({"usage": {"inputTokens": -5, "outputTokens": "9", "cacheReadTokens": True}})
+    assert not usage.add({"usage": [1, 2], "model": "  "})
+    assert usage.add({"usage": {"inputTokens": 10**12, "outputTokens": 3}, "model": "m" * 500})
+    assert usage.as_dict() == {"inputTokens": FRAME_CAP, "outputTokens": 3, "cacheReadTokens": 0,
+                               "cacheCreationTokens": 0, "totalTokens": FRAME_CAP + 3}
+    assert usage.model == "m" * 200
