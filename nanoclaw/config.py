@@ -24,6 +24,9 @@ class Settings:
     container_network: str = "bridge"
     agent_image: str = "nanoclaw-agent:latest"
     agent_base_image: str = "python:3.12-slim"
+    # The agent's provider and model where a namespace's containerConfig.agent names none.
+    agent_provider: str = "anthropic"
+    agent_model: str = ""
     # A unique id per data dir, so containers of this instance can be found again.
     instance_id: str = ""
     proxy_port: int = 3001
@@ -80,6 +83,8 @@ ENVIRONMENT = [
     ("container_network", "NANOCLAW_CONTAINER_NETWORK", str),
     ("agent_image", "NANOCLAW_AGENT_IMAGE", str),
     ("agent_base_image", "NANOCLAW_AGENT_BASE_IMAGE", str),
+    ("agent_provider", "NANOCLAW_AGENT_PROVIDER", str),
+    ("agent_model", "NANOCLAW_AGENT_MODEL", str),
     ("proxy_port", "NANOCLAW_PROXY_PORT", int),
     ("telegram_api_base", "NANOCLAW_TELEGRAM_API_BASE", str),
     ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),
@@ -109,6 +114,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ConfigError("NANOCLAW_MAX_CONCURRENT must be between 1 and 64")
     if settings.container_network not in {"bridge", "host", "none"}:
         raise ConfigError("NANOCLAW_CONTAINER_NETWORK must be bridge, host or none")
+    if settings.agent_provider not in {"anthropic", "openai"}:
+        raise ConfigError("NANOCLAW_AGENT_PROVIDER must be anthropic or openai")
     if settings.container_runtime not in {"", "docker", "podman", "apple_container", "none"}:
         raise ConfigError("NANOCLAW_CONTAINER_RUNTIME must be docker, podman, apple_container or none")
     return settings

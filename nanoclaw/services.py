@@ -98,6 +98,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders)
     services.supervisor.messages = services.channels
     services.channels.router.notify = services.supervisor.notify_messages
+    services.channels.router.new_session = services.supervisor.new_session
     services.scheduler = Scheduler(db, clock, audit, services.namespaces, submit=services.supervisor.submit_task,
                                    send_message=services.channels.send)
     services.ipc.scheduler = services.scheduler

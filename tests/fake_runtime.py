@@ -9,6 +9,9 @@ exits on `_close`. What it does is read from the prompt:
   "silent"               never answer (hard timeout)
   "fail"                 exit with code 1 at once
   "steps <n>"            send n progress frames, then answer and exit
+  "spend <n>"            answer twice, each frame reporting usage (n input, n/10 output,
+                         5 cache-read, 1 cache-creation tokens, model "fake-model"), and exit
+  "tell <text>"          send <text> through an IPC message file, then answer at once
 Follow-ups are answered at once with "re: <text>".
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +37,8 @@ class FakeContainer:
     args: list[str]
     started_at: float
     stdin: dict | None = None
+    # The session it keeps the conversation under (a new one when stdin's sessionId is null).
+    session: str | None = None
     ended_at: float | None = None
     exit_code: int | None = None
     stopped: bool = False
@@ -136,6 +142,7 @@ class FakeRuntime:
             data += chunk
         request = json.loads(data)
         container.stdin = request
+        container.session = request.get("sessionId") or uuid.uuid4().hex
         verb, _, arg = request["prompt"].partition(" ")
         if verb == "fail":
             await process._stderr_send.send_all(b"boom\n")
@@ -148,7 +155,18 @@ class FakeRuntime:
                 await process._stdout_send.send_all(f"{START}\n{frame}\n{END}\n".encode())
             await self._say(container, process, "stepped")
             return 0
-        await trio.sleep(float(arg or 0))
+        if verb == "spend":
+            usage = {"inputTokens": int(arg), "outputTokens": int(arg) // 10, "cacheReadTokens": 5,
+                     "cacheCreationTokens": 1}
+            for part in (1, 2):
+                await self._say(container, process, f"part {part}", usage=usage, model="fake-model")
+            return 0
+        if verb == "tell":
+            outbox = container.mount("/workspace/ipc") / "messages"
+            outbox.mkdir(parents=True, exist_ok=True)
+            (outbox / "1.json").write_text(json.dumps({"type": "message", "text": arg}))
+        else:
+            await trio.sleep(float(arg or 0))
         await self._say(container, process, f"done: {request['prompt']}")
         if verb == "once":
             return 0
@@ -165,7 +183,7 @@ class FakeRuntime:
                     await self._say(container, process, f"re: {text}")
 
     @staticmethod
-    async def _say(container: FakeContainer, process: FakeProcess, text: str) -> None:
+    async def _say(container: FakeContainer, process: FakeProcess, text: str, **extra) -> None:
         container.outputs.append(text)
-        frame = json.dumps({"status": "success", "result": text})
+        frame = json.dumps({"status": "success", "result": text, "newSessionId": container.session, **extra})
         await process._stdout_send.send_all(f"log line\n{START}\n{frame}\n{END}\n".encode())

@@ -167,3 +167,29 @@ def test_split_text_cuts_at_line_ends_and_hard_cuts_long_lines():
     assert split_text("aaa\nbbb\nccc", 8) == ["aaa\nbbb", "ccc"]
     assert split_text("x" * 10, 4) == ["xxxx", "xxxx", "xx"]
     assert split_text("short", 4096) == ["short"]
+
+
+async def test_new_after_the_trigger_starts_a_fresh_session_and_never_reaches_the_agent(live, tg):
+    from nanoclaw.supervisor._supervisor import NEW_SESSION_TEXT
+
+    channels, db = live.services.channels, live.services.db
+    await db.execute("INSERT INTO group_sessions VALUES ('ops', 'old-session', 0)")
+    await deliver(live, tg, "@Andy /new")
+    await tg.wait_for(lambda: tg.sent)
+    assert tg.sent == [{"chat_id": "-100777", "text": NEW_SESSION_TEXT}]
+    assert await db.fetchone("SELECT * FROM group_sessions") is None
+    assert await channels.pending("ops") is None  # nothing for the agent
+    await deliver(live, tg, "@Andy hello again")
+    batch = await channels.pending("ops")
+    assert "hello again" in batch.prompt and "/new" not in batch.prompt
+
+
+def test_new_is_recognised_after_the_trigger_or_a_mention_only_on_its_own():
+    from nanoclaw.channels._router import is_new_command
+    from nanoclaw.namespaces import Namespace
+
+    ns = Namespace(id="1", name="ops", trigger="@Andy", createdAt="", updatedAt="")
+    for text in ("@Andy /new", "@andy, /NEW", "/new", " @Andy  /new! ", "@andy_bot /new", "/new@andy_bot"):
+        assert is_new_command(ns, text), text
+    for text in ("@Andy /new please", "@Andy what is /new?", "/newer", "@Andy new"):
+        assert not is_new_command(ns, text), text

@@ -14,6 +14,7 @@ import trio
 from conftest import make_settings, start_server
 from docker_support import BASE_IMAGE, agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic, tool_reply
+from test_supervisor_queue import ListMessages
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -111,18 +112,27 @@ async def test_a_run_result_comes_back(docker_server, fake_llm):
     assert [h["runId"] for h in history] == [run["runId"]]
 
 
+def chat_messages(server) -> ListMessages:
+    """A chat's container stays live for follow-ups (an on-demand one closes once it answered)."""
+    messages = server.services.supervisor.messages = ListMessages()
+    return messages
+
+
 async def test_follow_up_reaches_live_container_and_close_ends_it(docker_server, fake_llm):
     client = docker_server.client
     await make_group(client, "talk", fake_llm, idleTimeoutSecs=120)
-    run_id = (await client.post("/container/runs", json={"group": "talk", "prompt": "hello"})).json()["runId"]
+    messages = chat_messages(docker_server)
+    messages.add("talk", "hello")
+    docker_server.services.supervisor.notify_messages("talk")
 
     async def answered(count):
-        run = (await client.get(f"/container/runs/{run_id}")).json()
-        return len(run["results"]) >= count
+        return len(messages.sent) >= count
 
     await wait_for(lambda: answered(1))
     state = (await client.get("/container/queue/groups/talk")).json()
-    assert state["active"] and state["containerKind"] == "adhoc"
+    assert state["active"] and state["containerKind"] == "message"
+    [run] = (await client.get("/container/run-history", params={"group": "talk"})).json()["runs"]
+    run_id = run["runId"]
     target = {"group": "talk", "sessionId": state["sessionId"]}
     r = await client.post("/container/ipc/follow-up", json={**target, "content": "what is 3*5?"})
     assert r.json()["containerAttached"] is True
@@ -140,8 +150,16 @@ async def test_idle_timeout_closes_the_container(docker_server, fake_llm):
     client = docker_server.client
     await make_group(client, "idle", fake_llm, idleTimeoutSecs=5)
     started = trio.current_time()
-    run_id = (await client.post("/container/runs", json={"group": "idle", "prompt": "hi"})).json()["runId"]
-    run = await wait_run(client, run_id, timeout=60)
+    messages = chat_messages(docker_server)
+    messages.add("idle", "hi")
+    docker_server.services.supervisor.notify_messages("idle")
+
+    async def answered():
+        return bool(messages.sent)
+
+    await wait_for(answered)
+    [run] = (await client.get("/container/run-history", params={"group": "idle"})).json()["runs"]
+    run = await wait_run(client, run["runId"], timeout=60)
     assert run["status"] == "success" and run["exitCode"] == 0
     assert 5 <= trio.current_time() - started < 30
     assert containers_of(docker_server.services.supervisor.instance_id) == []

@@ -174,13 +174,15 @@ async def test_task_arriving_while_container_idles_closes_it_early(env, autojump
 
 async def test_idle_timeout_writes_close_and_container_exits(env, autojump_clock):
     await make_groups(env, "quiet", idleTimeoutSecs=30)
-    handle = await env.supervisor.submit_prompt("quiet", "work 2")
-    with trio.fail_after(100):
-        outcome = await handle.wait()
+    env.messages.add("quiet", "work 2")
+    env.supervisor.notify_messages("quiet")
+    await trio.sleep(100)
     container = env.runtime_fake.containers[0]
-    assert outcome.status == "success"
+    assert env.messages.sent == [("tg:quiet", "done: work 2")]
     assert container.exit_code == 0 and not container.stopped
     assert container.ended_at == pytest.approx(32, abs=0.5)
+    row = await env.db.fetchone("SELECT status FROM run_history")
+    assert row["status"] == "success"
 
 
 async def test_hard_timeout_stops_the_container_by_name(env, autojump_clock):

@@ -1,10 +1,12 @@
 """/container/metrics and /container/analytics."""
 from __future__ import annotations
 
+from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_response
 
 from nanoclaw.api._common import Answer, services
+from nanoclaw.api.runs import TokenUsage
 from nanoclaw.supervisor import _history
 
 bp = Blueprint("monitoring", __name__)
@@ -32,12 +34,21 @@ class DayStats(Answer):
     runs: int
     success: int
     failed: int
+    usage: TokenUsage = Field(description="Tokens of the runs started that day (UTC)")
+
+
+class GroupTokens(Answer):
+    group: str
+    runs: int
+    usage: TokenUsage
 
 
 class Analytics(Answer):
     days: int
     totalRuns: int
     runsPerDay: list[DayStats]
+    tokensPerGroup: list[GroupTokens] = Field(description="Most tokens first")
+    usage: TokenUsage = Field(description="Tokens of every run in the period")
     successRate: float | None
     averageDurationMs: int | None
     p95DurationMs: int | None
@@ -61,6 +72,6 @@ async def metrics():
 @bp.get("/container/analytics")
 @validate_response(Analytics)
 async def analytics():
-    """The last 30 days: runs per day, success rate, average and p95 duration."""
+    """The last 30 days: runs and tokens per day, tokens per group, success rate, average and p95 duration."""
     svc = services()
     return Analytics(**await _history.analytics(svc.db, svc.clock.now() - ANALYTICS_DAYS * 86400))

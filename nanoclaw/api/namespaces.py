@@ -10,6 +10,7 @@ from nanoclaw.errors import Invalid
 from nanoclaw.models import GROUP_NAME_PATTERN, ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespace
 from nanoclaw.runtime import RuntimeUnavailable
+from nanoclaw.supervisor import agent_settings
 
 bp = Blueprint("namespaces", __name__)
 MAX_INSTRUCTIONS = 512 * 1024
@@ -70,9 +71,11 @@ class DeleteQuery(ApiModel):
     purge: bool = False
 
 
-async def _check_mounts(config: ContainerConfig | None, group: str) -> None:
+async def _check_config(config: ContainerConfig | None, group: str) -> None:
     if config is None:
         return
+    if config.agent is not None:
+        agent_settings(config.agent, services().settings)  # refuses an agent config no run could use
     refused = []
     for mount in config.additionalMounts:
         decision = await services().mounts.validate(mount, group=group)
@@ -97,7 +100,7 @@ async def create_namespace(data: NamespaceCreate):
     """Create a namespace and its folder <data>/groups/<name>/."""
     if data.name.lower() == GLOBAL:
         raise Invalid("'global' is reserved for the global instructions")
-    await _check_mounts(data.containerConfig, data.name)
+    await _check_config(data.containerConfig, data.name)
     created = await services().namespaces.create(data.model_dump(exclude={"containerConfig"})
                                                  | {"containerConfig": data.containerConfig})
     return created, 201
@@ -137,7 +140,7 @@ async def update_namespace(name: str, data: NamespaceUpdate):
         raise Invalid("Namespaces cannot be renamed; create a new one instead")
     if data.id is not None and data.id != current.id:
         raise Invalid("id is read-only")
-    await _check_mounts(data.containerConfig, name)
+    await _check_config(data.containerConfig, name)
     fields = {k: getattr(data, k) for k in
               ("description", "chatJids", "trigger", "requiresTrigger", "isMain", "containerConfig")}
     return await ns.update(name, fields)

@@ -16,6 +16,18 @@ bp = Blueprint("runs", __name__)
 class RunRequest(ApiModel):
     group: str = Field(pattern=GROUP_NAME_PATTERN)
     prompt: str = Field(min_length=1, max_length=100_000)
+    sessionId: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                                  description="Continue this session; a fresh one when null")
+
+
+class TokenUsage(Answer):
+    """Tokens the agent used, as its provider reported them; totalTokens is what budgets count."""
+
+    inputTokens: int = 0
+    outputTokens: int = 0
+    cacheReadTokens: int = 0
+    cacheCreationTokens: int = 0
+    totalTokens: int = 0
 
 
 class RunAccepted(Answer):
@@ -37,6 +49,8 @@ class Run(Answer):
     results: list[str] = Field(default_factory=list)
     result: str | None = None
     error: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage, description="Summed over the run's turns")
+    model: str | None = Field(default=None, description="The model that answered (as the runner reported it)")
 
 
 class RunHistory(Answer):
@@ -52,8 +66,10 @@ class HistoryQuery(BaseModel):
 @validate_request(RunRequest)
 @validate_response(RunAccepted, 202)
 async def start_run(data: RunRequest):
-    """Queue one agent run for a group; poll GET /container/runs/{runId} for its results."""
-    handle = await services().supervisor.submit_prompt(data.group, data.prompt)
+    """Queue one agent run for a group; poll GET /container/runs/{runId} for its results.
+
+    It gets a fresh session unless sessionId names one, and its container closes once it answered."""
+    handle = await services().supervisor.submit_prompt(data.group, data.prompt, data.sessionId)
     return RunAccepted(runId=handle.run_id), 202
 
 

@@ -7,7 +7,7 @@ import html
 import logging
 import re
 import sqlite3
-from typing import Callable
+from typing import Awaitable, Callable
 
 from nanoclaw.audit import Audit
 from nanoclaw.channels._base import Inbound
@@ -29,14 +29,27 @@ class ChatCursor:
     message_id: int
 
 
+def _trigger_pattern(trigger: str) -> str:
+    return rf"(?<![\w@]){re.escape(trigger)}(?!\w)"
+
+
 def has_trigger(trigger: str, text: str) -> bool:
     """The trigger word appears on its own (case-insensitive): '@andy, hi' yes, '@Andyx' no."""
-    pattern = rf"(?<![\w@]){re.escape(trigger)}(?!\w)"
-    return re.search(pattern, text, re.IGNORECASE) is not None
+    return re.search(_trigger_pattern(trigger), text, re.IGNORECASE) is not None
 
 
 def triggers(ns: Namespace, text: str, addressed: bool) -> bool:
     return ns.isMain or not ns.requiresTrigger or addressed or has_trigger(ns.trigger, text)
+
+
+# What is left of "@Andy /new" once the trigger is gone; Telegram writes commands as /new@bot_name.
+_NEW_COMMAND = re.compile(r"(?:@\w+[\s,:]*)*/new(?:@\w+)?[.!]?", re.IGNORECASE)
+
+
+def is_new_command(ns: Namespace, text: str) -> bool:
+    """The message is `/new` after the trigger (or a bot @mention): start a fresh session."""
+    rest = re.sub(_trigger_pattern(ns.trigger) + r"[\s,:]*", " ", text, flags=re.IGNORECASE)
+    return _NEW_COMMAND.fullmatch(rest.strip()) is not None
 
 
 def format_prompt(rows: list[sqlite3.Row]) -> str:
@@ -52,15 +65,19 @@ def format_prompt(rows: list[sqlite3.Row]) -> str:
 
 class Router:
     """notify: called with a group name once a triggering message for it is stored
-    (the supervisor's notify_messages)."""
+    (the supervisor's notify_messages). new_session: awaited with (group, chat JID) when a
+    chat sends `/new` after the trigger (the supervisor's new_session); such a message never
+    reaches the agent."""
 
     def __init__(self, store: ChatStore, namespaces: Namespaces, senders: SenderAllowlist, audit: Audit,
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None,
+                 new_session: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.namespaces = namespaces
         self.senders = senders
         self.audit = audit
         self.notify = notify
+        self.new_session = new_session
 
     async def deliver(self, msg: Inbound) -> bool:
         """Route one inbound message; True when it was new and stored."""
@@ -73,7 +90,12 @@ class Router:
             log.info("ignored a repeated delivery of %s message %s", msg.channel, msg.external_id)
             return False
         ns = await self.namespaces.by_jid(msg.chat_jid)
-        if ns is not None and triggers(ns, msg.text, msg.addressed) and self.notify is not None:
+        if ns is None or not triggers(ns, msg.text, msg.addressed):
+            return True
+        if is_new_command(ns, msg.text):
+            if self.new_session is not None:
+                await self.new_session(ns.name, msg.chat_jid)
+        elif self.notify is not None:
             self.notify(ns.name)
         return True
 
@@ -83,16 +105,17 @@ class Router:
         ns = await self.namespaces.find(group)
         if ns is None or not ns.chatJids:
             return None
-        best: tuple[int, str, list[sqlite3.Row]] | None = None
-        for jid, rows in (await self.store.since_cursor(group, ns.chatJids)).items():
+        best: tuple[int, str, list[sqlite3.Row], int] | None = None
+        for jid, found in (await self.store.since_cursor(group, ns.chatJids)).items():
+            # /new was handled when it arrived; the agent never sees it.
+            rows = [r for r in found if not is_new_command(ns, r["content"])]
             first = next((r["id"] for r in rows if triggers(ns, r["content"], bool(r["addressed"]))), None)
             if first is not None and (best is None or first < best[0]):
-                best = (first, jid, rows)
+                best = (first, jid, rows, found[-1]["id"])
         if best is None:
             return None
-        _, jid, rows = best
-        return MessageBatch(prompt=format_prompt(rows[-MAX_BATCH:]), chat_jid=jid,
-                            cursor=ChatCursor(jid, rows[-1]["id"]))
+        _, jid, rows, last = best
+        return MessageBatch(prompt=format_prompt(rows[-MAX_BATCH:]), chat_jid=jid, cursor=ChatCursor(jid, last))
 
     async def advance(self, group: str, cursor: object) -> None:
         if not isinstance(cursor, ChatCursor):

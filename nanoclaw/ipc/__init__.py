@@ -50,6 +50,7 @@ class IpcWatcher:
         self.offload = offload or trio.to_thread.run_sync
         self._lock = trio.Lock()
         supervisor.run_finished_listeners.append(self._after_run)
+        supervisor.before_result_listeners.append(self._after_run)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

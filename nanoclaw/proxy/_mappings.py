@@ -11,11 +11,12 @@ from urllib.parse import quote, urlsplit
 
 from nanoclaw.clock import Clock, iso
 from nanoclaw.errors import Conflict, Invalid
+from nanoclaw.models import MAPPING_NAME_PATTERN
 from nanoclaw.secrets import SecretBox, mask
 from nanoclaw.store import Database
 
 PLACEHOLDER = "CREDENTIAL_PROXY_PLACEHOLDER"
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9 ._-]{0,63}$"
+NAME_PATTERN = MAPPING_NAME_PATTERN
 # RFC 9110 token characters for the header name of `header:<Name>`.
 CREDENTIAL_TYPE_PATTERN = r"^(api_key|bearer|header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100})$"
 # Printable ASCII: a credential goes into a header value as it is.

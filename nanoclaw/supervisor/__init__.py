@@ -1,7 +1,8 @@
 """The container supervisor: per-group queues, a global capacity limit, one container per group."""
+from nanoclaw.supervisor._agent import agent_settings
 from nanoclaw.supervisor._supervisor import ActiveRun, Supervisor, strip_internal, write_follow_up
 from nanoclaw.supervisor._types import (MessageBatch, MessageSource, RunEvent, RunHandle, RunListener, RunOutcome,
                                        TaskRequest)
 
-__all__ = ["ActiveRun", "MessageBatch", "MessageSource", "RunEvent", "RunHandle", "RunListener", "RunOutcome", "Supervisor",
+__all__ = ["ActiveRun", "agent_settings", "MessageBatch", "MessageSource", "RunEvent", "RunHandle", "RunListener", "RunOutcome", "Supervisor",
            "TaskRequest", "strip_internal", "write_follow_up"]

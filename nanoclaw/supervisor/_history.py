@@ -6,6 +6,7 @@ import sqlite3
 
 from nanoclaw.clock import iso
 from nanoclaw.store import Database
+from nanoclaw.supervisor._usage import FIELDS, TOTAL_SQL, row_usage, usage_dict
 
 
 def run_record(row: sqlite3.Row) -> dict:
@@ -25,6 +26,8 @@ def run_record(row: sqlite3.Row) -> dict:
         "results": results,
         "result": results[-1] if results else None,
         "error": row["error"],
+        "usage": row_usage(row),
+        "model": row["model"],
     }
 
 
@@ -48,13 +51,22 @@ async def runs_since(db: Database, since: float) -> int:
     return row[0]
 
 
+_TOKEN_SUMS = ", ".join(f"SUM({column})" for _, column in FIELDS)
+
+
 def _analytics(conn: sqlite3.Connection, since: float) -> dict:
     per_day = [
-        {"date": r[0], "runs": r[1], "success": r[2], "failed": r[3]}
+        {"date": r[0], "runs": r[1], "success": r[2], "failed": r[3], "usage": usage_dict(r[4:])}
         for r in conn.execute(
             "SELECT date(started_at, 'unixepoch') AS day, COUNT(*), "
-            "SUM(status = 'success'), SUM(status IN ('error', 'timeout', 'interrupted')) "
-            "FROM run_history WHERE started_at >= ? GROUP BY day ORDER BY day", (since,))
+            "SUM(status = 'success'), SUM(status IN ('error', 'timeout', 'interrupted')), "
+            f"{_TOKEN_SUMS} FROM run_history WHERE started_at >= ? GROUP BY day ORDER BY day", (since,))
+    ]
+    per_group = [
+        {"group": r[0], "runs": r[1], "usage": usage_dict(r[2:])}
+        for r in conn.execute(
+            f"SELECT group_name, COUNT(*), {_TOKEN_SUMS} FROM run_history WHERE started_at >= ? "
+            f"GROUP BY group_name ORDER BY SUM({TOTAL_SQL}) DESC, group_name", (since,))
     ]
     finished = [r[0] for r in conn.execute(
         "SELECT duration_ms FROM run_history WHERE started_at >= ? AND duration_ms IS NOT NULL "
@@ -66,6 +78,8 @@ def _analytics(conn: sqlite3.Connection, since: float) -> dict:
         "days": len(per_day),
         "totalRuns": total,
         "runsPerDay": per_day,
+        "tokensPerGroup": per_group,
+        "usage": usage_dict(sum(d["usage"][name] for d in per_day) for name, _ in FIELDS),
         "successRate": round(succeeded / ended, 4) if ended else None,
         "averageDurationMs": round(sum(finished) / len(finished)) if finished else None,
         "p95DurationMs": finished[min(len(finished) - 1, int(0.95 * len(finished)))] if finished else None,

@@ -25,9 +25,11 @@ from nanoclaw.runtime import (InternalNetwork, Runtime, RuntimeUnavailable, cont
                               hardening_args)
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
+from nanoclaw.supervisor._agent import agent_settings
 from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
 from nanoclaw.supervisor._types import (MessageBatch, MessageSource, RunEvent, RunHandle, RunListener, RunOutcome,
                                        TaskRequest)
+from nanoclaw.supervisor._usage import RunRefused, Usage, budget_refusal, save_usage
 
 log = logging.getLogger("nanoclaw.supervisor")
 
@@ -38,6 +40,7 @@ STDERR_CAP = 10 * 1024 * 1024
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INTERNAL_RE = re.compile(r"<internal>.*?</internal>", re.S)
 Kind = Literal["message", "task", "adhoc"]
+NEW_SESSION_TEXT = "Started a new session: earlier messages are forgotten."
 
 
 def strip_internal(text: str) -> str:
@@ -55,6 +58,8 @@ class Work:
     prompt: str = ""
     task: TaskRequest | None = None
     batch: MessageBatch | None = None
+    # An on-demand run's named session (else it gets a fresh one).
+    session_id: str | None = None
 
 
 @dataclass
@@ -70,6 +75,8 @@ class ActiveRun:
     is_main: bool
     idle: bool = False
     closing: bool = False
+    # Continues (and updates) the group's stored session; /new turns this off.
+    group_session: bool = False
 
 
 @dataclass
@@ -123,6 +130,8 @@ class Supervisor:
         self._run_started = trio.Event()
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
+        # Called likewise before a result is delivered: what the agent sent meanwhile goes first.
+        self.before_result_listeners: list = []
         self._listeners: list[RunListener] = []
         # Made on the first "proxy-only" run, removed at shutdown.
         self.internal_network = InternalNetwork(runtime)
@@ -210,6 +219,8 @@ class Supervisor:
             return
         queue.messages = True
         self._ensure_runner(queue)
+        if active is not None and self._nursery:
+            self._nursery.start_soon(self._make_way, queue)
 
     async def submit_task(self, group: str, request: TaskRequest) -> RunHandle:
         """Scheduled-task work: before the group's messages, never receives follow-ups."""
@@ -219,23 +230,43 @@ class Supervisor:
         queue.tasks.append(Work("task", handle, prompt=request.prompt, task=request))
         self.queued_runs[handle.run_id] = (group, "task")
         self._emit("queued", handle.run_id, group, "task", request.chat_jid)
-        active = queue.active
-        if active is not None and active.idle and active.kind != "task":
-            # An idle container would hold the group's slot until its idle timeout.
-            await self._write_close(active)
+        await self._make_way(queue)
         self._ensure_runner(queue)
         return handle
 
-    async def submit_prompt(self, group: str, prompt: str) -> RunHandle:
-        """An on-demand run (operators and tests)."""
+    async def submit_prompt(self, group: str, prompt: str, session_id: str | None = None) -> RunHandle:
+        """An on-demand run (operators and tests): a fresh session unless one is named; its
+        container closes once it answered."""
         await self.namespaces.get(group)
+        if session_id is not None and not SESSION_RE.match(session_id):
+            raise Invalid("sessionId must be 1-64 letters, digits, '_' or '-'")
         handle = RunHandle(new_id())
         queue = self._queue(group)
-        queue.adhoc.append(Work("adhoc", handle, prompt=prompt))
+        queue.adhoc.append(Work("adhoc", handle, prompt=prompt, session_id=session_id))
         self.queued_runs[handle.run_id] = (group, "adhoc")
         self._emit("queued", handle.run_id, group, "adhoc", None)
+        await self._make_way(queue)
         self._ensure_runner(queue)
         return handle
+
+    async def new_session(self, group: str, chat_jid: str | None = None) -> None:
+        """A chat's /new: forget the group's session; a live container keeping it closes.
+
+        The next run starts a fresh session; chat_jid, when given, is told so.
+        """
+        await self.db.execute("DELETE FROM group_sessions WHERE group_name = ?", (group,))
+        queue = self.queues.get(group)
+        active = queue.active if queue else None
+        if active is not None and active.group_session:
+            active.group_session = False  # what it reports from now on is the old session
+            if not active.closing:
+                await self._write_close(active)
+        await self.audit.record("info", "session", f"{group} started a new session", group=group)
+        if chat_jid is not None and self.messages is not None:
+            try:
+                await self.messages.send(chat_jid, NEW_SESSION_TEXT)
+            except Exception as exc:  # the session is reset all the same
+                log.warning("telling %s about its new session failed: %s", chat_jid, exc)
 
     def set_max_concurrent(self, value: int) -> None:
         """Takes effect at once: raising it starts waiting groups now."""
@@ -283,6 +314,12 @@ class Supervisor:
             batch = await self.messages.pending(queue.name)
             if batch is None:
                 return
+            if batch.chat_jid != active.chat_jid:
+                # The live container answers another chat: this one gets a container of its own.
+                queue.messages = True
+                self._ensure_runner(queue)
+                await self._make_way(queue)
+                return
             await write_follow_up(active.ipc_dir, batch.prompt, offload=self.offload)
             active.idle = False
             # The agent has the messages now; a later crash must not replay them.
@@ -291,6 +328,19 @@ class Supervisor:
     async def _write_close(self, active: ActiveRun) -> None:
         active.closing = True
         await self.offload(write_atomic, active.ipc_dir / "input" / "_close", b"")
+
+    async def _make_way(self, queue: GroupQueue) -> None:
+        """Work waits for the group's slot: an idle container must not hold it until its idle timeout."""
+        active = queue.active
+        if active is not None and active.idle and not active.closing:
+            await self._write_close(active)
+
+    def _close_after_turn(self, active: ActiveRun) -> bool:
+        """Once a turn is done, close the container at once instead of waiting for follow-ups?"""
+        if active.kind != "message":
+            return True  # tasks and on-demand runs never receive follow-ups
+        queue = self.queues.get(active.group)
+        return queue is not None and queue.has_work()
 
     # -- the per-group runner -------------------------------------------------
 
@@ -351,10 +401,11 @@ class Supervisor:
         run_id = work.handle.run_id
         task = work.task
         config: ContainerConfig = (task.container_config if task and task.container_config else ns.containerConfig)
-        if task is not None and task.context_mode == "isolated":
-            session_id = new_id()
-        else:
-            session_id = await self._group_session(group)
+        group_session = work.kind == "message" or (task is not None and task.context_mode == "group")
+        # None: the group has no session (yet, or since /new); the runner starts one and names it.
+        resume = await self._group_session(group) if group_session else None
+        # Also the IPC folder's name, so even a session the runner has yet to name has one here.
+        session_id = (work.session_id if work.kind == "adhoc" else resume) or new_id()
         if work.kind == "message":
             chat_jid = work.batch.chat_jid
         elif task is not None and task.chat_jid:
@@ -363,7 +414,8 @@ class Supervisor:
             chat_jid = ns.chatJids[0] if ns.chatJids else None
         name = f"nanoclaw-{group}-{self.clock.now_ms()}"
         ipc_dir = self.settings.ipc_dir / group / session_id
-        active = ActiveRun(group, run_id, work.kind, name, session_id, ipc_dir, started, chat_jid, ns.isMain)
+        active = ActiveRun(group, run_id, work.kind, name, session_id, ipc_dir, started, chat_jid, ns.isMain,
+                           group_session=group_session)
         await self.db.execute(
             "INSERT INTO run_history (id, group_name, kind, status, container_name, session_id, "
             "schedule_id, prompt, started_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
@@ -371,13 +423,18 @@ class Supervisor:
              work.prompt[:2000], started),
         )
         self.queued_runs.pop(run_id, None)
-        state = _RunState(group_context=not (task is not None and task.context_mode == "isolated"))
+        state = _RunState(session_id=session_id)
         token = None
         queue.active = active
         self._run_started.set()
         self._run_started = trio.Event()
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
         try:
+            agent = agent_settings(config.agent, self.settings)
+            budget = config.agent.monthlyTokenBudget if config.agent else None
+            refusal = await budget_refusal(self.db, group, budget, self.clock.now())
+            if refusal is not None:
+                raise RunRefused(refusal)
             await self.remove_orphans()  # the engine may have been down at start-up
             refused = await self.offload(self._prepare_folders, group, ipc_dir)
             if refused:
@@ -387,11 +444,16 @@ class Supervisor:
                 token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
             stdin = json.dumps({
-                "prompt": work.prompt, "sessionId": session_id, "group": group, "chatJid": chat_jid,
-                "isMain": ns.isMain, "isScheduledTask": work.kind == "task",
+                "prompt": work.prompt, "sessionId": None if group_session and resume is None else session_id,
+                "group": group, "chatJid": chat_jid,
+                "isMain": ns.isMain, "isScheduledTask": work.kind == "task", "agent": agent,
             }).encode() + b"\n"
             await self._container(active, args, stdin, config, state,
                                   lambda text: self._deliver(queue, work, active, state, text))
+        except (RunRefused, Invalid) as exc:
+            # No container: the chat (or the task's chat) hears why, as it would hear an answer.
+            state.fail("error", str(exc))
+            await self._deliver(queue, work, active, state, str(exc))
         except RuntimeUnavailable as exc:
             state.fail("error", str(exc))
         except NanoclawError as exc:  # e.g. the proxy cannot listen on the internal network
@@ -410,7 +472,7 @@ class Supervisor:
                 outcome = await self._finish(queue, work, active, state)
                 self._emit("finished", run_id, group, work.kind, chat_jid, {
                     "status": outcome.status, "error": outcome.error, "durationMs": outcome.duration_ms,
-                    "result": outcome.result})
+                    "result": outcome.result, "usage": state.usage.as_dict(), "model": state.usage.model})
                 for listener in self.run_finished_listeners:
                     await listener(group, active)
         return outcome
@@ -428,18 +490,9 @@ class Supervisor:
                                       ipc_dir / "messages", ipc_dir / "tasks"], container_user())
         return []
 
-    async def _group_session(self, group: str) -> str:
-        now = self.clock.now()
-
-        def _tx(conn):
-            row = conn.execute("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,)).fetchone()
-            if row:
-                return row[0]
-            session = new_id()
-            conn.execute("INSERT INTO group_sessions VALUES (?, ?, ?)", (group, session, now))
-            return session
-
-        return await self.db.write(_tx)
+    async def _group_session(self, group: str) -> str | None:
+        row = await self.db.fetchone("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,))
+        return row[0] if row else None
 
     async def _run_args(self, active: ActiveRun, ns, config: ContainerConfig, token: str | None) -> list[str]:
         group = ns.name
@@ -542,10 +595,9 @@ class Supervisor:
                                 continue
                             await self._on_frame(active, state, frame, deliver)
                             now = trio.current_time()
-                            # A task container never receives follow-ups: once its turn is done,
-                            # waiting out the idle timeout would only hold the group's slot.
-                            idle = 0 if active.kind == "task" and frame["status"] == "success" else \
-                                config.idleTimeoutSecs
+                            # Once the turn is done, waiting out the idle timeout would only hold the
+                            # group's slot when no follow-up can come or other work waits for it.
+                            idle = 0 if self._close_after_turn(active) else config.idleTimeoutSecs
                             timer.reset(hard=now + config.timeoutSecs, idle=now + idle)
                 except OutputTooLarge as exc:
                     state.fail("error", f"{exc}; the container was stopped")
@@ -574,9 +626,14 @@ class Supervisor:
                 self.runtime.mark_down(state.error)
 
     async def _on_frame(self, active: ActiveRun, state: "_RunState", frame: dict, deliver) -> None:
+        if state.usage.add(frame):
+            await save_usage(self.db, active.run_id, state.usage)
         new_session = frame.get("newSessionId")
-        if isinstance(new_session, str) and SESSION_RE.match(new_session) and new_session != active.session_id:
-            if state.group_context:
+        if isinstance(new_session, str) and SESSION_RE.match(new_session) and new_session != state.session_id:
+            state.session_id = new_session
+            # The run record names the session the conversation is kept under.
+            await self.db.execute("UPDATE run_history SET session_id = ? WHERE id = ?", (new_session, active.run_id))
+            if active.group_session:
                 await self.db.execute(
                     "INSERT INTO group_sessions VALUES (?, ?, ?) ON CONFLICT (group_name) DO UPDATE "
                     "SET session_id = excluded.session_id, updated_at = excluded.updated_at",
@@ -594,6 +651,8 @@ class Supervisor:
                 del state.results[:-50]
                 await self.db.execute("UPDATE run_history SET results = ? WHERE id = ?",
                                       (json.dumps(state.results), active.run_id))
+                for listener in self.before_result_listeners:
+                    await listener(active.group, active)
                 self._emit("result", active.run_id, active.group, active.kind, active.chat_jid, {"text": text})
                 await deliver(text)
 
@@ -683,7 +742,9 @@ class _RunState:
     exit_code: int | None = None
     results: list = field(default_factory=list)
     delivered: int = 0
-    group_context: bool = True
+    usage: Usage = field(default_factory=Usage)
+    # The session the runner last reported (the run's own id until it does).
+    session_id: str | None = None
 
     def fail(self, status: str, error: str) -> None:
         if self.status is None:

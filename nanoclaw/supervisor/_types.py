@@ -68,7 +68,8 @@ class RunEvent:
 
     data by type: queued {}; started {containerName, sessionId}; progress: the runner's
     progress event object as it sent it (hostile input: validate before use);
-    result {text}; finished {status, error, durationMs, result}.
+    result {text}; finished {status, error, durationMs, result, usage, model} (usage: the run's
+    summed tokens, {inputTokens, outputTokens, cacheReadTokens, cacheCreationTokens, totalTokens}).
     """
 
     type: RunEventType
