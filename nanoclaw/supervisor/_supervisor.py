@@ -18,13 +18,14 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid
-from nanoclaw.fileio import write_atomic
+from nanoclaw.ipc._tree import prepare_audited, write_input_audited
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespaces
 from nanoclaw.runtime import Runtime, RuntimeUnavailable
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
+from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk
 from nanoclaw.supervisor._types import (MessageBatch, MessageSource, RunEvent, RunHandle, RunListener, RunOutcome,
                                        TaskRequest)
 
@@ -123,6 +124,7 @@ class Supervisor:
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
         self._listeners: list[RunListener] = []
+        self.disk_mb: dict[str, float] = {}  # group -> its folder's size when last measured
 
     # -- lifecycle --------------------------------------------------------
 
@@ -277,14 +279,14 @@ class Supervisor:
             batch = await self.messages.pending(queue.name)
             if batch is None:
                 return
-            await write_follow_up(active.ipc_dir, batch.prompt, offload=self.offload)
+            await write_follow_up(active.ipc_dir, batch.prompt, audit=self.audit, offload=self.offload)
             active.idle = False
             # The agent has the messages now; a later crash must not replay them.
             await self.messages.advance(queue.name, batch.cursor)
 
     async def _write_close(self, active: ActiveRun) -> None:
         active.closing = True
-        await self.offload(write_atomic, active.ipc_dir / "input" / "_close", b"")
+        await write_input_audited(self.audit, active.group, active.ipc_dir, "_close", b"", offload=self.offload)
 
     # -- the per-group runner -------------------------------------------------
 
@@ -373,7 +375,9 @@ class Supervisor:
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
         try:
             await self.remove_orphans()  # the engine may have been down at start-up
-            await self.offload(self._prepare_folders, group, ipc_dir)
+            await self.offload(self._prepare_folders, group)
+            await prepare_audited(self.audit, group, ipc_dir, fresh=True, offload=self.offload)
+            await check_disk(self, active, config)
             if self.proxy is not None:
                 token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
@@ -383,7 +387,7 @@ class Supervisor:
             }).encode() + b"\n"
             await self._container(active, args, stdin, config, state,
                                   lambda text: self._deliver(queue, work, active, state, text))
-        except RuntimeUnavailable as exc:
+        except (RuntimeUnavailable, DiskQuotaExceeded) as exc:
             state.fail("error", str(exc))
         except OSError as exc:
             self.runtime.mark_down(str(exc))
@@ -404,13 +408,10 @@ class Supervisor:
                     await listener(group, active)
         return outcome
 
-    def _prepare_folders(self, group: str, ipc_dir: Path) -> None:
+    def _prepare_folders(self, group: str) -> None:
         for path in (self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
-                     self.settings.sessions_dir / group, ipc_dir / "input", ipc_dir / "messages",
-                     ipc_dir / "tasks"):
+                     self.settings.sessions_dir / group):
             path.mkdir(parents=True, exist_ok=True)
-        stale = ipc_dir / "input" / "_close"
-        stale.unlink(missing_ok=True)
 
     async def _group_session(self, group: str) -> str:
         now = self.clock.now()
@@ -655,6 +656,7 @@ class Supervisor:
             "pendingRuns": len(queue.adhoc),
             "retryCount": queue.retries,
             "nextRetryAt": queue.retry_at,
+            "diskMb": self.disk_mb.get(group),
         }
 
 
@@ -690,9 +692,10 @@ class _Deadlines:
         self.changed = trio.Event()
 
 
-async def write_follow_up(ipc_dir: Path, text: str, *, offload=None) -> str:
-    """Write one follow-up atomically into the container's input folder; returns its file name."""
+async def write_follow_up(ipc_dir: Path, text: str, *, audit: Audit, offload=None) -> str:
+    """Write one follow-up atomically into the container's input folder (never through a link the
+    container planted: see nanoclaw.ipc._tree); returns its file name."""
     name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
     data = json.dumps({"type": "message", "text": text}).encode()
-    await (offload or trio.to_thread.run_sync)(write_atomic, ipc_dir / "input" / name, data)
+    await write_input_audited(audit, ipc_dir.parent.name, ipc_dir, name, data, offload=offload)
     return name
