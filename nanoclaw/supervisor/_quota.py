@@ -23,10 +23,9 @@ async def measure_disk(supervisor, group: str) -> float:
 
 
 async def check_disk(supervisor, active, config: ContainerConfig) -> None:
-    """Raise DiskQuotaExceeded (audited; a message run also tells its chat once) when the group
-    folder is over its quota."""
+    """Raise DiskQuotaExceeded (audited; a message run also tells its chat, once: not on retries)
+    when the group folder is over its quota."""
     group = active.group
-    before = supervisor.disk_mb.get(group)
     size = await measure_disk(supervisor, group)
     limit = config.maxDiskMb
     if size <= limit:
@@ -35,7 +34,8 @@ async def check_disk(supervisor, active, config: ContainerConfig) -> None:
                "(containerConfig.maxDiskMb); new runs are refused until files are removed or the quota is raised")
     await supervisor.audit.record("warning", "quota", f"run refused: {message}", group=group,
                                   details={"diskMb": size, "maxDiskMb": limit})
-    already_told = before is not None and before > limit
+    queue = supervisor.queues.get(group)
+    already_told = queue is not None and queue.retries > 0
     if active.kind == "message" and active.chat_jid and supervisor.messages is not None and not already_told:
         try:
             await supervisor.messages.send(active.chat_jid, f"I cannot run now: {message}.")
