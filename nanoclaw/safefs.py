@@ -120,9 +120,9 @@ def read_regular(dir_fd: int, name: str, cap: int) -> bytes:
         os.close(fd)
 
 
-def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace dir_fd/name with data atomically; an entry there (even a link or folder) is replaced,
-    never written through."""
+    never written through. durable: fsync the file and the folder."""
     tmp = f".{name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
@@ -130,12 +130,13 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644) -
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         try:
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except (IsADirectoryError, NotADirectoryError, OSError) as exc:
+        except OSError as exc:
             if exc.errno not in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
                 raise
             remove(dir_fd, name)  # a folder planted under the name
@@ -146,7 +147,8 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644) -
         except OSError:
             pass
         raise
-    os.fsync(dir_fd)
+    if durable:
+        os.fsync(dir_fd)
 
 
 def tree_bytes(path: Path) -> int:

@@ -124,7 +124,7 @@ def _keep(ipc_dir: Path, item: Pending) -> None:
             if sum(1 for _ in zip(entries, range(MAX_QUARANTINED))) >= MAX_QUARANTINED:
                 return
         safefs.write_atomic_at(fd, f"{group}-{item.kind}-{secrets.token_hex(3)}-{item.name}", item.raw,
-                               mode=0o600)
+                               mode=0o600, durable=False)
     finally:
         os.close(fd)
 
