@@ -11,7 +11,7 @@ import trio
 
 from boundary_support import make_canary, snapshot
 from conftest import make_settings, start_server
-from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
+from docker_support import docker_engine  # noqa: F401  (fixture)
 from test_containers_docker import make_group, misbehaving_image, wait_for, wait_run  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
