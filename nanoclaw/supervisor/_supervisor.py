@@ -692,7 +692,7 @@ class _Deadlines:
         self.changed = trio.Event()
 
 
-async def write_follow_up(ipc_dir: Path, text: str, *, audit: Audit, offload=None) -> str:
+async def write_follow_up(ipc_dir: Path, text: str, *, audit: Audit | None = None, offload=None) -> str:
     """Write one follow-up atomically into the container's input folder (never through a link the
     container planted: see nanoclaw.ipc._tree); returns its file name."""
     name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
