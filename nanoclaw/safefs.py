@@ -42,8 +42,18 @@ def _open_child(parent: int, name: str, *, create: bool, repair: bool, violation
     try:
         os.mkdir(name, 0o755, dir_fd=parent)
     except FileExistsError:
-        pass
-    return os.open(name, DIR_FLAGS, dir_fd=parent)
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
+    child = os.open(name, DIR_FLAGS, dir_fd=parent)
+    _inherit_owner(parent, child)
+    return child
+
+
+def _inherit_owner(parent: int, child: int) -> None:
+    """A folder made by root below a folder owned by someone else (the container's user) gets that
+    owner, so a folder made again stays usable by the container."""
+    owner = os.fstat(parent)
+    if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+        os.fchown(child, owner.st_uid, owner.st_gid)
 
 
 def open_dir(root: Path, parts: Iterable[str] = (), *, create: bool = True, repair: bool = False,

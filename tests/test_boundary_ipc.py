@@ -168,3 +168,14 @@ def test_a_runner_frame_nested_1000_deep_is_an_error_frame_not_a_crash():
                          + b"\n---NANOCLAW_OUTPUT_END---\n")
     assert frames == [{"status": "error", "result": None,
                        "error": "unreadable result frame: nested deeper than 32 levels"}]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a folder to another user")
+async def test_a_folder_made_again_keeps_the_session_folders_owner(live, canary, autojump_clock):
+    session = run_dir(live)
+    os.chown(session, 1000, 1000)
+    os.rmdir(session / "tasks")
+    (session / "tasks").symlink_to(canary)
+    await trio.sleep(0.5)
+    info = (session / "tasks").lstat()
+    assert (info.st_uid, info.st_gid) == (1000, 1000) and (session / "tasks").is_dir()
