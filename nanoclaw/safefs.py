@@ -35,7 +35,8 @@ def _open_child(parent: int, name: str, *, create: bool, repair: bool, violation
             raise
         kind = describe(parent, name)
         if not repair:
-            raise UnsafeEntry(errno.ELOOP, f"{name} is {kind}, not a folder") from None
+            raise UnsafeEntry(errno.ELOOP if kind == "a symbolic link" else errno.ENOTDIR,
+                              f"{name} is {kind}, not a folder") from None
         remove(parent, name)
         if violations is not None:
             violations.append(f"{name} was {kind}; removed and made a folder again")

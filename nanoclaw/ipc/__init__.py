@@ -56,6 +56,7 @@ class IpcWatcher:
         self._lock = trio.Lock()
         # group -> [window start, files taken in the window, refused in the window]
         self._rate: dict[str, list] = {}
+        self._failing: dict[str, str] = {}  # group -> why its last sweep failed
         supervisor.run_finished_listeners.append(self._after_run)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -81,9 +82,12 @@ class IpcWatcher:
                     continue
                 try:
                     handled += await self._sweep_group(group, ipc_dir, is_main, chat_jid)
+                    self._failing.pop(group, None)
                 except Exception as exc:  # one group's trouble must not stop the others (or the server)
-                    log.exception("IPC sweep of %s failed", group)
-                    await self.audit.record("error", "ipc", f"IPC sweep of {group} failed: {exc!r}", group=group)
+                    if self._failing.get(group) != repr(exc):  # once per cause, not every scan
+                        self._failing[group] = repr(exc)
+                        log.exception("IPC sweep of %s failed", group)
+                        await self.audit.record("error", "ipc", f"IPC sweep of {group} failed: {exc!r}", group=group)
         return handled
 
     async def _sweep_group(self, group: str, ipc_dir: Path, is_main: bool, chat_jid: str | None) -> int:
