@@ -87,3 +87,12 @@ async def test_a_fifo_claude_md_does_not_hang(client, group):
 async def test_an_oversized_claude_md_is_refused(client, group):
     (group / "CLAUDE.md").write_bytes(b"a" * (2 * 1024 * 1024 + 1))
     assert_error(await client.get(f"{NS}/support/instructions"), 409, "INSTRUCTIONS_NOT_A_FILE")
+
+
+async def test_a_group_folder_that_is_a_file_is_a_clear_error(client, server):
+    assert (await client.post(NS, json={"name": "flat"})).status_code == 201
+    folder = server.settings.groups_dir / "flat"
+    os.rmdir(folder)
+    folder.write_text("not a folder")
+    error = assert_error(await client.get(f"{NS}/flat/instructions"), 409, "INSTRUCTIONS_NOT_A_FILE")
+    assert "is a file, not a folder" in error["message"]

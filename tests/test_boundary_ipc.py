@@ -179,3 +179,15 @@ async def test_a_folder_made_again_keeps_the_session_folders_owner(live, canary,
     await trio.sleep(0.5)
     info = (session / "tasks").lstat()
     assert (info.st_uid, info.st_gid) == (1000, 1000) and (session / "tasks").is_dir()
+
+
+async def test_purging_a_namespace_removes_links_not_their_targets(live, canary, autojump_clock):
+    before = snapshot(canary)
+    assert (await live.client.post("/container/namespaces", json={"name": "gone"})).status_code == 201
+    (live.settings.groups_dir / "gone" / "link").symlink_to(canary)
+    session = live.settings.ipc_dir / "gone" / "s1"
+    session.mkdir(parents=True)
+    (session / "messages").symlink_to(canary)
+    assert (await live.client.delete("/container/namespaces/gone", params={"purge": "true"})).status_code == 204
+    assert not (live.settings.groups_dir / "gone").exists() and not session.exists()
+    assert snapshot(canary) == before
