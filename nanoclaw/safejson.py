@@ -8,11 +8,9 @@ with a flat scan first (no recursion) and refuses anything too large or too deep
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 MAX_DEPTH = 32
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 # Every byte but the four brackets goes; openers become "(" and closers ")".
 _BRACKETS = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -30,7 +28,12 @@ def too_deep(data: bytes, max_depth: int = MAX_DEPTH) -> bool:
     brackets are judged by all the openers (json.loads may recurse into each before it
     finds the fault).
     """
-    whole = shape = _STRING.sub(b"", data).translate(_BRACKETS, _NOT_BRACKETS)
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False
+    # Strings go the way the parser reads them: escaped backslashes, then escaped quotes,
+    # then every other piece between quotes (all in C: a 1 MiB frame takes milliseconds).
+    plain = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    whole = shape = b"".join(plain.split(b'"')[::2]).translate(_BRACKETS, _NOT_BRACKETS)
     for _ in range(max_depth):
         if not shape:
             return False

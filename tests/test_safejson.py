@@ -24,7 +24,9 @@ def test_valid_json_within_the_caps_parses(raw):
     (b"[" * 1000 + b"]" * 1000, "nested deeper than 32"),
     (b'{"a":' * 100 + b"1" + b"}" * 100, "nested deeper than 32"),
     (b"[" * 20 + b"[" * 20 + b"]" * 20, "nested deeper than 32"),  # unbalanced: judged by its openers
-    (b'"' + b"[" * 5000, "nested deeper than 32"),  # an unterminated string hides nothing
+    (b'"' + b"[" * 5000, "not JSON"),  # an unterminated string: the parser never recurses into it
+    (b'"\\\\"' + b"[" * 40, "nested deeper than 32"),  # an escaped backslash ends the string
+    (b'"\\""' + b"[" * 40, "nested deeper than 32"),  # an escaped quote does not
     (b"x" * 11, "larger than 10 bytes"),
     (b"{not json", "not JSON"),
     (b"\xff\xfe", "not JSON"),
