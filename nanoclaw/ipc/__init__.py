@@ -117,7 +117,7 @@ class IpcWatcher:
                     await self.audit.record(
                         "violation", "ipc",
                         f"{group} wrote more than {self.settings.ipc_files_per_minute} IPC files in a minute; "
-                        "the rest of this minute's files are quarantined unread", group=group,
+                        "the rest of this minute's files are quarantined without being acted on", group=group,
                         details={"limit": self.settings.ipc_files_per_minute, "file": item.name})
                 return
             if item.problem:
