@@ -30,6 +30,9 @@ class Settings:
     # A unique id per data dir, so containers of this instance can be found again.
     instance_id: str = ""
     proxy_port: int = 3001
+    # Quotas per group (issue 11): schedules it may have, IPC files it may write per minute.
+    max_schedules_per_group: int = 50
+    ipc_files_per_minute: int = 120
     telegram_api_base: str = "https://api.telegram.org"
     whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
     slack_api_base: str = "https://slack.com/api"
@@ -86,6 +89,8 @@ ENVIRONMENT = [
     ("agent_provider", "NANOCLAW_AGENT_PROVIDER", str),
     ("agent_model", "NANOCLAW_AGENT_MODEL", str),
     ("proxy_port", "NANOCLAW_PROXY_PORT", int),
+    ("max_schedules_per_group", "NANOCLAW_MAX_SCHEDULES_PER_GROUP", int),
+    ("ipc_files_per_minute", "NANOCLAW_IPC_FILES_PER_MINUTE", int),
     ("telegram_api_base", "NANOCLAW_TELEGRAM_API_BASE", str),
     ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),
     ("slack_api_base", "NANOCLAW_SLACK_API_BASE", str),
@@ -112,6 +117,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
     settings = Settings(**values)
     if not 1 <= settings.max_concurrent <= 64:
         raise ConfigError("NANOCLAW_MAX_CONCURRENT must be between 1 and 64")
+    if settings.max_schedules_per_group < 0 or settings.ipc_files_per_minute < 1:
+        raise ConfigError("NANOCLAW_MAX_SCHEDULES_PER_GROUP must be >= 0 and NANOCLAW_IPC_FILES_PER_MINUTE >= 1")
     if settings.container_network not in {"bridge", "host", "none"}:
         raise ConfigError("NANOCLAW_CONTAINER_NETWORK must be bridge, host or none")
     if settings.agent_provider not in {"anthropic", "openai"}:

@@ -39,6 +39,10 @@ class Conflict(NanoclawError):
     status, code = 409, "CONFLICT"
 
 
+class QuotaExceeded(Conflict):
+    code = "QUOTA_EXCEEDED"
+
+
 class Unavailable(NanoclawError):
     status, code = 503, "SERVICE_UNAVAILABLE"
 

@@ -92,7 +92,8 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
                                      bind_host=services.runtime.proxy_bind_host)
     services.supervisor = Supervisor(settings, db, clock, audit, services.namespaces, services.mounts,
                                      services.runtime, offload=offload, proxy=services.proxy)
-    services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor, offload=offload)
+    services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor, offload=offload,
+                              clock=clock)
     services.long_lived += [services.runtime, services.images, services.supervisor, services.proxy,
                             services.ipc]
     services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders)
@@ -100,7 +101,8 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.channels.router.notify = services.supervisor.notify_messages
     services.channels.router.new_session = services.supervisor.new_session
     services.scheduler = Scheduler(db, clock, audit, services.namespaces, submit=services.supervisor.submit_task,
-                                   send_message=services.channels.send)
+                                   send_message=services.channels.send,
+                                   max_per_group=settings.max_schedules_per_group)
     services.ipc.scheduler = services.scheduler
     # Channels start last: inbound messages need every other service ready.
     services.long_lived += [services.scheduler, services.channels]

@@ -1,14 +1,13 @@
 """/container/ipc: folders, follow-ups and the close sentinel of a group's session."""
 from __future__ import annotations
 
-import trio
 from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
-from nanoclaw.fileio import write_atomic
 from nanoclaw.ipc import ipc_paths
+from nanoclaw.ipc._tree import prepare_audited, write_input_audited
 from nanoclaw.models import GROUP_NAME_PATTERN
 from nanoclaw.supervisor import write_follow_up
 
@@ -51,11 +50,7 @@ async def create_directories(data: IpcTarget):
     """Create <data>/ipc/<group>/<sessionId>/{input,messages,tasks}."""
     folder = await _folder(data)
 
-    def _make():
-        for sub in ("input", "messages", "tasks"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-
-    await trio.to_thread.run_sync(_make)
+    await prepare_audited(services().audit, data.group, folder)
     return IpcDirectories(group=data.group, sessionId=data.sessionId, input=str(folder / "input"),
                           messages=str(folder / "messages"), tasks=str(folder / "tasks")), 201
 
@@ -66,7 +61,7 @@ async def create_directories(data: IpcTarget):
 async def follow_up(data: FollowUp):
     """Write a follow-up message atomically into the session's input folder."""
     folder = await _folder(data)
-    name = await write_follow_up(folder, data.content)
+    name = await write_follow_up(folder, data.content, audit=services().audit)
     attached = services().supervisor.live_run(data.group, data.sessionId) is not None
     return IpcWritten(written=True, file=name, containerAttached=attached)
 
@@ -77,7 +72,7 @@ async def follow_up(data: FollowUp):
 async def close(data: IpcTarget):
     """Write the _close sentinel: the container finishes its turn and exits."""
     folder = await _folder(data)
-    await trio.to_thread.run_sync(write_atomic, folder / "input" / "_close", b"")
+    await write_input_audited(services().audit, data.group, folder, "_close", b"")
     run = services().supervisor.live_run(data.group, data.sessionId)
     if run is not None:
         run.closing = True

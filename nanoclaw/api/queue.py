@@ -7,6 +7,7 @@ from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
 from nanoclaw.clock import iso
+from nanoclaw.supervisor._quota import measure_disk
 
 bp = Blueprint("queue", __name__)
 
@@ -31,6 +32,7 @@ class GroupState(Answer):
     pendingRuns: int
     retryCount: int
     nextRetryAt: str | None
+    diskMb: float | None = Field(default=None, description="Size of the group folder in MiB")
 
 
 class MaxConcurrent(ApiModel):
@@ -59,6 +61,7 @@ async def group_state(group: str):
     svc = services()
     if group not in svc.supervisor.queues:
         await svc.namespaces.get(group)
+    await measure_disk(svc.supervisor, group)
     state = svc.supervisor.group_state(group)
     state["startedAt"] = iso(state["startedAt"])
     state["nextRetryAt"] = iso(state["nextRetryAt"])

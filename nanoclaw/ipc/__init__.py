@@ -7,26 +7,29 @@ sender's identity.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from nanoclaw.audit import Audit
+from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError
+from nanoclaw.ipc import _tree
+from nanoclaw.ipc._tree import Pending
 from nanoclaw.models import GROUP_NAME_RE
 from nanoclaw.namespaces import Namespaces
-from nanoclaw.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from nanoclaw.supervisor import Supervisor
 
 log = logging.getLogger("nanoclaw.ipc")
 
 SCAN_INTERVAL = 0.1  # seconds; files are acted on well within 250 ms
-MAX_FILE = 256 * 1024
 TASK_TYPES = {"schedule_task", "pause_task", "resume_task", "cancel_task"}
+RATE_WINDOW = 60.0
 
 
 def ipc_paths(settings: Settings, group: str, session_id: str) -> Path:
@@ -36,19 +39,24 @@ def ipc_paths(settings: Settings, group: str, session_id: str) -> Path:
 class IpcWatcher:
     """Acts on container -> host files of live containers (and one last sweep after each run).
 
-    `await nursery.start(watcher.run)`.
+    `await nursery.start(watcher.run)`. Nothing a container writes stops it: each group and
+    each file has its own fault barrier, and a refused file is quarantined and audited.
     """
 
-    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
-                 *, offload=None) -> None:
+    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: "Supervisor",
+                 *, offload=None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.audit = audit
         self.namespaces = namespaces
         self.supervisor = supervisor
+        self.clock = clock or audit.clock
         self.scheduler = None  # set when the scheduler exists: handle_ipc(group, is_main, request)
         self.processed = 0
         self.offload = offload or trio.to_thread.run_sync
         self._lock = trio.Lock()
+        # group -> [window start, files taken in the window, refused in the window]
+        self._rate: dict[str, list] = {}
+        self._failing: dict[str, str] = {}  # group -> why its last sweep failed
         supervisor.run_finished_listeners.append(self._after_run)
         supervisor.before_result_listeners.append(self._after_run)
 
@@ -68,33 +76,71 @@ class IpcWatcher:
 
     async def sweep(self, folders: list[tuple[str, Path, bool, str | None]]) -> int:
         """Handle every pending file in the given run folders; returns how many were handled."""
+        handled = 0
         async with self._lock:
-            found = await self.offload(_collect, folders)
-            for group, is_main, chat_jid, path, kind, payload, problem in found:
-                await self._handle(group, is_main, chat_jid, path, kind, payload, problem)
-            return len(found)
+            for group, ipc_dir, is_main, chat_jid in folders:
+                if not GROUP_NAME_RE.match(group):
+                    continue
+                try:
+                    handled += await self._sweep_group(group, ipc_dir, is_main, chat_jid)
+                    self._failing.pop(group, None)
+                except Exception as exc:  # one group's trouble must not stop the others (or the server)
+                    if self._failing.get(group) != repr(exc):  # once per cause, not every scan
+                        self._failing[group] = repr(exc)
+                        log.exception("IPC sweep of %s failed", group)
+                        await self.audit.record("error", "ipc", f"IPC sweep of {group} failed: {exc!r}", group=group)
+        return handled
 
-    async def _handle(self, group, is_main, chat_jid, path: Path, kind, payload, problem) -> None:
+    async def _sweep_group(self, group: str, ipc_dir: Path, is_main: bool, chat_jid: str | None) -> int:
+        found, violations = await self.offload(_tree.scan, ipc_dir)
+        await _tree.report(self.audit, group, violations)
+        for item in found:
+            await self._handle(group, ipc_dir, is_main, chat_jid, item)
+        return len(found)
+
+    def _over_rate(self, group: str) -> bool:
+        """Count one file against the group's files per minute; True when it is over."""
+        now = self.clock.now()
+        window = self._rate.get(group)
+        if window is None or now - window[0] >= RATE_WINDOW:
+            window = self._rate[group] = [now, 0, 0]
+        window[1] += 1
+        if window[1] <= self.settings.ipc_files_per_minute:
+            return False
+        window[2] += 1
+        return True
+
+    async def _handle(self, group: str, ipc_dir: Path, is_main: bool, chat_jid, item: Pending) -> None:
+        quarantine = True
         try:
-            if problem:
-                raise Invalid(problem)
-            if kind == "messages":
-                await self._send_message(group, is_main, chat_jid, payload)
+            if self._over_rate(group):
+                if self._rate[group][2] == 1:  # one audit entry per burst
+                    await self.audit.record(
+                        "violation", "ipc",
+                        f"{group} wrote more than {self.settings.ipc_files_per_minute} IPC files in a minute; "
+                        "the rest of this minute's files are quarantined without being acted on", group=group,
+                        details={"limit": self.settings.ipc_files_per_minute, "file": item.name})
+                return
+            if item.problem:
+                raise Invalid(item.problem)
+            if item.kind == "messages":
+                await self._send_message(group, is_main, chat_jid, item.payload)
             else:
-                await self._task_request(group, is_main, payload)
+                await self._task_request(group, is_main, item.payload)
+            self.processed += 1
+            quarantine = False
         except NanoclawError as exc:
             severity = "violation" if exc.status == 403 else "warning"
-            await self.audit.record(severity, "ipc", f"refused {kind} file from {group}: {exc.message}",
-                                    group=group, details={"file": path.name})
-            await self.offload(_quarantine, self.settings.ipc_dir / "errors", group, path)
-            return
+            await self.audit.record(severity, "ipc", f"refused {item.kind} file from {group}: {exc.message}",
+                                    group=group, details={"file": item.name})
         except Exception as exc:  # a bug must not stop the watcher; the file is kept for inspection
-            log.exception("IPC file %s failed", path)
-            await self.audit.record("error", "ipc", f"{kind} file from {group} failed: {exc}", group=group)
-            await self.offload(_quarantine, self.settings.ipc_dir / "errors", group, path)
-            return
-        self.processed += 1
-        await self.offload(lambda: path.unlink(missing_ok=True))
+            log.exception("IPC file %s/%s of %s failed", item.kind, item.name, group)
+            await self.audit.record("error", "ipc", f"{item.kind} file from {group} failed: {exc!r}", group=group,
+                                    details={"file": item.name})
+        finally:
+            with trio.CancelScope(shield=True):
+                violations = await self.offload(_tree.done, ipc_dir, item, quarantine)
+                await _tree.report(self.audit, group, violations)
 
     async def _send_message(self, group: str, is_main: bool, default_jid: str | None, payload: dict) -> None:
         if payload.get("type") != "message":
@@ -121,45 +167,6 @@ class IpcWatcher:
         if self.scheduler is None:
             raise Invalid("the scheduler is not running")
         await self.scheduler.handle_ipc(group, is_main, payload)
-
-
-def _collect(folders):
-    """Read pending files (blocking; runs in a thread)."""
-    found = []
-    for group, ipc_dir, is_main, chat_jid in folders:
-        if not GROUP_NAME_RE.match(group):
-            continue
-        for kind in ("messages", "tasks"):
-            folder = ipc_dir / kind
-            try:
-                names = sorted(n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith("."))
-            except FileNotFoundError:
-                continue
-            for name in names:
-                path = folder / name
-                payload, problem = None, None
-                try:
-                    if path.is_symlink() or not path.is_file():
-                        problem = "not a regular file"
-                    elif path.stat().st_size > MAX_FILE:
-                        problem = f"larger than {MAX_FILE // 1024} KiB"
-                    else:
-                        payload = json.loads(path.read_bytes())
-                        if not isinstance(payload, dict):
-                            problem = "not a JSON object"
-                except (OSError, ValueError) as exc:
-                    problem = f"unreadable: {exc}"
-                found.append((group, is_main, chat_jid, path, kind, payload, problem))
-    return found
-
-
-def _quarantine(errors_dir: Path, group: str, path: Path) -> None:
-    errors_dir.mkdir(parents=True, exist_ok=True)
-    target = errors_dir / f"{group}-{path.parent.name}-{secrets.token_hex(3)}-{path.name}"
-    try:
-        os.replace(path, target)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["IpcWatcher", "ipc_paths"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -11,11 +12,12 @@ from typing import Any
 import trio
 from pydantic import BaseModel, Field
 
+from nanoclaw import safefs
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, iso
 from nanoclaw.config import Settings
 from nanoclaw.errors import Conflict, Invalid, NotFound
-from nanoclaw.fileio import remove_stale_temporaries, write_atomic
+from nanoclaw.fileio import remove_stale_temporaries
 from nanoclaw.models import GROUP_NAME_RE, ContainerConfig
 from nanoclaw.store import Database
 
@@ -23,6 +25,8 @@ log = logging.getLogger("nanoclaw.namespaces")
 
 GLOBAL = "global"
 INSTRUCTIONS_FILE = "CLAUDE.md"
+# The API takes at most 512 Ki characters; a file on disk is read up to this many bytes.
+MAX_INSTRUCTIONS_BYTES = 4 * 512 * 1024
 DEFAULT_TRIGGER = "@Andy"
 
 
@@ -261,25 +265,65 @@ class Namespaces:
             log.warning("removed %s, left by an instructions write that never finished", path)
 
     async def read_instructions(self, name: str) -> str:
+        """The group's (or global) CLAUDE.md: a regular UTF-8 file in the group folder, never read
+        through a link (the agent can write there); anything else is a clear Conflict."""
         if name != GLOBAL:
             await self.get(name)
-        path = self.folder(name) / INSTRUCTIONS_FILE
 
         def _read() -> str:
             try:
-                return path.read_text(encoding="utf-8")
+                fd = safefs.open_dir(self.settings.groups_dir, (name,), create=False)
             except FileNotFoundError:
                 return ""
+            try:
+                return safefs.read_regular(fd, INSTRUCTIONS_FILE, MAX_INSTRUCTIONS_BYTES).decode("utf-8")
+            except FileNotFoundError:
+                return ""
+            finally:
+                os.close(fd)
 
-        return await self.offload(_read)
+        return await self._instructions_io(name, _read)
 
     async def write_instructions(self, name: str, text: str) -> None:
         if name != GLOBAL:
             await self.get(name)
-        path = self.folder(name) / INSTRUCTIONS_FILE
-        await self.offload(write_atomic, path, text.encode("utf-8"))
+        data = text.encode("utf-8")
+
+        def _write() -> None:
+            fd = safefs.open_dir(self.settings.groups_dir, (name,))
+            try:
+                kind = safefs.describe(fd, INSTRUCTIONS_FILE)
+                if kind == "a symbolic link":
+                    raise safefs.UnsafeEntry(errno.ELOOP, f"{INSTRUCTIONS_FILE} is a symbolic link")
+                if kind not in ("missing", "a file"):
+                    raise safefs.UnsafeEntry(errno.EINVAL, f"{INSTRUCTIONS_FILE} is {kind}")
+                # A rename: a link swapped in meanwhile is replaced, never written through.
+                safefs.write_atomic_at(fd, INSTRUCTIONS_FILE, data)
+            finally:
+                os.close(fd)
+
+        await self._instructions_io(name, _write)
         await self.audit.record("info", "config", f"instructions of {name} updated",
-                                group=None if name == GLOBAL else name, details={"bytes": len(text.encode())})
+                                group=None if name == GLOBAL else name, details={"bytes": len(data)})
+
+    async def _instructions_io(self, name: str, work):
+        group = None if name == GLOBAL else name
+        try:
+            return await self.offload(work)
+        except safefs.UnsafeEntry as exc:
+            if exc.errno == errno.ELOOP:
+                await self.audit.record("violation", "instructions",
+                                        f"instructions of {name} refused: {exc.strerror}, not followed", group=group)
+                raise Conflict(f"The instructions of {name!r} are refused: {exc.strerror} (links are never "
+                               "followed); remove it from the group folder on the host", code="INSTRUCTIONS_LINK") \
+                    from None
+            raise Conflict(f"The instructions of {name!r} are refused: {exc.strerror}",
+                           code="INSTRUCTIONS_NOT_A_FILE") from None
+        except UnicodeDecodeError:
+            raise Conflict(f"The instructions of {name!r} are not UTF-8 text", code="INSTRUCTIONS_NOT_TEXT") from None
+        except OSError as exc:
+            raise Conflict(f"The instructions of {name!r} cannot be used: {exc.strerror or exc}",
+                           code="INSTRUCTIONS_UNAVAILABLE") from None
 
     async def merged_instructions(self, name: str) -> str:
         if name == GLOBAL:

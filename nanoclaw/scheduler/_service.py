@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, iso
-from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound
+from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound, QuotaExceeded
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.namespaces._service import check_jid
@@ -100,8 +100,9 @@ class Scheduler:
 
     def __init__(self, db: Database, clock: Clock, audit: Audit, namespaces: Namespaces, *,
                  submit: SubmitTask | None = None, send_message: SendMessage | None = None,
-                 timezone: str | None = None) -> None:
+                 timezone: str | None = None, max_per_group: int = 50) -> None:
         self.db = db
+        self.max_per_group = max_per_group
         self.clock = clock
         self.audit = audit
         self.namespaces = namespaces
@@ -158,6 +159,7 @@ class Scheduler:
         override = data.containerConfig.model_dump_json(exclude_unset=True) if data.containerConfig else None
 
         def _tx(conn):
+            self._check_quota(conn, data.group)
             conn.execute(
                 "INSERT INTO schedules (id, name, group_name, prompt, schedule_type, schedule_value, timezone, "
                 "chat_jid, container_config, context_mode, status, next_run_ms, created_at, updated_at) "
@@ -168,7 +170,7 @@ class Scheduler:
             )
             return _load(conn.execute("SELECT * FROM schedules WHERE id = ?", (schedule_id,)).fetchone())
 
-        created = await self.db.write(_tx)
+        created = await self._write_within_quota(_tx, data.group, by)
         self._wake()
         await self.audit.record("info", "config", f"schedule {data.name!r} created", group=data.group,
                                 details={"scheduleId": schedule_id, "by": by or "api"})
@@ -213,6 +215,8 @@ class Scheduler:
         columns["updated_at"] = now_ms / 1000
 
         def _tx(conn):
+            if group != current.group:
+                self._check_quota(conn, group)
             assignments = ", ".join(f"{name} = ?" for name in columns)
             changed = conn.execute(f"UPDATE schedules SET {assignments} WHERE id = ?",
                                    (*columns.values(), schedule_id)).rowcount
@@ -220,11 +224,26 @@ class Scheduler:
                 raise NotFound(f"No schedule with id {schedule_id!r}")
             return _load(conn.execute("SELECT * FROM schedules WHERE id = ?", (schedule_id,)).fetchone())
 
-        updated = await self.db.write(_tx)
+        updated = await self._write_within_quota(_tx, group, by)
         self._wake()
         await self.audit.record("info", "config", f"schedule {updated.name!r} updated", group=updated.group,
                                 details={"scheduleId": schedule_id, "fields": sorted(given), "by": by or "api"})
         return updated
+
+    def _check_quota(self, conn: sqlite3.Connection, group: str) -> None:
+        count = conn.execute("SELECT COUNT(*) FROM schedules WHERE group_name = ?", (group,)).fetchone()[0]
+        if count >= self.max_per_group:
+            raise QuotaExceeded(f"group {group!r} already has {count} schedules, its quota "
+                                f"(NANOCLAW_MAX_SCHEDULES_PER_GROUP={self.max_per_group}); delete one first",
+                                details={"group": group, "limit": self.max_per_group})
+
+    async def _write_within_quota(self, tx, group: str, by: str | None):
+        try:
+            return await self.db.write(tx)
+        except QuotaExceeded as exc:
+            await self.audit.record("warning", "quota", f"schedule refused: {exc.message}", group=group,
+                                    details={"by": by or "api", "limit": self.max_per_group})
+            raise
 
     async def delete(self, schedule_id: str, *, by: str | None = None) -> None:
         current = await self.get(schedule_id)

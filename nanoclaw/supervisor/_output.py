@@ -1,7 +1,7 @@
 """Streaming parser for the agent runner's framed results."""
 from __future__ import annotations
 
-import json
+from nanoclaw import safejson
 
 START = b"---NANOCLAW_OUTPUT_START---"
 END = b"---NANOCLAW_OUTPUT_END---"
@@ -65,9 +65,9 @@ class FrameParser:
 
 def _decode(body: bytes) -> dict:
     try:
-        value = json.loads(body)
-    except ValueError:
-        return {"status": "error", "result": None, "error": "unreadable result frame"}
+        value = safejson.loads(body, max_bytes=FRAME_CAP)
+    except ValueError as exc:
+        return {"status": "error", "result": None, "error": f"unreadable result frame: {exc}"}
     if not isinstance(value, dict) or value.get("status") not in ("success", "error", "progress"):
         return {"status": "error", "result": None, "error": "result frame without a valid status"}
     return value

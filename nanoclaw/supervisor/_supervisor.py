@@ -18,7 +18,7 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid, NanoclawError
-from nanoclaw.fileio import write_atomic
+from nanoclaw.ipc._tree import prepare_audited, write_input_audited
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespaces
 from nanoclaw.runtime import (InternalNetwork, Runtime, RuntimeUnavailable, container_user, give_to_container,
@@ -27,6 +27,7 @@ from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._agent import agent_settings
 from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
+from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk
 from nanoclaw.supervisor._types import (MessageBatch, MessageSource, RunEvent, RunHandle, RunListener, RunOutcome,
                                        TaskRequest)
 from nanoclaw.supervisor._usage import RunRefused, Usage, budget_refusal, save_usage
@@ -135,6 +136,7 @@ class Supervisor:
         self._listeners: list[RunListener] = []
         # Made on the first "proxy-only" run, removed at shutdown.
         self.internal_network = InternalNetwork(runtime)
+        self.disk_mb: dict[str, float] = {}  # group -> its folder's size when last measured
 
     # -- lifecycle --------------------------------------------------------
 
@@ -320,14 +322,14 @@ class Supervisor:
                 self._ensure_runner(queue)
                 await self._make_way(queue)
                 return
-            await write_follow_up(active.ipc_dir, batch.prompt, offload=self.offload)
+            await write_follow_up(active.ipc_dir, batch.prompt, audit=self.audit, offload=self.offload)
             active.idle = False
             # The agent has the messages now; a later crash must not replay them.
             await self.messages.advance(queue.name, batch.cursor)
 
     async def _write_close(self, active: ActiveRun) -> None:
         active.closing = True
-        await self.offload(write_atomic, active.ipc_dir / "input" / "_close", b"")
+        await write_input_audited(self.audit, active.group, active.ipc_dir, "_close", b"", offload=self.offload)
 
     async def _make_way(self, queue: GroupQueue) -> None:
         """Work waits for the group's slot: an idle container must not hold it until its idle timeout."""
@@ -436,10 +438,12 @@ class Supervisor:
             if refusal is not None:
                 raise RunRefused(refusal)
             await self.remove_orphans()  # the engine may have been down at start-up
+            await prepare_audited(self.audit, group, ipc_dir, fresh=True, offload=self.offload)
             refused = await self.offload(self._prepare_folders, group, ipc_dir)
             if refused:
                 await self.audit.record("violation", "container", "not a folder (a link or a file?), left as it is: "
                                         + ", ".join(map(str, refused)), group=group)
+            await check_disk(self, active, config)
             if self.proxy is not None:
                 token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
@@ -454,7 +458,7 @@ class Supervisor:
             # No container: the chat (or the task's chat) hears why, as it would hear an answer.
             state.fail("error", str(exc))
             await self._deliver(queue, work, active, state, str(exc))
-        except RuntimeUnavailable as exc:
+        except (RuntimeUnavailable, DiskQuotaExceeded) as exc:
             state.fail("error", str(exc))
         except NanoclawError as exc:  # e.g. the proxy cannot listen on the internal network
             state.fail("error", exc.message)
@@ -477,13 +481,10 @@ class Supervisor:
                     await listener(group, active)
         return outcome
 
-    def _prepare_folders(self, group: str, ipc_dir: Path) -> None:
+    def _prepare_folders(self, group: str, ipc_dir: Path) -> list[Path]:
         for path in (self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
-                     self.settings.sessions_dir / group, ipc_dir / "input", ipc_dir / "messages",
-                     ipc_dir / "tasks"):
+                     self.settings.sessions_dir / group):
             path.mkdir(parents=True, exist_ok=True)
-        stale = ipc_dir / "input" / "_close"
-        stale.unlink(missing_ok=True)
         if container_user() != (os.getuid(), os.getgid()):  # a root server: hand them to the agent user
             return give_to_container([self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
                                       self.settings.sessions_dir / group, ipc_dir, ipc_dir / "input",
@@ -731,6 +732,7 @@ class Supervisor:
             "pendingRuns": len(queue.adhoc),
             "retryCount": queue.retries,
             "nextRetryAt": queue.retry_at,
+            "diskMb": self.disk_mb.get(group),
         }
 
 
@@ -768,9 +770,10 @@ class _Deadlines:
         self.changed = trio.Event()
 
 
-async def write_follow_up(ipc_dir: Path, text: str, *, offload=None) -> str:
-    """Write one follow-up atomically into the container's input folder; returns its file name."""
+async def write_follow_up(ipc_dir: Path, text: str, *, audit: Audit | None = None, offload=None) -> str:
+    """Write one follow-up atomically into the container's input folder (never through a link the
+    container planted: see nanoclaw.ipc._tree); returns its file name."""
     name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
     data = json.dumps({"type": "message", "text": text}).encode()
-    await (offload or trio.to_thread.run_sync)(write_atomic, ipc_dir / "input" / name, data)
+    await write_input_audited(audit, ipc_dir.parent.name, ipc_dir, name, data, offload=offload)
     return name
