@@ -109,7 +109,7 @@ async def start(tmp_path, fake):
     started: list[Runner] = []
 
     async def start(ws: Path, stdin: dict, *, base_url: str | None = None, env: dict | None = None) -> Runner:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NANOCLAW_WORKSPACE": str(ws),
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NANOCLAW_WORKSPACE": str(ws), "HOME": str(ws),
                "ANTHROPIC_BASE_URL": base_url or fake.url, "ANTHROPIC_API_KEY": API_KEY, **(env or {})}
         stderr_path = tmp_path / f"stderr-{len(started)}.txt"
         with stderr_path.open("wb") as stderr:

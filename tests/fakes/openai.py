@@ -77,6 +77,7 @@ class FakeOpenAI:
         self.url = ""
         self.requests: list[Recorded] = []
         self.replies: list[Reply] = []
+        self.streaming = True  # False: answer JSON even when the request asks for a stream
         self._count = 0
         self._changed = trio.Event()
 
@@ -134,7 +135,7 @@ class FakeOpenAI:
         usage = dict(usage, total_tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
         finish = "tool_calls" if reply.calls else "stop"
         base = {"id": f"chatcmpl-fake{self._count:04d}", "created": 1_700_000_000, "model": body["model"]}
-        if not body.get("stream"):
+        if not (body.get("stream") and self.streaming):
             message = {"role": "assistant", "content": reply.text or None}
             if reply.calls:
                 message["tool_calls"] = [{"id": c["id"], "type": "function",
