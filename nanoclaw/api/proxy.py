@@ -28,7 +28,8 @@ class MappingCreate(ApiModel):
         pattern=CREDENTIAL_TYPE_PATTERN,
         description="api_key (sent as x-api-key), bearer (Authorization: Bearer) or header:<Name>")
     credential: str = Field(max_length=8192, pattern=CREDENTIAL_PATTERN,
-                            description="Encrypted at rest; never shown again")
+                            description="Encrypted at rest; never shown again. Empty for a local server "
+                                        "that needs no key (no credential header is sent upstream)")
 
 
 class MappingCreated(Answer):

@@ -18,7 +18,7 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9 ._-]{0,63}$"
 # RFC 9110 token characters for the header name of `header:<Name>`.
 CREDENTIAL_TYPE_PATTERN = r"^(api_key|bearer|header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100})$"
 # Printable ASCII: a credential goes into a header value as it is.
-CREDENTIAL_PATTERN = r"^[\x20-\x7e]+$"
+CREDENTIAL_PATTERN = r"^[\x20-\x7e]*$"  # empty: a local server that needs no key
 ANTHROPIC_HOST = "api.anthropic.com"
 RUN_TOKEN_HEADER = "x-nanoclaw-run-token"
 # Headers the proxy owns itself; a `header:<Name>` mapping may not inject them.
