@@ -177,7 +177,7 @@ class Anthropic(Provider):
             if not isinstance(message.get("content"), list):
                 raise ProviderError("the anthropic API answer has no content list")
             return message["content"], _anthropic_usage(message.get("usage"))
-        return self._stream(answer)
+        return _checked(self._stream, answer)
 
     def _stream(self, lines: Iterator[bytes]) -> tuple[list[dict], dict]:
         blocks: dict[int, dict] = {}
@@ -215,6 +215,14 @@ class Anthropic(Provider):
         raise ProviderError("malformed stream: the anthropic API stream ended before message_stop")
 
 
+def _checked(parse, lines: Iterator[bytes]) -> tuple[list[dict], dict]:
+    """A stream whose events do not have the documented shape is a provider error, not a crash."""
+    try:
+        return parse(lines)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ProviderError(f"malformed stream: an event lacks an expected field ({exc!r})") from None
+
+
 def _anthropic_usage(usage: object) -> dict:
     usage = usage if isinstance(usage, dict) else {}
     return {"inputTokens": usage.get("input_tokens") or 0, "outputTokens": usage.get("output_tokens") or 0,
@@ -243,7 +251,7 @@ class OpenAI(Provider):
             calls = [(c.get("id"), (c.get("function") or {}).get("name"), (c.get("function") or {}).get("arguments"))
                      for c in message.get("tool_calls") or []]
             return _blocks(message.get("content") or "", calls), _openai_usage(reply.get("usage"))
-        return self._stream(answer)
+        return _checked(self._stream, answer)
 
     def _stream(self, lines: Iterator[bytes]) -> tuple[list[dict], dict]:
         text, calls, usage, finished = [], {}, None, False
