@@ -39,6 +39,22 @@ def estimate(value: object) -> int:
     return estimate(json.dumps(value))
 
 
+_sizes: dict[int, tuple[dict, int]] = {}
+
+
+def history_size(messages: list) -> int:
+    """estimate(messages), remembering each message's size (a step re-checks the whole history)."""
+    total = 0
+    for message in messages:
+        known = _sizes.get(id(message))
+        if known is None or known[0] is not message:
+            known = _sizes[id(message)] = (message, estimate(message))
+        total += known[1]
+    if len(_sizes) > 4 * len(messages) + 100:
+        _sizes.clear()
+    return total
+
+
 def _cut_points(messages: list) -> list[int]:
     points = []
     for index, message in enumerate(messages):
@@ -82,13 +98,13 @@ def compact(messages: list, budget: int, overhead: int, summarise: Callable[[str
 
     None when nothing needs to (or can) be done. `summarise(system, messages)` makes the one model call.
     """
-    if overhead + estimate(messages) <= budget:
+    if overhead + history_size(messages) <= budget:
         return None
     points = _cut_points(messages)
     if not points:
         return None
     keep_budget = max(0, budget * KEEP_SHARE - overhead)
-    cut = next((p for p in points if estimate(messages[p:]) <= keep_budget), points[-1])
+    cut = next((p for p in points if history_size(messages[p:]) <= keep_budget), points[-1])
     old, kept = messages[:cut], messages[cut:]
     summary = summarise(SUMMARY_SYSTEM, [{"role": "user", "content": SUMMARY_ASK + transcript(
         old, int(budget * TRANSCRIPT_SHARE * 4))}]).strip() or "(no summary)"

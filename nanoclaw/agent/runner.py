@@ -190,10 +190,11 @@ class Agent:
         return "".join(b.get("text", "") for b in self._call(system, messages, []) if b.get("type") == "text")
 
     def _finish(self, messages: list, text: str | None) -> str | None:
-        for message in messages:  # images go to the model once; the session keeps the file paths
-            if isinstance(message.get("content"), list):
-                message["content"] = [{"type": "text", "text": IMAGE_SENT} if b.get("type") == "image" else b
-                                      for b in message["content"]]
+        for index, message in enumerate(messages):  # images go to the model once; the session keeps paths
+            content = message.get("content")
+            if isinstance(content, list) and any(b.get("type") == "image" for b in content):
+                messages[index] = dict(message, content=[
+                    {"type": "text", "text": IMAGE_SENT} if b.get("type") == "image" else b for b in content])
         self.messages = messages
         write_atomic(self.session_file, {"sessionId": self.session_id, "messages": messages})
         return text
