@@ -197,3 +197,19 @@ async def test_web_fetch_answers_readable_text_of_a_loopback_page(ws, fake, star
     assert gone["is_error"] and "HTTP 404" in gone["content"] and "no such page" in gone["content"]
     assert tool_result_sent(fake, 4)["is_error"] and "http://" in tool_result_sent(fake, 4)["content"]
     assert "Content-Type" in tool_result_sent(fake, 5)["content"]
+
+
+async def test_a_background_process_outlives_its_step_and_its_output_does_not_block(ws, fake, start):
+    fake.queue(tool_reply("bash", {"command": "sleep 30 > /dev/null 2>&1 & echo $! > bg.pid; echo started"}),
+               tool_reply("bash", {"command": "kill -0 $(cat bg.pid) && echo alive; kill $(cat bg.pid)"}),
+               tool_reply("bash", {"command": "sleep 3 & echo holding"}),
+               text_reply("checked"))
+    runner = await start(ws, request("background"))
+    began = time.monotonic()
+
+    assert (await runner.result())["result"] == "checked"
+
+    assert tool_result_sent(fake, 1)["content"] == "exit code: 0\n[stdout]\nstarted\n"
+    assert tool_result_sent(fake, 2)["content"] == "exit code: 0\n[stdout]\nalive\n"
+    assert tool_result_sent(fake, 3)["content"] == "exit code: 0\n[stdout]\nholding\n"
+    assert time.monotonic() - began < 8

@@ -17,6 +17,7 @@ from tools import Toolbox, ToolError, int_arg, string_arg
 
 BASH_TIMEOUT = 120
 BASH_MAX_TIMEOUT = 600
+PIPE_GRACE = 1.0  # seconds to wait for output after the command ended
 FETCH_BYTES = 10 * 1024 * 1024
 FETCH_SECONDS = 30
 FETCH_CHARS = 50_000
@@ -62,16 +63,17 @@ def run_bash(command: str, cwd: Path, timeout: float) -> tuple[int | None, str, 
         code: int | None = process.wait(timeout)
     except subprocess.TimeoutExpired:
         code = None
-    # Kill what is left of the group either way: background children must not outlive the step.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
-    for reader in (out, err):  # a child that left the group may hold the pipe open: do not wait on it
-        reader.thread.join(timeout=2)
-    process.stdout.close()
-    process.stderr.close()
+        try:  # the whole group: every child the command started
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+    # A background child (`cmd &`) may still hold the pipes: read what is there, do not wait for it.
+    for reader in (out, err):
+        reader.thread.join(timeout=PIPE_GRACE)
+    if not (out.thread.is_alive() or err.thread.is_alive()):
+        process.stdout.close()
+        process.stderr.close()
     return code, out.text(), err.text()
 
 
@@ -198,7 +200,8 @@ def add_shell_tools(box: Toolbox, cwd: Path) -> None:
 
     box.add("bash", "Run a bash command (bash -lc) in /workspace/group. Answers the exit code, stdout and "
             f"stderr (each cut to {OUTPUT_CHARS} characters, head and tail kept). timeoutSecs: default "
-            f"{BASH_TIMEOUT}, at most {BASH_MAX_TIMEOUT}; on timeout every process it started is killed.",
+            f"{BASH_TIMEOUT}, at most {BASH_MAX_TIMEOUT}; on timeout every process it started is killed. "
+            "Redirect the output of background processes (`cmd > log 2>&1 &`).",
             {"command": {"type": "string"}, "timeoutSecs": {"type": "integer"}}, ["command"], bash)
     box.add("web_fetch", "GET an http(s) URL; HTML comes back as readable text. maxChars caps the answer "
             f"(default {FETCH_CHARS}).", {"url": {"type": "string"}, "maxChars": {"type": "integer"}},
