@@ -104,3 +104,15 @@ async def test_a_write_to_a_read_only_mount_is_refused_in_the_container(tmp_path
     assert json.loads(json.dumps(result["usage"]))["inputTokens"] > 0
     close(ws)
     assert await runner.exit_code(timeout=30) == 0
+
+
+async def test_the_image_has_a_shells_tools(docker_engine, agent_image):
+    probe = "command -v bash git curl python3 ls sed && test -s /etc/ssl/certs/ca-certificates.crt && echo ok"
+    done = await trio.run_process([docker_engine, "run", "--rm", "--entrypoint", "sh", agent_image, "-c", probe],
+                                  capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split()[-1] == "ok"
+    files = await trio.run_process([docker_engine, "run", "--rm", "--entrypoint", "ls", agent_image, "/app"],
+                                   capture_stdout=True)
+    assert {"runner.py", "tools.py", "files.py", "shell.py", "providers.py", "compaction.py"} <= set(
+        files.stdout.decode().split())
