@@ -178,3 +178,20 @@ async def test_image_attachments_become_image_blocks_once_and_paths_are_listed(w
     parts = oai.completions[0].body["messages"][-1]["content"]
     assert parts[1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,"
                                                            + base64.b64encode(PNG).decode()}}
+
+
+async def test_a_follow_up_with_an_image_attachment_sends_the_image(ws, fake, start):
+    (ws / "group" / "pic.png").write_bytes(PNG)
+    runner = await start(ws, request("hello"))
+    await runner.result()
+
+    message = {"type": "message", "text": "and this?", "attachments": [
+        {"kind": "image", "name": "pic.png", "mimeType": "image/png", "size": len(PNG),
+         "path": "/workspace/group/pic.png"}]}
+    (ws / "ipc" / "input" / ".1.json.tmp").write_text(json.dumps(message))
+    (ws / "ipc" / "input" / ".1.json.tmp").rename(ws / "ipc" / "input" / "1.json")
+    await runner.result()
+
+    text, image = fake.requests[1].body["messages"][-1]["content"]
+    assert text["text"].startswith("and this?\n\nAttachments") and "/workspace/group/pic.png" in text["text"]
+    assert image["source"]["data"] == base64.b64encode(PNG).decode()
