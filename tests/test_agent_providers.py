@@ -195,3 +195,19 @@ async def test_a_follow_up_with_an_image_attachment_sends_the_image(ws, fake, st
     text, image = fake.requests[1].body["messages"][-1]["content"]
     assert text["text"].startswith("and this?\n\nAttachments") and "/workspace/group/pic.png" in text["text"]
     assert image["source"]["data"] == base64.b64encode(PNG).decode()
+
+
+@pytest.mark.parametrize("agent, problem", [
+    ({"provider": "gemini"}, "agent.provider must be one of anthropic, openai"),
+    ({"maxSteps": 0}, "agent.maxSteps must be a positive whole number"),
+    ({"maxTokens": "lots"}, "agent.maxTokens must be a positive whole number"),
+    ({"mapping": 5}, "agent.mapping must be a string"),
+    ("openai", "agent must be a JSON object"),
+])
+async def test_a_bad_agent_config_is_a_clear_error_before_any_model_call(ws, fake, start, agent, problem):
+    runner = await start(ws, request("hi", agent=agent))
+
+    result = await runner.result()
+
+    assert result["status"] == "error" and problem in result["error"]
+    assert await runner.exit_code() == 1 and fake.requests == []

@@ -66,6 +66,13 @@ def _cut_points(messages: list) -> list[int]:
     return points
 
 
+def _is_summary(message: dict) -> bool:
+    content = message.get("content")
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        content = content[0].get("text")
+    return isinstance(content, str) and content.startswith(SUMMARY_HEAD)
+
+
 def transcript(messages: list, limit: int) -> str:
     """The messages as plain text for the summariser, at most `limit` characters (head and tail)."""
     lines = []
@@ -106,6 +113,8 @@ def compact(messages: list, budget: int, overhead: int, summarise: Callable[[str
     keep_budget = max(0, budget * KEEP_SHARE - overhead)
     cut = next((p for p in points if history_size(messages[p:]) <= keep_budget), points[-1])
     old, kept = messages[:cut], messages[cut:]
+    if len(old) == 1 and _is_summary(old[0]):
+        return None  # only a summary is left to fold: the recent steps alone are over the budget
     summary = summarise(SUMMARY_SYSTEM, [{"role": "user", "content": SUMMARY_ASK + transcript(
         old, int(budget * TRANSCRIPT_SHARE * 4))}]).strip() or "(no summary)"
     head = SUMMARY_HEAD + summary

@@ -44,6 +44,8 @@ class Provider:
 
     def __init__(self, config: Mapping, env: Mapping[str, str]) -> None:
         mapping = config.get("mapping") or self.name
+        if not isinstance(mapping, str):
+            raise ProviderError("agent.mapping must be a string")
         prefix = env_prefix(mapping)
         base = env.get(f"{prefix}_BASE_URL") or (env.get("ANTHROPIC_BASE_URL") if self.name == "anthropic" else None)
         if self.name == "anthropic" and not base:
@@ -55,7 +57,11 @@ class Provider:
         self.key = env.get(f"{prefix}_API_KEY") or (env.get("ANTHROPIC_API_KEY", "") if self.name == "anthropic"
                                                     else "")
         self.model = config.get("model") or env.get(f"{self.name.upper()}_MODEL") or DEFAULT_MODELS[self.name]
-        self.max_tokens = int(config.get("maxTokens") or 8192)
+        self.max_tokens = config.get("maxTokens") or 8192
+        if not isinstance(self.model, str):
+            raise ProviderError("agent.model must be a string")
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens <= 0:
+            raise ProviderError("agent.maxTokens must be a positive whole number")
         # The base URL already points where the host wants us to go (the credential proxy).
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
