@@ -213,3 +213,14 @@ async def test_a_background_process_outlives_its_step_and_its_output_does_not_bl
     assert tool_result_sent(fake, 2)["content"] == "exit code: 0\n[stdout]\nalive\n"
     assert tool_result_sent(fake, 3)["content"] == "exit code: 0\n[stdout]\nholding\n"
     assert time.monotonic() - began < 8
+
+
+async def test_text_next_to_a_tool_call_is_a_progress_event_and_empty_text_is_not_sent_back(ws, fake, start):
+    fake.queue(tool_reply("bash", {"command": "true"}, text="Let me check."), text_reply("Checked."))
+    runner = await start(ws, request("check"))
+
+    assert (await runner.result())["result"] == "Checked."
+
+    assert [e["kind"] for e in runner.events] == ["text", "tool_start", "tool_end"]
+    assert runner.events[0]["text"] == "Let me check."
+    assert fake.requests[1].body["messages"][1]["content"][0] == {"type": "text", "text": "Let me check."}

@@ -184,7 +184,8 @@ class Agent:
     def _call(self, system: str, messages: list, specs: list) -> list[dict]:
         content, usage = self.provider.create(system, messages, specs)
         add_usage(self.usage, usage)
-        return [block for block in content if isinstance(block, dict)]
+        # An empty text block may not be sent back (the Messages API refuses it).
+        return [b for b in content if isinstance(b, dict) and not (b.get("type") == "text" and not b.get("text"))]
 
     def _summarise(self, system: str, messages: list) -> str:
         return "".join(b.get("text", "") for b in self._call(system, messages, []) if b.get("type") == "text")
