@@ -215,7 +215,7 @@ async def test_a_background_process_outlives_its_step_and_its_output_does_not_bl
     assert time.monotonic() - began < 8
 
 
-async def test_text_next_to_a_tool_call_is_a_progress_event_and_empty_text_is_not_sent_back(ws, fake, start):
+async def test_text_next_to_a_tool_call_is_a_progress_event(ws, fake, start):
     fake.queue(tool_reply("bash", {"command": "true"}, text="Let me check."), text_reply("Checked."))
     runner = await start(ws, request("check"))
 
@@ -224,3 +224,15 @@ async def test_text_next_to_a_tool_call_is_a_progress_event_and_empty_text_is_no
     assert [e["kind"] for e in runner.events] == ["text", "tool_start", "tool_end"]
     assert runner.events[0]["text"] == "Let me check."
     assert fake.requests[1].body["messages"][1]["content"][0] == {"type": "text", "text": "Let me check."}
+
+
+async def test_an_empty_text_block_is_not_sent_back(ws, fake, start):
+    reply = tool_reply("bash", {"command": "true"})
+    reply.content.insert(0, {"type": "text", "text": ""})
+    fake.queue(reply, text_reply("Done."))
+    runner = await start(ws, request("go"))
+
+    assert (await runner.result())["result"] == "Done."
+
+    [block] = fake.requests[1].body["messages"][1]["content"]
+    assert block["type"] == "tool_use"
