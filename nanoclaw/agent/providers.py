@@ -7,6 +7,7 @@ mapping (PREFIX = the mapping name upper-cased, other characters than A-Z/0-9 as
 """
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -95,8 +96,11 @@ class Provider:
             kind = response.headers.get_content_type()
             if kind == "text/event-stream":
                 return kind, _lines(response)
-            with response:
-                return kind, response.read()
+            try:
+                with response:
+                    return kind, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                raise ProviderError(f"the {self.name} API answer broke off: {exc!r}") from None
         raise AssertionError("unreachable")
 
     def _redact(self, text: str) -> str:
@@ -116,8 +120,8 @@ def _lines(response) -> Iterator[bytes]:
     try:
         with response:
             yield from response
-    except OSError as exc:
-        raise ProviderError(f"the stream broke off: {exc}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ProviderError(f"the stream broke off: {exc!r}") from None
 
 
 def sse_events(lines: Iterator[bytes]) -> Iterator[tuple[str, str]]:
