@@ -211,3 +211,20 @@ async def test_a_bad_agent_config_is_a_clear_error_before_any_model_call(ws, fak
 
     assert result["status"] == "error" and problem in result["error"]
     assert await runner.exit_code() == 1 and fake.requests == []
+
+
+async def test_compaction_inside_one_turn_keeps_each_tool_call_with_its_result(ws, fake, start):
+    big = "python3 -c \"print('x' * 6000)\""
+    fake.queue(tool_reply("bash", {"command": big}, id="toolu_1"), tool_reply("bash", {"command": big}, id="toolu_2"),
+               text_reply("Two big outputs so far."), text_reply("done"))
+    runner = await start(ws, request("make output", agent={"maxContextTokens": 3000}))
+
+    result = await runner.result()
+
+    assert result["result"] == "done"
+    summary_call, next_call = fake.requests[2], fake.requests[3]
+    assert "tools" not in summary_call.body
+    first, call, answer = next_call.body["messages"]
+    assert first == {"role": "user", "content": "[Summary of the earlier conversation]\nTwo big outputs so far."}
+    assert [b["id"] for b in call["content"] if b["type"] == "tool_use"] == ["toolu_2"]
+    assert [b["tool_use_id"] for b in answer["content"]] == ["toolu_2"]
