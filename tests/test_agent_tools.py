@@ -173,6 +173,8 @@ async def page(scope, receive, send):
     body, kind, status = PAGE, b"text/html; charset=utf-8", 200
     if scope["path"] == "/plain":
         body, kind = b"just text", b"text/plain"
+    elif scope["path"] == "/huge":
+        body, kind = b"y" * (11 * 1024 * 1024), b"text/plain"
     elif scope["path"] == "/gone":
         body, kind, status = b"no such page", b"text/plain", 404
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", kind)]})
@@ -236,3 +238,14 @@ async def test_an_empty_text_block_is_not_sent_back(ws, fake, start):
 
     [block] = fake.requests[1].body["messages"][1]["content"]
     assert block["type"] == "tool_use"
+
+
+async def test_web_fetch_stops_reading_at_10_mib(ws, fake, start, nursery):
+    url = await serve_on_loopback(nursery, page)
+    fake.queue(tool_reply("web_fetch", {"url": url + "/huge", "maxChars": 1000}), text_reply("big"))
+    runner = await start(ws, request("fetch big"))
+    await runner.result(timeout=30)
+
+    text = tool_result_sent(fake, 1)["content"]
+    assert "\n\n" + "y" * 1000 + "\n[the download was cut at 10 MiB]" in text
+    assert f"[... {10 * 1024 * 1024 - 1000} more characters; raise maxChars to see more]" in text

@@ -165,10 +165,11 @@ def fetch(url: str, max_chars: int) -> str:
 
 def _read_capped(response, deadline: float) -> bytes:
     data = bytearray()
+    read = getattr(response, "read1", response.read)  # read1: whatever arrived, so the deadline holds
     while len(data) <= FETCH_BYTES:
         if time.monotonic() > deadline:
             raise ToolError(f"the download took longer than {FETCH_SECONDS} s")
-        chunk = response.read(65536)
+        chunk = read(65536)
         if not chunk:
             break
         data += chunk
