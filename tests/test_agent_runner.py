@@ -29,6 +29,7 @@ class Runner:
         self.process = process
         self.stderr_path = stderr_path
         self.lines: list[str] = []  # every stdout line, as printed
+        self.events: list[dict] = []  # the progress frames' events seen so far
         self._pending = b""
 
     async def _line(self) -> str:
@@ -42,12 +43,16 @@ class Runner:
         return self.lines[-1]
 
     async def result(self, timeout: float = 15) -> dict:
+        """The next result frame; progress frames on the way are kept in `.events`."""
         with trio.fail_after(timeout):
-            while await self._line() != START:
-                pass
-            body = await self._line()
-            assert await self._line() == END
-        return json.loads(body)
+            while True:
+                while await self._line() != START:
+                    pass
+                frame = json.loads(await self._line())
+                assert await self._line() == END
+                if frame.get("status") != "progress":
+                    return frame
+                self.events.append(frame["event"])
 
     async def exit_code(self, timeout: float = 15) -> int:
         with trio.fail_after(timeout):
@@ -103,9 +108,9 @@ def ws(tmp_path) -> Path:
 async def start(tmp_path, fake):
     started: list[Runner] = []
 
-    async def start(ws: Path, stdin: dict, *, base_url: str | None = None) -> Runner:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NANOCLAW_WORKSPACE": str(ws),
-               "ANTHROPIC_BASE_URL": base_url or fake.url, "ANTHROPIC_API_KEY": API_KEY}
+    async def start(ws: Path, stdin: dict, *, base_url: str | None = None, env: dict | None = None) -> Runner:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NANOCLAW_WORKSPACE": str(ws), "HOME": str(ws),
+               "ANTHROPIC_BASE_URL": base_url or fake.url, "ANTHROPIC_API_KEY": API_KEY, **(env or {})}
         stderr_path = tmp_path / f"stderr-{len(started)}.txt"
         with stderr_path.open("wb") as stderr:
             process = await trio.lowlevel.open_process(
@@ -139,10 +144,15 @@ async def test_result_is_framed_and_request_carries_prompt_system_prompt_and_key
     assert sent.path == "/v1/messages"
     assert sent.headers["x-api-key"] == API_KEY
     assert sent.headers["anthropic-version"] == "2023-06-01"
-    assert sent.body["model"] == "claude-sonnet-4-5" and sent.body["max_tokens"] == 4096
+    assert sent.body["model"] == "claude-sonnet-4-5" and sent.body["max_tokens"] == 8192
+    assert sent.body["stream"] is True
     assert sent.body["messages"] == [{"role": "user", "content": "what is 2+2?"}]
     assert sent.body["system"] == "Global rule: answer briefly.\n\nYou are the family group's assistant."
-    assert {tool["name"] for tool in sent.body["tools"]} >= {"send_message", "schedule_task", "read_file"}
+    assert {tool["name"] for tool in sent.body["tools"]} == {
+        "send_message", "send_file", "schedule_task", "pause_task", "resume_task", "cancel_task",
+        "read_file", "write_file", "edit_file", "glob", "grep", "bash", "web_fetch"}
+    assert result["model"] == "claude-sonnet-4-5"
+    assert result["usage"]["inputTokens"] > 0 and result["usage"]["outputTokens"] > 0
     assert API_KEY not in runner.output
 
 
@@ -222,7 +232,7 @@ async def test_task_tools_write_task_files_and_refuse_bad_schedules(ws, fake, st
     assert sorted(written, key=json.dumps) == sorted([
         {"type": "schedule_task", "prompt": "Water the plants", "schedule": {"type": "cron", "value": "0 9 * * 1"},
          "contextMode": "group", "targetGroup": None},
-        {"type": "schedule_task", "prompt": "Ping", "schedule": {"type": "interval", "value": "60000"},
+        {"type": "schedule_task", "prompt": "Ping", "schedule": {"type": "interval", "value": 60000},
          "contextMode": "isolated", "targetGroup": "work"},
         {"type": "pause_task", "taskId": "task-7"},
     ], key=json.dumps)
@@ -238,7 +248,7 @@ async def test_file_tools_work_inside_the_group_folder_and_refuse_escapes(tmp_pa
     fake.queue(
         tool_reply("write_file", {"path": "notes/todo.txt", "content": "buy milk"}),
         tool_reply("read_file", {"path": "notes/todo.txt"}),
-        tool_reply("list_files", {}),
+        tool_reply("glob", {"pattern": "*"}),
         tool_reply("read_file", {"path": "../../outside/secret.txt"}),
         tool_reply("read_file", {"path": "escape/secret.txt"}),
         tool_reply("write_file", {"path": "../evil.txt", "content": "x"}),
@@ -251,11 +261,11 @@ async def test_file_tools_work_inside_the_group_folder_and_refuse_escapes(tmp_pa
     assert (await runner.result())["result"] == "done"
 
     assert (ws / "group" / "notes" / "todo.txt").read_text() == "buy milk"
-    assert tool_result_sent(fake, 2)["content"] == "buy milk"
-    assert tool_result_sent(fake, 3)["content"].split("\n") == ["escape/", "notes/"]
+    assert tool_result_sent(fake, 2)["content"] == "     1\tbuy milk"
+    assert tool_result_sent(fake, 3)["content"].split("\n") == ["notes/"]  # the link out is not listed
     for index in range(4, 9):
         refused = tool_result_sent(fake, index)
-        assert refused["is_error"] is True and "outside the group folder" in refused["content"]
+        assert refused["is_error"] is True and "outside the workspace folders" in refused["content"]
         assert "top secret" not in refused["content"]
     assert not (ws / "evil.txt").exists()
     assert sorted(os.listdir(outside)) == ["secret.txt"]
@@ -297,7 +307,7 @@ async def test_unreachable_api_is_an_error_result_and_exit_code_1(ws, start):
 
     result = await runner.result()
 
-    assert result["status"] == "error" and "could not reach the API" in result["error"]
+    assert result["status"] == "error" and "could not reach the anthropic API" in result["error"]
     assert await runner.exit_code() == 1
 
 

@@ -221,6 +221,20 @@ async def test_bearer_and_custom_header_mappings_carry_their_credential(setup):
     assert by_run_header.header("x-nanoclaw-run-token") is None
 
 
+@bounded
+async def test_a_mapping_with_an_empty_secret_sends_no_credential_upstream(setup):
+    """A local model server (Ollama, vLLM, llama.cpp) that needs no key."""
+    await add_mapping(setup.server.client, name="local", url=setup.upstream.url, credential_type="bearer",
+                      credential="")
+    token, env = setup.run()
+    r = await setup.proxy_client.get(env["LOCAL_BASE_URL"] + "/v1/echo",
+                                     headers={"Authorization": "Bearer " + env["LOCAL_API_KEY"]})
+    assert r.status_code == 200, r.text
+    [got] = setup.upstream.requests
+    assert got.header("authorization") is None
+    assert not any("CREDENTIAL_PROXY_PLACEHOLDER" in v or token in v for _, v in got.headers)
+
+
 # -- streaming --------------------------------------------------------------------
 
 

@@ -30,11 +30,12 @@ import anyio
 from claude_agent_sdk import (AssistantMessage, ClaudeAgentOptions, ClaudeSDKClient, ResultMessage, SystemMessage,
                               TextBlock, ToolUseBlock, create_sdk_mcp_server, tool)
 
-from runner import (OUTPUT_END, OUTPUT_START, POLL_INTERVAL, TOOLS, Agent, RunnerError, ToolError,
-                    next_follow_up, read_request)
+from files import Workspace
+from runner import OUTPUT_END, OUTPUT_START, POLL_INTERVAL, RunnerError, next_follow_up, read_request
+from tools import Toolbox, add_host_tools
 
 BUILTIN_TOOLS = ["Bash", "Read", "Write", "Edit", "Glob", "Grep", "WebFetch"]
-HOST_TOOLS = ("send_message", "schedule_task", "pause_task", "resume_task", "cancel_task")
+HOST_TOOLS = ("send_message", "send_file", "schedule_task", "pause_task", "resume_task", "cancel_task")
 AGENT_UID = 1000
 
 
@@ -44,30 +45,19 @@ def frame(status: str, **fields) -> None:
     sys.stdout.flush()
 
 
-class HostTools(Agent):
-    """The runner's IPC tools (send_message, task tools) without its model loop."""
+def sdk_server(workspace: Path, chat_jid: object):
+    """Our IPC tools (send_message, send_file, task tools) as an in-process MCP server, with the
+    runner's own schemas and checks."""
+    box = Toolbox()
+    add_host_tools(box, Workspace(workspace), chat_jid)
 
-    def __init__(self, workspace: Path, chat_jid: object) -> None:  # noqa: super().__init__ is not wanted
-        self.ws = workspace
-        self.group_dir = workspace / "group"
-        self.ipc = workspace / "ipc"
-        self.chat_jid = chat_jid
-
-
-def sdk_server(host: HostTools):
-    """Our tools as an in-process MCP server, with the runner's schemas and checks."""
     def make(spec: dict):
-        handler = getattr(host, f"tool_{spec['name']}")
-
         async def call(args: dict) -> dict:
-            try:
-                text = handler(args if isinstance(args, dict) else {})
-            except ToolError as exc:
-                return {"content": [{"type": "text", "text": str(exc)}], "is_error": True}
-            return {"content": [{"type": "text", "text": text}]}
+            text, failed = box.call(spec["name"], args)
+            return {"content": [{"type": "text", "text": text}], **({"is_error": True} if failed else {})}
         return tool(spec["name"], spec["description"], spec["input_schema"])(call)
 
-    return create_sdk_mcp_server("nanoclaw", tools=[make(s) for s in TOOLS if s["name"] in HOST_TOOLS])
+    return create_sdk_mcp_server("nanoclaw", tools=[make(s) for s in box.specs() if s["name"] in HOST_TOOLS])
 
 
 def drop_root(workspace: Path) -> None:
@@ -181,7 +171,7 @@ async def run(workspace: Path, request: dict) -> int:
         tools=BUILTIN_TOOLS,
         allowed_tools=BUILTIN_TOOLS + [f"mcp__nanoclaw__{name}" for name in HOST_TOOLS]
         + [f"mcp__{name}" for name in servers],
-        mcp_servers={**servers, "nanoclaw": sdk_server(HostTools(workspace, request.get("chatJid")))},
+        mcp_servers={**servers, "nanoclaw": sdk_server(workspace, request.get("chatJid"))},
         permission_mode="bypassPermissions",
         cwd=str(workspace / "group"),
         setting_sources=["project"],
@@ -202,7 +192,7 @@ async def run(workspace: Path, request: dict) -> int:
                 await anyio.sleep(POLL_INTERVAL)
             if follow_up is True:
                 return 0
-            prompt = follow_up
+            prompt = follow_up["text"]
 
 
 def main() -> int:

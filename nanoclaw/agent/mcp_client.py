@@ -400,3 +400,18 @@ def _content(items: object) -> list[dict]:
         budget -= len(text)
         blocks.append({"type": "text", "text": text})
     return blocks
+
+
+def add_tools(toolbox, servers: object, on_event: Callable[[dict], None], cwd: str) -> McpHub:
+    """The runner's hook: connect the servers and register each tool as mcp__<server>__<tool>."""
+    from tools import ToolError
+
+    hub = McpHub(servers, cwd, on_event)
+    for spec in hub.tools():
+        def call(args: dict, name: str = spec["name"]) -> list[dict]:
+            blocks, failed = hub.call(name, args)
+            if failed:
+                raise ToolError("".join(b.get("text", "") for b in blocks) or "the MCP tool failed")
+            return blocks
+        toolbox.add_schema(spec, call)
+    return hub

@@ -1,25 +1,30 @@
 """NanoClaw agent runner: one agent conversation inside a container.
 
-Standard library only; it runs under the image's plain ``python3`` (>= 3.11).
+Standard library only; it runs under the image's plain ``python3`` (>= 3.11). Its
+modules sit next to it (tools, files, shell, providers, compaction).
 
 Protocol (host <-> container):
-- stdin: one JSON object ``{prompt, sessionId, group, chatJid, isMain, isScheduledTask}``.
+- stdin: one JSON object ``{prompt, sessionId, group, chatJid, isMain, isScheduledTask}``
+  with optional ``agent: {provider, model, mapping, maxSteps, maxTokens, maxContextTokens,
+  vision, mcpServers}`` and ``attachments: [{kind, name, mimeType, size, path}]``.
   ``sessionId: null`` starts a new session.
-- stdout: every result as three lines, ``---NANOCLAW_OUTPUT_START---``, one line of
-  JSON ``{status, result, newSessionId, error}``, ``---NANOCLAW_OUTPUT_END---``.
-  ``newSessionId`` is always the session the conversation is kept under.
-- ``<ws>/ipc/input/*.json`` ``{"type": "message", "text": ...}``: follow-ups, one turn
-  each; ``<ws>/ipc/input/_close``: exit 0.
+- stdout: every frame as three lines, ``---NANOCLAW_OUTPUT_START---``, one line of JSON,
+  ``---NANOCLAW_OUTPUT_END---``. Results: ``{status: success|error, result, newSessionId,
+  error, usage, model}`` (usage: the turn's tokens summed over its model calls);
+  progress: ``{status: "progress", event: {kind: tool_start|tool_end|text|compaction, ...}}``.
+- ``<ws>/ipc/input/*.json`` ``{"type": "message", "text", "attachments"?}``: follow-ups,
+  one turn each; ``<ws>/ipc/input/_close``: exit 0.
 - ``<ws>/ipc/messages`` and ``<ws>/ipc/tasks``: requests to the host, written
   atomically as ``<ms>-<rand>.json``.
-- Exit code 1 after an error result (API failure, bad input).
+- Exit code 1 after an error result (provider failure, bad input).
 
-Environment: ``NANOCLAW_WORKSPACE`` (default ``/workspace``), ``ANTHROPIC_BASE_URL``,
-``ANTHROPIC_API_KEY``, ``ANTHROPIC_MODEL`` (default ``claude-sonnet-4-5``).
+Environment: ``NANOCLAW_WORKSPACE`` (default ``/workspace``); per credential proxy mapping
+``<PREFIX>_BASE_URL`` / ``<PREFIX>_API_KEY`` (``ANTHROPIC_*`` for anthropic);
+``NANOCLAW_AGENT_PROVIDER`` and ``<PROVIDER>_MODEL`` as fallbacks for ``agent``.
 """
 from __future__ import annotations
 
-import datetime
+import base64
 import json
 import os
 import re
@@ -28,122 +33,38 @@ import signal
 import sys
 import time
 import traceback
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # mcp_client.py sits next to this file
-from mcp_client import McpHub  # noqa: E402  (MCP hook)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its modules, also under python -I
+
+from compaction import DEFAULT_BUDGET, compact, estimate  # noqa: E402
+from files import Workspace, add_file_tools  # noqa: E402
+from providers import ProviderError, add_usage, make_provider, new_usage  # noqa: E402
+from shell import add_shell_tools  # noqa: E402
+from tools import Toolbox, add_host_tools, write_atomic  # noqa: E402
 
 OUTPUT_START = "---NANOCLAW_OUTPUT_START---"
 OUTPUT_END = "---NANOCLAW_OUTPUT_END---"
-DEFAULT_MODEL = "claude-sonnet-4-5"
-MAX_TOKENS = 4096
-MAX_TOOL_STEPS = 25
-API_TIMEOUT = 300
+MAX_STEPS = 50
 POLL_INTERVAL = 0.05  # follow-ups are picked up within 50 ms; an idle agent costs 20 listdir calls a second
-READ_LIMIT = 256 * 1024
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-TOOLS = [
-    {
-        "name": "send_message",
-        "description": "Send a message to the chat right away (the final answer is sent anyway).",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "text": {"type": "string"},
-                "chatJid": {"type": "string", "description": "Defaults to the current chat."},
-            },
-            "required": ["text"],
-        },
-    },
-    {
-        "name": "schedule_task",
-        "description": "Schedule a prompt to run later: cron (5 fields), interval (milliseconds) or once (ISO 8601).",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "prompt": {"type": "string"},
-                "scheduleType": {"type": "string", "enum": ["cron", "interval", "once"]},
-                "scheduleValue": {"type": "string"},
-                "contextMode": {"type": "string", "enum": ["group", "isolated"]},
-                "targetGroup": {"type": "string", "description": "Main group only: schedule for another group."},
-            },
-            "required": ["prompt", "scheduleType", "scheduleValue"],
-        },
-    },
-    *(
-        {
-            "name": name,
-            "description": f"{verb} a scheduled task.",
-            "input_schema": {"type": "object", "properties": {"taskId": {"type": "string"}}, "required": ["taskId"]},
-        }
-        for name, verb in (("pause_task", "Pause"), ("resume_task", "Resume"), ("cancel_task", "Cancel"))
-    ),
-    {
-        "name": "read_file",
-        "description": "Read a text file from the group folder.",
-        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
-    },
-    {
-        "name": "write_file",
-        "description": "Write a text file in the group folder (parent folders are created).",
-        "input_schema": {
-            "type": "object",
-            "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-            "required": ["path", "content"],
-        },
-    },
-    {
-        "name": "list_files",
-        "description": "List a folder of the group folder (default: its top level).",
-        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
-    },
-]
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+IMAGE_BYTES = 5 * 1024 * 1024
+IMAGE_SENT = "[an image was attached here; its file is listed with the attachments]"
 
 
 class RunnerError(Exception):
     """Ends the run with an error result."""
 
 
-class ToolError(Exception):
-    """Goes back to the model as an error tool_result; the run goes on."""
-
-
-def write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def ipc_name() -> str:
-    return f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
-
-
-def emit(status: str, result: str | None, session_id: str | None, error: str | None = None) -> None:
-    frame = json.dumps({"status": status, "result": result, "newSessionId": session_id, "error": error})
-    sys.stdout.write(f"{OUTPUT_START}\n{frame}\n{OUTPUT_END}\n")
+def emit(frame: dict) -> None:
+    sys.stdout.write(f"{OUTPUT_START}\n{json.dumps(frame)}\n{OUTPUT_END}\n")
     sys.stdout.flush()
 
 
-def emit_progress(event: dict) -> None:
-    frame = json.dumps({"status": "progress", "event": event})
-    sys.stdout.write(f"{OUTPUT_START}\n{frame}\n{OUTPUT_END}\n")
-    sys.stdout.flush()
-
-
-def start_mcp(agent: "Agent", request: dict) -> str:
-    """MCP hook: connect the request's agent.mcpServers; returns a note on servers left out."""
-    config = request.get("agent")
-    servers = config.get("mcpServers") if isinstance(config, dict) else None
-    if not servers:
-        return ""
-    agent.mcp = McpHub(servers, str(agent.group_dir), emit_progress)
-    agent.api.tools = TOOLS + agent.mcp.tools()
-    return "".join(f"\n\n[MCP server {e['server']!r} unavailable: {e['error']}]" for e in agent.mcp.errors)
+def progress(event: dict) -> None:
+    emit({"status": "progress", "event": event})
 
 
 def read_request() -> dict:
@@ -161,73 +82,60 @@ def read_request() -> dict:
     raise RunnerError("stdin ended before one complete JSON object was read")
 
 
-class Api:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        base = env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-        self.url = base.rstrip("/") + "/v1/messages"
-        self.key = env.get("ANTHROPIC_API_KEY", "")
-        self.model = env.get("ANTHROPIC_MODEL") or DEFAULT_MODEL
-        self.tools = TOOLS  # MCP hook: main() adds the MCP servers' tools
-        # The base URL already points where the host wants us to go (the credential proxy).
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def create(self, system: str, messages: list) -> dict:
-        body = {"model": self.model, "max_tokens": MAX_TOKENS, "messages": messages, "tools": self.tools}
-        if system:
-            body["system"] = system
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), method="POST",
-            headers={"x-api-key": self.key, "anthropic-version": "2023-06-01", "content-type": "application/json"},
-        )
-        try:
-            with self._opener.open(request, timeout=API_TIMEOUT) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise RunnerError(self._redact(f"API answered HTTP {exc.code}: {_error_detail(exc.read())}")) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RunnerError(self._redact(f"could not reach the API at {self.url}: {reason}")) from None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise RunnerError("API answered with a body that is not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-            raise RunnerError("API answer has no content list")
-        return data
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self.key, "[redacted]") if self.key else text
-
-
-def _error_detail(raw: bytes) -> str:
-    try:
-        error = json.loads(raw)["error"]
-        return f"{error['type']}: {error['message']}"
-    except (ValueError, KeyError, TypeError):
-        return raw[:200].decode(errors="replace") or "(empty body)"
+def _positive(config: Mapping, key: str, default: int) -> int:
+    value = config.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise RunnerError(f"agent.{key} must be a positive whole number")
+    return value
 
 
 class Agent:
-    def __init__(self, workspace: Path, request: dict, api: Api) -> None:
-        self.ws = workspace
-        self.group_dir = workspace / "group"
-        self.ipc = workspace / "ipc"
-        self.api = api
+    def __init__(self, workspace: Path, request: dict, env: Mapping[str, str]) -> None:
+        config = request.get("agent") or {}
+        if not isinstance(config, dict):
+            raise RunnerError("agent must be a JSON object")
+        self.usage = new_usage()
+        self.max_steps = _positive(config, "maxSteps", MAX_STEPS)
+        self.budget = _positive(config, "maxContextTokens", DEFAULT_BUDGET)
+        self.vision = config.get("vision") is not False
+        self.ws = Workspace(workspace)
         self.chat_jid = request.get("chatJid")
-        self.mcp: McpHub | None = None  # MCP hook
         session_id = request.get("sessionId")
         if session_id is None:
             session_id = secrets.token_hex(16)
         elif not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
             raise RunnerError("sessionId must match [A-Za-z0-9_-]{1,64}")
         self.session_id = session_id
+        self.provider = make_provider(config, env)
         self.session_file = workspace / "sessions" / f"{session_id}.json"
         self.messages = self._load_session()
         self.system = "\n\n".join(
             path.read_text(encoding="utf-8")
-            for path in (workspace / "global" / "CLAUDE.md", self.group_dir / "CLAUDE.md")
+            for path in (workspace / "global" / "CLAUDE.md", workspace / "group" / "CLAUDE.md")
             if path.is_file()
         )
+        self.toolbox = Toolbox()
+        self.mcp = None
+        self.mcp_note = ""
+        add_host_tools(self.toolbox, self.ws, self.chat_jid)
+        add_file_tools(self.toolbox, self.ws)
+        add_shell_tools(self.toolbox, self.ws.group)
+        if config.get("mcpServers"):
+            self._add_mcp_tools(config["mcpServers"])
+
+    def _add_mcp_tools(self, servers: object) -> None:
+        """The hook for MCP servers: the optional mcp_client module adds their tools to the toolbox;
+        servers left out are reported as progress and noted in the first result."""
+        try:
+            import mcp_client
+        except ImportError:
+            progress({"kind": "mcp_error", "error": "this agent image has no MCP client"})
+            return
+        self.mcp = mcp_client.add_tools(self.toolbox, servers, progress, str(self.ws.group))
+        self.mcp_note = "".join(f"\n\n[MCP server {e['server']!r} unavailable: {e['error']}]"
+                                for e in self.mcp.errors)
 
     def _load_session(self) -> list:
         if not self.session_file.exists():
@@ -242,149 +150,107 @@ class Agent:
         print(f"session file {self.session_file.name} is unreadable; starting a new conversation", file=sys.stderr)
         return []
 
-    def turn(self, prompt: str) -> str | None:
-        """One user message -> the model's final text (None when it said nothing)."""
-        messages = self.messages + [{"role": "user", "content": prompt}]
-        for _ in range(MAX_TOOL_STEPS):
-            answer = self.api.create(self.system, messages)
-            content = answer["content"]
-            messages.append({"role": "assistant", "content": content})
-            uses = [block for block in content if isinstance(block, dict) and block.get("type") == "tool_use"]
-            if not uses:
-                self.messages = messages
-                write_atomic(self.session_file, {"sessionId": self.session_id, "messages": messages})
-                text = "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-                return text or None
-            messages.append({"role": "user", "content": [self._use_tool(use) for use in uses]})
-        raise RunnerError(f"the model kept calling tools for {MAX_TOOL_STEPS} steps")
+    def frame(self, status: str, result: str | None, error: str | None = None) -> dict:
+        return {"status": status, "result": result, "newSessionId": self.session_id, "error": error,
+                "usage": dict(self.usage), "model": self.provider.model}
 
-    def _use_tool(self, use: dict) -> dict:
-        handler = getattr(self, f"tool_{use.get('name')}", None)
-        args = use.get("input")
-        result = {"type": "tool_result", "tool_use_id": use.get("id")}
-        if self.mcp is not None and self.mcp.handles(use.get("name")):  # MCP hook
-            content, failed = self.mcp.call(use["name"], args if isinstance(args, dict) else {})
-            return {**result, "content": content, **({"is_error": True} if failed else {})}
-        try:
-            if handler is None:
-                raise ToolError(f"unknown tool {use.get('name')!r}")
-            if not isinstance(args, dict):
-                raise ToolError("tool input must be an object")
-            result["content"] = handler(args)
-        except ToolError as exc:
-            result.update(content=str(exc), is_error=True)
-        except OSError as exc:
-            result.update(content=f"{exc.strerror or exc}", is_error=True)
+    # -- one turn ---------------------------------------------------------------
+
+    def turn(self, prompt: str, attachments: object = None) -> str | None:
+        """One user message -> the model's final text (None when it said nothing)."""
+        self.usage = new_usage()
+        messages = self.messages + [{"role": "user", "content": self._user_content(prompt, attachments)}]
+        specs = self.toolbox.specs()
+        overhead = estimate(self.system) + estimate(specs)
+        steps = 0
+        while True:
+            shorter = compact(messages, self.budget, overhead, self._summarise)
+            if shorter is not None:
+                progress({"kind": "compaction", "messagesBefore": len(messages), "messagesAfter": len(shorter)})
+                messages = shorter
+            content = self._call(self.system, messages, specs) or [{"type": "text", "text": "(no answer)"}]
+            messages.append({"role": "assistant", "content": content})
+            text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+            uses = [block for block in content if block.get("type") == "tool_use"]
+            if not uses:
+                return self._finish(messages, text or None)
+            if text:
+                progress({"kind": "text", "text": text[:2000]})
+            if steps >= self.max_steps:
+                note = f"(stopped: the limit of {self.max_steps} tool steps per turn was reached)"
+                messages.append({"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": use.get("id"), "content": note, "is_error": True}
+                    for use in uses]})
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": note}]})
+                return self._finish(messages, f"{text}\n\n{note}".strip())
+            steps += 1
+            messages.append({"role": "user", "content": [self._use_tool(use, steps) for use in uses]})
+
+    def _call(self, system: str, messages: list, specs: list) -> list[dict]:
+        content, usage = self.provider.create(system, messages, specs)
+        add_usage(self.usage, usage)
+        # An empty text block may not be sent back (the Messages API refuses it).
+        return [b for b in content if isinstance(b, dict) and not (b.get("type") == "text" and not b.get("text"))]
+
+    def _summarise(self, system: str, messages: list) -> str:
+        return "".join(b.get("text", "") for b in self._call(system, messages, []) if b.get("type") == "text")
+
+    def _finish(self, messages: list, text: str | None) -> str | None:
+        for index, message in enumerate(messages):  # images go to the model once; the session keeps paths
+            content = message.get("content")
+            if isinstance(content, list) and any(b.get("type") == "image" for b in content):
+                messages[index] = dict(message, content=[
+                    {"type": "text", "text": IMAGE_SENT} if b.get("type") == "image" else b for b in content])
+        self.messages = messages
+        write_atomic(self.session_file, {"sessionId": self.session_id, "messages": messages})
+        return text
+
+    def _use_tool(self, use: dict, step: int) -> dict:
+        name, use_id = use.get("name"), use.get("id")
+        progress({"kind": "tool_start", "tool": name, "toolUseId": use_id, "step": step})
+        started = time.monotonic()
+        text, is_error = self.toolbox.call(name, use.get("input"))
+        progress({"kind": "tool_end", "tool": name, "toolUseId": use_id, "isError": is_error,
+                  "durationMs": round((time.monotonic() - started) * 1000, 1)})
+        result = {"type": "tool_result", "tool_use_id": use_id, "content": text or "(no output)"}
+        if is_error:
+            result["is_error"] = True
         return result
 
-    # --- host requests over IPC -------------------------------------------------
+    def _user_content(self, prompt: str, attachments: object) -> str | list:
+        """The prompt, the attachment paths listed after it, images as image blocks."""
+        if not isinstance(attachments, list) or not attachments:
+            return prompt
+        lines, images = [], []
+        for item in attachments:
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                continue
+            mime = item.get("mimeType") if isinstance(item.get("mimeType"), str) else "application/octet-stream"
+            name = f", {item['name']}" if isinstance(item.get("name"), str) else ""
+            lines.append(f"- {item['path']} ({mime}{name})")
+            if self.vision and mime in IMAGE_TYPES:
+                data = self._image(item["path"])
+                if data is not None:
+                    images.append({"type": "image", "source": {
+                        "type": "base64", "media_type": mime, "data": base64.b64encode(data).decode()}})
+        if not lines:
+            return prompt
+        text = f"{prompt}\n\nAttachments (files in the workspace):\n" + "\n".join(lines)
+        return [{"type": "text", "text": text}, *images] if images else text
 
-    def tool_send_message(self, args: dict) -> str:
-        text = _string(args, "text")
-        chat_jid = args.get("chatJid") or self.chat_jid
-        if not isinstance(chat_jid, str):
-            raise ToolError("no chatJid given and this run has no current chat")
-        name = ipc_name()
-        write_atomic(self.ipc / "messages" / name, {"type": "message", "chatJid": chat_jid, "text": text})
-        return f"Message queued for {chat_jid}."
-
-    def tool_schedule_task(self, args: dict) -> str:
-        prompt = _string(args, "prompt")
-        kind = args.get("scheduleType")
-        value = args.get("scheduleValue")
-        if isinstance(value, int) and kind == "interval":
-            value = str(value)
-        value = value.strip() if isinstance(value, str) else ""
-        _check_schedule(kind, value)
-        mode = args.get("contextMode") or "group"
-        if mode not in ("group", "isolated"):
-            raise ToolError("contextMode must be 'group' or 'isolated'")
-        target = args.get("targetGroup") or None
-        if target is not None and not isinstance(target, str):
-            raise ToolError("targetGroup must be a string")
-        write_atomic(self.ipc / "tasks" / ipc_name(), {
-            "type": "schedule_task", "prompt": prompt, "schedule": {"type": kind, "value": value},
-            "contextMode": mode, "targetGroup": target,
-        })
-        return f"Task requested: {kind} {value}."
-
-    def _task_request(self, kind: str, args: dict) -> str:
-        task_id = _string(args, "taskId")
-        write_atomic(self.ipc / "tasks" / ipc_name(), {"type": kind, "taskId": task_id})
-        return f"Requested {kind.replace('_', ' ')} for {task_id}."
-
-    def tool_pause_task(self, args: dict) -> str:
-        return self._task_request("pause_task", args)
-
-    def tool_resume_task(self, args: dict) -> str:
-        return self._task_request("resume_task", args)
-
-    def tool_cancel_task(self, args: dict) -> str:
-        return self._task_request("cancel_task", args)
-
-    # --- files, confined to the group folder -------------------------------------
-
-    def _inside_group(self, raw: object) -> Path:
-        if not isinstance(raw, str):
-            raise ToolError("path must be a string")
-        root = self.group_dir.resolve()
-        # resolve() follows every symlink, so a link pointing out is judged by its target.
-        target = (root / raw).resolve()
-        if target != root and root not in target.parents:
-            raise ToolError(f"{raw!r} is outside the group folder")
-        return target
-
-    def tool_read_file(self, args: dict) -> str:
-        path = self._inside_group(args.get("path"))
-        if not path.is_file():
-            raise ToolError(f"{args['path']!r} is not a file")
-        with path.open("rb") as handle:
-            data = handle.read(READ_LIMIT + 1)
-        text = data[:READ_LIMIT].decode("utf-8", errors="replace")
-        return text + ("\n[truncated]" if len(data) > READ_LIMIT else "")
-
-    def tool_write_file(self, args: dict) -> str:
-        path = self._inside_group(args.get("path"))
-        content = args.get("content")
-        if not isinstance(content, str):
-            raise ToolError("content must be a string")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content, encoding="utf-8")
-        return f"Wrote {len(content.encode())} bytes to {path.relative_to(self.group_dir.resolve())}."
-
-    def tool_list_files(self, args: dict) -> str:
-        path = self._inside_group(args.get("path") or ".")
-        if not path.is_dir():
-            raise ToolError(f"{args.get('path')!r} is not a folder")
-        names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir())
-        return "\n".join(names) or "(empty)"
-
-
-def _string(args: dict, key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ToolError(f"{key} must be a non-empty string")
-    return value
-
-
-def _check_schedule(kind: object, value: str) -> None:
-    if kind == "cron":
-        if len(value.split()) != 5:
-            raise ToolError("a cron schedule has 5 fields")
-    elif kind == "interval":
-        if not value.isdigit() or int(value) <= 0:
-            raise ToolError("an interval is a positive number of milliseconds")
-    elif kind == "once":
+    def _image(self, path: str) -> bytes | None:
         try:
-            datetime.datetime.fromisoformat(value)
-        except ValueError:
-            raise ToolError("a once schedule is an ISO 8601 time") from None
-    else:
-        raise ToolError("scheduleType must be cron, interval or once")
+            target = self.ws.resolve(path)
+            if target.stat().st_size > IMAGE_BYTES:
+                return None
+            return target.read_bytes()
+        except Exception as exc:  # an unreadable attachment is listed, not sent
+            print(f"attachment {path!r} not sent as an image: {exc}", file=sys.stderr)
+            return None
 
 
-def next_follow_up(input_dir: Path) -> str | None | bool:
-    """The text of the oldest follow-up (deleted once read), True on _close, None when idle."""
+def next_follow_up(input_dir: Path) -> dict | bool | None:
+    """The oldest follow-up message (deleted once read), True on _close, None when idle."""
     for path in sorted(input_dir.glob("*.json")):
         if path.name.startswith("."):
             continue
@@ -394,7 +260,7 @@ def next_follow_up(input_dir: Path) -> str | None | bool:
             message = None
         path.unlink(missing_ok=True)
         if isinstance(message, dict) and message.get("type") == "message" and isinstance(message.get("text"), str):
-            return message["text"]
+            return message
         print(f"skipping follow-up {path.name}: not a JSON {{type: message, text}} object", file=sys.stderr)
     return True if (input_dir / "_close").exists() else None
 
@@ -408,32 +274,37 @@ def main() -> int:
     (input_dir / "_close").unlink(missing_ok=True)
     agent = None
     try:
-        request = read_request()
-        prompt = request.get("prompt")
-        if not isinstance(prompt, str):
+        message = read_request()
+        if not isinstance(message.get("prompt"), str):
             raise RunnerError("prompt must be a string")
-        agent = Agent(workspace, request, Api(os.environ))
-        mcp_note = start_mcp(agent, request)  # MCP hook
+        agent = Agent(workspace, message, os.environ)
         while True:
-            answer = agent.turn(prompt)
-            if mcp_note:  # MCP hook: the first result tells which servers were left out
-                answer, mcp_note = (answer or "").lstrip() + mcp_note, ""
-            emit("success", answer, agent.session_id)
+            answer = agent.turn(message["prompt"], message.get("attachments"))
+            if agent.mcp_note:  # the first result tells which MCP servers were left out
+                answer, agent.mcp_note = (answer or "").lstrip() + agent.mcp_note, ""
+            emit(agent.frame("success", answer))
             while (follow_up := next_follow_up(input_dir)) is None:
                 time.sleep(POLL_INTERVAL)
             if follow_up is True:
                 return 0
-            prompt = follow_up
-    except RunnerError as exc:
-        emit("error", None, agent.session_id if agent else None, str(exc))
+            message = {"prompt": follow_up["text"], "attachments": follow_up.get("attachments")}
+    except (RunnerError, ProviderError) as exc:
+        emit_error(agent, str(exc))
         return 1
     except Exception as exc:  # a bug: still tell the host why the run failed
         traceback.print_exc()
-        emit("error", None, agent.session_id if agent else None, f"agent runner crashed: {exc!r}")
+        emit_error(agent, f"agent runner crashed: {exc!r}")
         return 1
     finally:
         if agent is not None and agent.mcp is not None:
-            agent.mcp.close()  # MCP hook
+            agent.mcp.close()
+
+
+def emit_error(agent: Agent | None, error: str) -> None:
+    if agent is None:
+        emit({"status": "error", "result": None, "newSessionId": None, "error": error})
+    else:
+        emit(agent.frame("error", None, error))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ class MappingCreate(ApiModel):
         pattern=CREDENTIAL_TYPE_PATTERN,
         description="api_key (sent as x-api-key), bearer (Authorization: Bearer) or header:<Name>")
     credential: str = Field(max_length=8192, pattern=CREDENTIAL_PATTERN,
-                            description="Encrypted at rest; never shown again")
+                            description="Encrypted at rest; never shown again. Empty for a local server "
+                                        "that needs no key (no credential header is sent upstream)")
     groups: list[Annotated[str, Field(pattern=GROUP_NAME_PATTERN)]] | None = Field(
         default=None, min_length=1, max_length=1000,
         description="Groups whose runs may use it; null (default): every group. Others get 403")

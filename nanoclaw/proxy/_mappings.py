@@ -20,7 +20,7 @@ NAME_PATTERN = MAPPING_NAME_PATTERN
 # RFC 9110 token characters for the header name of `header:<Name>`.
 CREDENTIAL_TYPE_PATTERN = r"^(api_key|bearer|header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100})$"
 # Printable ASCII: a credential goes into a header value as it is.
-CREDENTIAL_PATTERN = r"^[\x20-\x7e]+$"
+CREDENTIAL_PATTERN = r"^[\x20-\x7e]*$"  # empty: a local server that needs no key
 # An allowedPaths entry: a raw (not percent-decoded) path prefix below the mapping, no query.
 ALLOWED_PATH_PATTERN = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,511}$"
 ANTHROPIC_HOST = "api.anthropic.com"

@@ -54,21 +54,31 @@ class Reply:
     error: dict | None = None
     # Streaming only: after the first content delta, wait for this event before the rest.
     pause: trio.Event | None = None
+    # Overrides the usage the fake reports (input_tokens, output_tokens, cache_*_input_tokens).
+    usage: dict | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # extra response headers (errors)
+    # Streaming only: stop the stream after the first content delta, without message_stop.
+    broken: bool = False
 
 
-def text_reply(text: str, *, pause: trio.Event | None = None) -> Reply:
-    return Reply(content=[{"type": "text", "text": text}], pause=pause)
+def text_reply(text: str, *, pause: trio.Event | None = None, usage: dict | None = None,
+               broken: bool = False) -> Reply:
+    return Reply(content=[{"type": "text", "text": text}], pause=pause, usage=usage, broken=broken)
 
 
-def tool_reply(name: str, input: dict, *, id: str | None = None, text: str | None = None) -> Reply:
+def tool_reply(name: str, input: dict, *, id: str | None = None, text: str | None = None,
+               usage: dict | None = None) -> Reply:
     """An assistant turn that calls one tool (optionally preceded by some text)."""
     block = {"type": "tool_use", "id": id or f"toolu_fake_{next(_tool_ids):04d}", "name": name, "input": input}
-    return Reply(content=([{"type": "text", "text": text}] if text else []) + [block])
+    return Reply(content=([{"type": "text", "text": text}] if text else []) + [block], usage=usage)
 
 
-def error_reply(status: int, message: str = "fake upstream error", type: str | None = None) -> Reply:
+def error_reply(status: int, message: str = "fake upstream error", type: str | None = None, *,
+                retry_after: float | None = None) -> Reply:
     error_type = type or ERROR_TYPES.get(status, "api_error")
-    return Reply(status=status, error={"type": "error", "error": {"type": error_type, "message": message}})
+    headers = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
+    return Reply(status=status, error={"type": "error", "error": {"type": error_type, "message": message}},
+                 headers=headers)
 
 
 def default_answer(messages: list) -> str:
@@ -103,6 +113,7 @@ class FakeAnthropic:
         self.url = ""
         self.requests: list[Recorded] = []
         self.replies: list[Reply] = []
+        self.streaming = True  # False: answer JSON even when the request asks for a stream
         self._count = 0
         self._changed = trio.Event()
 
@@ -166,32 +177,32 @@ class FakeAnthropic:
             "model": body["model"], "content": reply.content,
             "stop_reason": "tool_use" if any(b["type"] == "tool_use" for b in reply.content) else "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": len(json.dumps(body["messages"])) // 4,
-                      "output_tokens": max(1, len(json.dumps(reply.content)) // 4)},
+            "usage": reply.usage or {"input_tokens": len(json.dumps(body["messages"])) // 4,
+                                     "output_tokens": max(1, len(json.dumps(reply.content)) // 4)},
         }
-        if body.get("stream"):
-            await _stream(send, message, reply.pause)
+        if body.get("stream") and self.streaming:
+            await _stream(send, message, reply.pause, reply.broken)
         else:
             await _send_json(send, 200, message)
 
 
-async def _send_json(send, status: int, value: dict) -> None:
+async def _send_json(send, status: int, value: dict, headers: list | None = None) -> None:
     data = json.dumps(value).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        (b"request-id", b"req_fake")]})
+        (b"request-id", b"req_fake"), *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
 
 
 async def _send_error(send, reply: Reply) -> None:
-    await _send_json(send, reply.status, reply.error)
+    await _send_json(send, reply.status, reply.error, reply.headers)
 
 
 def _event(name: str, data: dict) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _stream(send, message: dict, pause: trio.Event | None) -> None:
+async def _stream(send, message: dict, pause: trio.Event | None, broken: bool = False) -> None:
     """The Messages API streaming sequence, one ASGI body chunk per event."""
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"request-id", b"req_fake")]})
@@ -199,7 +210,8 @@ async def _stream(send, message: dict, pause: trio.Event | None) -> None:
     async def emit(name: str, data: dict) -> None:
         await send({"type": "http.response.body", "body": _event(name, data), "more_body": True})
 
-    start = dict(message, content=[], stop_reason=None, usage=dict(message["usage"], output_tokens=1))
+    start_usage = {k: v for k, v in message["usage"].items() if k != "output_tokens"}
+    start = dict(message, content=[], stop_reason=None, usage=dict(start_usage, output_tokens=1))
     await emit("message_start", {"type": "message_start", "message": start})
     await emit("ping", {"type": "ping"})
     first_delta = True
@@ -219,6 +231,9 @@ async def _stream(send, message: dict, pause: trio.Event | None) -> None:
             await emit("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
             if first_delta and pause is not None:
                 await pause.wait()
+            if broken:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             first_delta = False
         await emit("content_block_stop", {"type": "content_block_stop", "index": index})
     await emit("message_delta", {"type": "message_delta",
