@@ -12,6 +12,7 @@ from nanoclaw.audit import Audit
 from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
+from nanoclaw.filemodes import private_dir, too_open
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
@@ -53,6 +54,10 @@ class Services:
         Supports `scope = await nursery.start(services.serve)`; cancelling the returned
         scope stops the services (containers are stopped by name), then closes the store.
         """
+        settings = self.settings
+        for warning in too_open(settings.data_dir, settings.config_dir, settings.database_path):
+            log.warning("%s", warning)
+        private_dir(settings.config_dir)
         await self.db.open()
         try:
             if check is not None:

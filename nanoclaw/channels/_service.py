@@ -117,6 +117,9 @@ class Channels(MessageSource):
                     state.status_message = state.last_error = "Stored credentials cannot be decrypted; connect again"
                     await self.audit.record("error", "channel", f"{row['name']}: {state.last_error}")
                     continue
+                # Register every secret field for redaction, not just the sealed JSON string:
+                # request URLs carry single values (Telegram's /bot<token>/).
+                self._remember_secrets(self.adapters[row["name"]], credentials)
                 state.account = row["account"]
                 self._start(state, credentials)
             task_status.started()
@@ -185,7 +188,7 @@ class Channels(MessageSource):
         # Request URLs may carry a token (Telegram's do): make the log filter scrub them
         # even when the credentials are only being validated.
         for key, value in credentials.items():
-            if key not in adapter.public_fields:
+            if key not in adapter.public_fields and value is not None:
                 self.secrets.remember(str(value))
 
     async def validate(self, name: str, credentials: dict[str, Any]) -> str:
