@@ -15,6 +15,7 @@ from nanoclaw import __version__
 from nanoclaw.api import BLUEPRINTS, errors
 from nanoclaw.api.errors import ApiError
 from nanoclaw.api.openapi import NanoclawOpenAPI
+from nanoclaw.config import is_loopback
 
 log = logging.getLogger("nanoclaw.app")
 
@@ -63,15 +64,25 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
             return None
         if path not in OPEN_PATHS and await services.api_keys.required():
             if not await services.api_keys.check(request.headers.get("X-API-Key")):
-                await services.audit.record(
-                    "warning", "auth", f"rejected {request.method} {path}: missing or invalid API key",
-                    details={"remoteAddr": request.remote_addr},
-                )
+                address = request.remote_addr or "unknown"
+                wait = services.auth_guard.retry_after(address)
+                await services.auth_guard.rejected(address, request.method, path, throttled=wait is not None)
+                if wait is not None:
+                    raise ApiError(429, f"Too many requests without a valid API key from {address}; "
+                                        f"try again in {wait} s", headers={"Retry-After": str(wait)})
                 if not await services.api_keys.enabled():
                     # The last key was revoked while serving a non-loopback address: fail closed.
                     raise ApiError(401, "No API key exists and this server is not on loopback: "
                                         "create one with `nanoclaw api-key create --name NAME`")
                 raise ApiError(401, "A valid X-API-Key header is required")
+        elif path not in OPEN_PATHS and not services.settings.allow_insecure and not _on_loopback(request.scope):
+            # Auth is off, but an external server (hypercorn nanoclaw.asgi:app --bind 0.0.0.0:...)
+            # took this request on a non-loopback address: refuse it, as `nanoclaw serve` would.
+            address = request.remote_addr or "unknown"
+            await services.auth_guard.rejected(address, request.method, path, throttled=False)
+            raise ApiError(401, "No API key exists and this request arrived on a non-loopback address: "
+                                "create one with `nanoclaw api-key create --name NAME`, listen on "
+                                "127.0.0.1, or set NANOCLAW_ALLOW_INSECURE=1")
         if request.method in {"POST", "PUT", "PATCH"} and path not in RAW_BODY_PATHS:
             await _check_json_body()
         return None
@@ -105,6 +116,13 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
                 scope.cancel()
 
     return app
+
+
+def _on_loopback(scope) -> bool:
+    """Did the request arrive on a loopback address? (scope["server"] is the listening side;
+    None, e.g. a Unix socket, counts as local.)"""
+    server = scope.get("server")
+    return not server or is_loopback(str(server[0]))
 
 
 def _shield_sends(asgi_app):

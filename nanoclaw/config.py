@@ -31,6 +31,8 @@ class Settings:
     whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
     slack_api_base: str = "https://slack.com/api"
     discord_api_base: str = "https://discord.com/api/v10"
+    # Audit entries older than this many days are deleted in the background (0: keep all).
+    audit_retention_days: int = 90
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().absolute()
@@ -85,6 +87,7 @@ ENVIRONMENT = [
     ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),
     ("slack_api_base", "NANOCLAW_SLACK_API_BASE", str),
     ("discord_api_base", "NANOCLAW_DISCORD_API_BASE", str),
+    ("audit_retention_days", "NANOCLAW_AUDIT_RETENTION_DAYS", int),
 ]
 
 
@@ -107,6 +110,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
     settings = Settings(**values)
     if not 1 <= settings.max_concurrent <= 64:
         raise ConfigError("NANOCLAW_MAX_CONCURRENT must be between 1 and 64")
+    if settings.audit_retention_days < 0:
+        raise ConfigError("NANOCLAW_AUDIT_RETENTION_DAYS must be 0 (keep all) or more")
     if settings.container_network not in {"bridge", "host", "none"}:
         raise ConfigError("NANOCLAW_CONTAINER_NETWORK must be bridge, host or none")
     if settings.container_runtime not in {"", "docker", "podman", "apple_container", "none"}:

@@ -9,6 +9,7 @@ import trio
 
 from nanoclaw.apikeys import ApiKeys
 from nanoclaw.audit import Audit
+from nanoclaw.authguard import AuthGuard
 from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
@@ -38,6 +39,7 @@ class Services:
     namespaces: Namespaces
     mounts: MountPolicy
     senders: SenderAllowlist
+    auth_guard: AuthGuard | None = None
     runtime: Runtime | None = None
     images: ImageBuilder | None = None
     supervisor: Supervisor | None = None
@@ -78,7 +80,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     clock = clock or Clock()
     db = Database(settings.database_path, offload=offload)
     secrets = SecretBox(settings.config_dir)
-    audit = Audit(db, clock, secrets)
+    audit = Audit(db, clock, secrets, retention_days=settings.audit_retention_days)
     services = Services(
         settings=settings,
         clock=clock,
@@ -90,6 +92,8 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
         mounts=MountPolicy(settings, audit),
         senders=SenderAllowlist(db, audit),
     )
+    services.auth_guard = AuthGuard(audit, clock)
+    services.long_lived += [audit, services.auth_guard]
     services.runtime = runtime or Runtime(settings)
     services.images = ImageBuilder(services.runtime, settings.agent_base_image)
     services.proxy = CredentialProxy(settings, db, secrets, clock, audit,
