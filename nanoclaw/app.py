@@ -16,6 +16,7 @@ from nanoclaw.api import BLUEPRINTS, errors
 from nanoclaw.api.errors import ApiError
 from nanoclaw.api.openapi import NanoclawOpenAPI
 from nanoclaw.config import is_loopback
+from nanoclaw.jsondepth import TooDeep, check_depth
 
 log = logging.getLogger("nanoclaw.app")
 
@@ -154,6 +155,10 @@ async def _check_json_body() -> None:
         return
     if not request.is_json:
         raise ApiError(415, "Send the request body as application/json")
+    try:
+        check_depth(await request.get_data())
+    except TooDeep as exc:
+        raise ApiError(400, f"The request body {exc}", code="MALFORMED_JSON") from None
     try:
         await request.get_json()
     except (BadRequest, UnicodeDecodeError, RecursionError):
