@@ -32,3 +32,46 @@ async def test_a_body_at_the_cap_reaches_validation(client):
     raw = '{"name": "deep", "containerConfig": ' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "}"
     answer = await client.post("/container/namespaces", content=raw, headers={"Content-Type": "application/json"})
     assert_error(answer, 400, "VALIDATION_ERROR")
+
+
+# -- item 7: upstreamUrl ---------------------------------------------------------------
+
+MAPPING = {"name": "up", "credentialType": "api_key", "credential": "sk-secret-123456"}
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:1/\r\nX: y", "http://127.0.0.1:1/a b", "http://127.0.0.1:1/\t", "http://exa mple.test",
+    "http://exa<mple.test/", "http://127.0.0.1:1/\x00", "http://bücher.test/", "javascript:alert(1)", "http:///x",
+])
+async def test_an_upstream_url_with_control_characters_or_a_bad_host_is_refused(client, url):
+    answer = await client.post("/container/credential-proxy/mappings", json=MAPPING | {"upstreamUrl": url})
+    assert_error(answer, 400)
+    assert (await client.get("/container/credential-proxy/mappings")).json()["mappings"] == []
+
+
+async def test_a_stored_mapping_whose_url_cannot_be_used_gives_an_audited_502_not_a_500(tmp_path):
+    import sqlite3
+
+    import httpx
+
+    from serverproc import make_settings, running_server
+
+    settings = make_settings(tmp_path)
+    async with running_server(settings) as server:
+        answer = await server.client.post("/container/credential-proxy/mappings",
+                                          json=MAPPING | {"upstreamUrl": "http://127.0.0.1:1"})
+        assert answer.status_code == 201, answer.text
+    # As a mapping stored before the strict check would be.
+    with sqlite3.connect(settings.database_path) as conn:
+        conn.execute("UPDATE credential_mappings SET upstream_url = ?", ("http://127.0.0.1:1/\r\nX: y",))
+    async with running_server(settings) as server:
+        proxy = server.services.proxy
+        env = proxy.container_env(proxy.register_run("team"), "127.0.0.1")
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(env["UP_BASE_URL"] + "/v1/x", headers={"x-api-key": env["UP_API_KEY"]})
+        error = assert_error(answer, 502, "BAD_GATEWAY")
+        assert "upstreamUrl" in error["message"]
+        await proxy.wait_idle()
+        entries = (await server.client.get("/container/audit-log")).json()["entries"]
+        assert any(e["category"] == "credential-proxy" and e["details"].get("status") == 502
+                   and e["details"].get("outcome") == "not forwarded" for e in entries), entries
