@@ -88,6 +88,14 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
             await _check_json_body()
         return None
 
+    @app.after_request
+    async def _close_if_body_unread(response):
+        # An early answer (401, 415, 413, 429, 404...) leaves the rest of the body unread, and
+        # the server then closes the connection: say so, so keep-alive clients do not reuse it.
+        if _has_body() and not request.body._complete.is_set():
+            response.headers["Connection"] = "close"
+        return response
+
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
 
@@ -147,11 +155,12 @@ def _shield_sends(asgi_app):
     return app
 
 
+def _has_body() -> bool:
+    return (request.content_length or 0) > 0 or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
 async def _check_json_body() -> None:
-    has_body = (request.content_length or 0) > 0 or "chunked" in request.headers.get(
-        "Transfer-Encoding", ""
-    ).lower()
-    if not has_body:
+    if not _has_body():
         return
     if not request.is_json:
         raise ApiError(415, "Send the request body as application/json")

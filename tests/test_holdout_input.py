@@ -75,3 +75,54 @@ async def test_a_stored_mapping_whose_url_cannot_be_used_gives_an_audited_502_no
         entries = (await server.client.get("/container/audit-log")).json()["entries"]
         assert any(e["category"] == "credential-proxy" and e["details"].get("status") == 502
                    and e["details"].get("outcome") == "not forwarded" for e in entries), entries
+
+
+# -- item 8: early answers and keep-alive ----------------------------------------------
+
+@pytest.mark.parametrize("size", [10, 200_000, 2_000_000])
+async def test_a_keep_alive_client_survives_an_early_answer(keyed_server, size):
+    """401 (no key), 415 (not JSON) and 413 (too large) come before the body is read."""
+    import httpx
+
+    server, key = keyed_server
+    body = b"x" * size
+    cases = [({"Content-Type": "application/json"}, 401),
+             ({"X-API-Key": key, "Content-Type": "text/plain"}, 415)]
+    if size > 1 << 20:
+        cases.append(({"X-API-Key": key, "Content-Type": "application/json"}, 413))
+    async with httpx.AsyncClient(base_url=server.api, timeout=30) as http:  # keep-alive pool
+        for headers, status in cases:
+            answer = await http.post("/container/namespaces", content=body, headers=headers)
+            assert_error(answer, status)
+            # The next request on the same client works.
+            after = await http.get("/container/namespaces", headers={"X-API-Key": key})
+            assert after.status_code == 200, after.text
+
+
+@pytest.mark.parametrize("auth,content_type,status", [
+    (False, "application/json", 401), (True, "text/plain", 415), (True, "application/json", 413)])
+async def test_an_answer_given_before_the_body_arrived_says_connection_close(keyed_server, auth, content_type,
+                                                                             status):
+    import trio
+
+    server, key = keyed_server
+    host, port = server.url.removeprefix("http://").split(":")
+    length = 2 << 20 if status == 413 else 1000
+    head = (f"POST /api/v1/container/namespaces HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {length}\r\n" + (f"X-API-Key: {key}\r\n" if auth else "") + "\r\n")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(head.encode() + b"x" * 10)  # the rest of the body never comes
+    answer = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in answer:
+            answer += await stream.receive_some(65536)
+    await stream.aclose()
+    status_line, *headers = answer.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert status_line.startswith(f"HTTP/1.1 {status} "), answer
+    assert "connection: close" in [h.lower() for h in headers], answer
+
+
+@pytest.fixture
+async def keyed_server(server):
+    _, raw = await server.services.api_keys.create("tests")
+    return server, raw
