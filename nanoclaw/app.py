@@ -55,7 +55,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         openapi_provider_class=_OpenAPI,
     )
     app.json.sort_keys = False
-    app.asgi_app = _shield_sends(app.asgi_app)
+    app.asgi_app = _shield_sends(_valid_text_path(app.asgi_app))
     errors.install(app)
 
     @app.before_request
@@ -132,6 +132,27 @@ def _on_loopback(scope) -> bool:
     None, e.g. a Unix socket, counts as local.)"""
     server = scope.get("server")
     return not server or is_loopback(str(server[0]))
+
+
+def _valid_text_path(asgi_app):
+    """A path that is not valid Unicode text (an ASGI server may decode raw bytes with
+    surrogateescape) gets U+FFFD for each bad byte, so routing answers with the JSON
+    envelope instead of failing with a 500."""
+
+    async def app(scope, receive, send):
+        path = scope.get("path")
+        if isinstance(path, str):
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                try:
+                    data = path.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:  # a lone surrogate that escapes no byte
+                    data = path.encode("utf-8", "replace")
+                scope = dict(scope, path=data.decode("utf-8", "replace"))
+        await asgi_app(scope, receive, send)
+
+    return app
 
 
 def _shield_sends(asgi_app):

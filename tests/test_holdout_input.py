@@ -126,3 +126,71 @@ async def test_an_answer_given_before_the_body_arrived_says_connection_close(key
 async def keyed_server(server):
     _, raw = await server.services.api_keys.create("tests")
     return server, raw
+
+
+# -- item 9: non-ASCII bytes in the request target -------------------------------------
+
+async def _raw_request(server, target: bytes) -> bytes:
+    import trio
+
+    host, port = server.url.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+    await stream.aclose()
+    return answer
+
+
+async def _asgi_get(app, path: str, raw_path: bytes, query: bytes = b"") -> tuple[int, dict, bytes]:
+    """One GET straight through the ASGI interface, as any ASGI server may pass it."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": raw_path, "query_string": query, "root_path": "",
+             "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+    sent = []
+    requested = False
+
+    async def receive():
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        import trio
+
+        await trio.sleep_forever()
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
+
+
+@pytest.mark.parametrize("path,raw", [
+    ("/api/v1/container/namespaces/\u00e9", b"/api/v1/container/namespaces/\xc3\xa9"),
+    ("/api/v1/\u00e9t\u00e9", b"/api/v1/\xc3\xa9t\xc3\xa9"),
+    ("/\u00ff", b"/\xff"),
+    ("/api/v1/container/namespaces/\udcff", b"/api/v1/container/namespaces/\xff"),
+    ("/api/v1/\ud800", b"/api/v1/\xed\xa0\x80"),
+])
+async def test_every_answer_the_app_gives_to_a_non_ascii_path_is_a_json_envelope(server, path, raw):
+    import json
+
+    from nanoclaw.app import create_app
+
+    status, headers, body = await _asgi_get(create_app(server.services), path, raw, query="q=\u00e9".encode())
+    assert 400 <= status < 500
+    assert headers["content-type"].startswith("application/json")
+    assert list(json.loads(body)) == ["error"]
+
+
+async def test_hypercorn_refuses_raw_non_ascii_before_the_app_and_percent_encoding_works(server):
+    # Documented in docs/troubleshooting.md: h11 answers an empty 400 and closes.
+    refused = await _raw_request(server, b"/api/v1/container/namespaces/\xc3\xa9")
+    assert refused.startswith(b"HTTP/1.1 400 ") and refused.endswith(b"\r\n\r\n")
+    encoded = await _raw_request(server, b"/api/v1/container/namespaces/%C3%A9")
+    assert encoded.startswith(b"HTTP/1.1 404 ") and b'"NOT_FOUND"' in encoded
