@@ -222,7 +222,7 @@ async def test_task_tools_write_task_files_and_refuse_bad_schedules(ws, fake, st
     assert sorted(written, key=json.dumps) == sorted([
         {"type": "schedule_task", "prompt": "Water the plants", "schedule": {"type": "cron", "value": "0 9 * * 1"},
          "contextMode": "group", "targetGroup": None},
-        {"type": "schedule_task", "prompt": "Ping", "schedule": {"type": "interval", "value": "60000"},
+        {"type": "schedule_task", "prompt": "Ping", "schedule": {"type": "interval", "value": 60000},
          "contextMode": "isolated", "targetGroup": "work"},
         {"type": "pause_task", "taskId": "task-7"},
     ], key=json.dumps)

@@ -278,7 +278,9 @@ class Agent:
         if target is not None and not isinstance(target, str):
             raise ToolError("targetGroup must be a string")
         write_atomic(self.ipc / "tasks" / ipc_name(), {
-            "type": "schedule_task", "prompt": prompt, "schedule": {"type": kind, "value": value},
+            "type": "schedule_task", "prompt": prompt,
+            # An interval is a number of milliseconds on the wire, as the host expects.
+            "schedule": {"type": kind, "value": int(value) if kind == "interval" else value},
             "contextMode": mode, "targetGroup": target,
         })
         return f"Task requested: {kind} {value}."
