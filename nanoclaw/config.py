@@ -22,7 +22,7 @@ class Settings:
     # docker | podman | apple_container | none | "" (detect)
     container_runtime: str = ""
     container_network: str = "bridge"
-    agent_image: str = "nanoclaw-agent:latest"
+    agent_image: str = "aigo-agent-runner:latest"  # the spec's default tag
     agent_base_image: str = "python:3.12-slim"
     # A unique id per data dir, so containers of this instance can be found again.
     instance_id: str = ""

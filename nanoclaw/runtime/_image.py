@@ -18,6 +18,7 @@ BUILD_TIMEOUT = 30 * 60
 class Build:
     tag: str
     base_image: str
+    pull: bool = True
     done: trio.Event = field(default_factory=trio.Event)
     output: bytearray = field(default_factory=bytearray)
     success: bool | None = None
@@ -56,13 +57,14 @@ class ImageBuilder:
         build = self.builds.get(tag)
         return build is not None and not build.done.is_set()
 
-    def start(self, tag: str, base_image: str | None = None) -> Build:
+    def start(self, tag: str, base_image: str | None = None, *, pull: bool = True) -> Build:
+        """Start (or join) the build of `tag`. pull: fetch the base image when it is not local."""
         current = self.builds.get(tag)
         if current is not None and not current.done.is_set():
             return current
         if self._nursery is None:
             raise RuntimeError("ImageBuilder is not running")
-        build = Build(tag=tag, base_image=base_image or self.default_base)
+        build = Build(tag=tag, base_image=base_image or self.default_base, pull=pull)
         self.builds[tag] = build
         self._nursery.start_soon(self._build, build)
         return build
@@ -70,30 +72,46 @@ class ImageBuilder:
     async def _build(self, build: Build) -> None:
         try:
             if not await self.runtime.image_exists(build.base_image):
-                # `build --pull=false` still pulls a base that is missing: refuse instead.
-                build.success = False
-                build.message = (f"Base image {build.base_image} is not present locally and is never pulled: "
-                                 "load it into the engine first (docker pull / docker load)")
-                return
+                if not build.pull:
+                    # `build --pull=false` still pulls a base that is missing: refuse instead.
+                    build.success = False
+                    build.message = (f"Base image {build.base_image} is not present locally and \"pull\" is "
+                                     "false: load it into the engine first (docker pull / docker load)")
+                    return
+                code = await self._stream(build, [self.runtime.command, "pull", build.base_image])
+                if code != 0:
+                    build.success = False
+                    build.message = (f"Base image {build.base_image} could not be pulled "
+                                     f"({_ended(code)}); see output")
+                    return
             with resources.as_file(resources.files("nanoclaw.agent")) as context:
-                command = [self.runtime.command, "build", "--pull=false", "-t", build.tag,
-                           "--build-arg", f"BASE_IMAGE={build.base_image}", str(context)]
-                process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE,
-                                                           stderr=subprocess.STDOUT)
-                with trio.move_on_after(BUILD_TIMEOUT) as scope:
-                    async for chunk in process.stdout:
-                        build.append(chunk)
-                    code = await process.wait()
-                if scope.cancelled_caught:
-                    process.kill()
-                    await process.wait()
-                    build.success, build.message = False, f"Build timed out after {BUILD_TIMEOUT} s"
-                elif code == 0:
-                    build.success, build.message = True, "Build completed successfully"
-                else:
-                    build.success, build.message = False, f"Build failed (exit code {code}); see output"
+                code = await self._stream(build, [self.runtime.command, "build", "--pull=false", "-t", build.tag,
+                                                  "--build-arg", f"BASE_IMAGE={build.base_image}", str(context)])
+            if code == 0:
+                build.success, build.message = True, "Build completed successfully"
+            else:
+                build.success, build.message = False, f"Build failed ({_ended(code)}); see output"
         except Exception as exc:  # a failed build is reported, never crashes the server
             log.exception("image build of %s failed", build.tag)
             build.success, build.message = False, f"Build could not run: {exc}"
         finally:
             build.done.set()
+
+    async def _stream(self, build: Build, command: list[str]) -> int | None:
+        """Run command, its output appended to the build's; the exit code, None on timeout."""
+        process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            with trio.move_on_after(BUILD_TIMEOUT):
+                async for chunk in process.stdout:
+                    build.append(chunk)
+                return await process.wait()
+            return None
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+
+def _ended(code: int | None) -> str:
+    return f"timed out after {BUILD_TIMEOUT} s" if code is None else f"exit code {code}"
