@@ -4,6 +4,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+import signal
+import threading
 
 import trio
 from quart import Response, request
@@ -118,6 +120,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         @app.before_serving
         async def _start_services():
             scope_holder.append(await app.nursery.start(services.serve))
+            app.nursery.start_soon(_sigterm_as_sigint)
 
         @app.after_serving
         async def _stop_services():
@@ -125,6 +128,20 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
                 scope.cancel()
 
     return app
+
+
+async def _sigterm_as_sigint() -> None:
+    """Under `hypercorn --workers 0` nothing handles SIGTERM (systemd's stop): take it as the
+    Ctrl-C Hypercorn already stops cleanly on. (A spawned worker ignores SIGINT; there the
+    parent process handles the stop and this only keeps SIGTERM from killing the worker.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.info("SIGTERM received: stopping")
+            # Raised from Trio's own (protected) code, the KeyboardInterrupt goes to the main
+            # task, as a Ctrl-C does, not into this task (which the lifespan would swallow).
+            trio.lowlevel.current_trio_token().run_sync_soon(signal.raise_signal, signal.SIGINT)
 
 
 def _on_loopback(scope) -> bool:
