@@ -120,7 +120,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         @app.before_serving
         async def _start_services():
             scope_holder.append(await app.nursery.start(services.serve))
-            app.nursery.start_soon(_sigterm_as_sigint)
+            app.nursery.start_soon(_stop_on_signals)
 
         @app.after_serving
         async def _stop_services():
@@ -130,18 +130,24 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
     return app
 
 
-async def _sigterm_as_sigint() -> None:
-    """Under `hypercorn --workers 0` nothing handles SIGTERM (systemd's stop): take it as the
-    Ctrl-C Hypercorn already stops cleanly on. (A spawned worker ignores SIGINT; there the
-    parent process handles the stop and this only keeps SIGTERM from killing the worker.)"""
-    if threading.current_thread() is not threading.main_thread():
+async def _stop_on_signals() -> None:
+    """Under `hypercorn --workers 0` Ctrl-C and SIGTERM (systemd's stop) end the process.
+
+    Trio's own Ctrl-C handling raises KeyboardInterrupt in whatever task runs at that
+    moment, and Hypercorn swallows it when that is a request: the process then hangs.
+    So both signals are taken here, and the KeyboardInterrupt is raised from Trio's own
+    (protected) code, which hands it to the main task: Hypercorn stops, the lifespan ends
+    and the services stop. A spawned Hypercorn worker ignores SIGINT: its parent process
+    handles the stop, so nothing is done there.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async for _ in signals:
-            log.info("SIGTERM received: stopping")
-            # Raised from Trio's own (protected) code, the KeyboardInterrupt goes to the main
-            # task, as a Ctrl-C does, not into this task (which the lifespan would swallow).
-            trio.lowlevel.current_trio_token().run_sync_soon(signal.raise_signal, signal.SIGINT)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            break
+    trio.lowlevel.current_trio_token().run_sync_soon(signal.raise_signal, signal.SIGINT)
 
 
 def _on_loopback(scope) -> bool:
