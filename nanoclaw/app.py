@@ -4,6 +4,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+import signal
+import threading
 
 import trio
 from quart import Response, request
@@ -15,6 +17,8 @@ from nanoclaw import __version__
 from nanoclaw.api import BLUEPRINTS, errors
 from nanoclaw.api.errors import ApiError
 from nanoclaw.api.openapi import NanoclawOpenAPI
+from nanoclaw.config import is_loopback
+from nanoclaw.jsondepth import TooDeep, check_depth
 
 log = logging.getLogger("nanoclaw.app")
 
@@ -53,7 +57,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         openapi_provider_class=_OpenAPI,
     )
     app.json.sort_keys = False
-    app.asgi_app = _shield_sends(app.asgi_app)
+    app.asgi_app = _shield_sends(_valid_text_path(app.asgi_app))
     errors.install(app)
 
     @app.before_request
@@ -63,18 +67,36 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
             return None
         if path not in OPEN_PATHS and await services.api_keys.required():
             if not await services.api_keys.check(request.headers.get("X-API-Key")):
-                await services.audit.record(
-                    "warning", "auth", f"rejected {request.method} {path}: missing or invalid API key",
-                    details={"remoteAddr": request.remote_addr},
-                )
+                address = request.remote_addr or "unknown"
+                wait = services.auth_guard.retry_after(address)
+                await services.auth_guard.rejected(address, request.method, path, throttled=wait is not None)
+                if wait is not None:
+                    raise ApiError(429, f"Too many requests without a valid API key from {address}; "
+                                        f"try again in {wait} s", headers={"Retry-After": str(wait)})
                 if not await services.api_keys.enabled():
                     # The last key was revoked while serving a non-loopback address: fail closed.
                     raise ApiError(401, "No API key exists and this server is not on loopback: "
                                         "create one with `nanoclaw api-key create --name NAME`")
                 raise ApiError(401, "A valid X-API-Key header is required")
+        elif path not in OPEN_PATHS and not services.settings.allow_insecure and not _on_loopback(request.scope):
+            # Auth is off, but an external server (hypercorn nanoclaw.asgi:app --bind 0.0.0.0:...)
+            # took this request on a non-loopback address: refuse it, as `nanoclaw serve` would.
+            address = request.remote_addr or "unknown"
+            await services.auth_guard.rejected(address, request.method, path, throttled=False)
+            raise ApiError(401, "No API key exists and this request arrived on a non-loopback address: "
+                                "create one with `nanoclaw api-key create --name NAME`, listen on "
+                                "127.0.0.1, or set NANOCLAW_ALLOW_INSECURE=1")
         if request.method in {"POST", "PUT", "PATCH"} and path not in RAW_BODY_PATHS:
             await _check_json_body()
         return None
+
+    @app.after_request
+    async def _close_if_body_unread(response):
+        # An early answer (401, 415, 413, 429, 404...) leaves the rest of the body unread, and
+        # the server then closes the connection: say so, so keep-alive clients do not reuse it.
+        if _has_body() and not request.body._complete.is_set():
+            response.headers["Connection"] = "close"
+        return response
 
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
@@ -98,11 +120,60 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         @app.before_serving
         async def _start_services():
             scope_holder.append(await app.nursery.start(services.serve))
+            app.nursery.start_soon(_stop_on_signals)
 
         @app.after_serving
         async def _stop_services():
             for scope in scope_holder:
                 scope.cancel()
+
+    return app
+
+
+async def _stop_on_signals() -> None:
+    """Under `hypercorn --workers 0` Ctrl-C and SIGTERM (systemd's stop) end the process.
+
+    Trio's own Ctrl-C handling raises KeyboardInterrupt in whatever task runs at that
+    moment, and Hypercorn swallows it when that is a request: the process then hangs.
+    So both signals are taken here, and the KeyboardInterrupt is raised from Trio's own
+    (protected) code, which hands it to the main task: Hypercorn stops, the lifespan ends
+    and the services stop. A spawned Hypercorn worker ignores SIGINT: its parent process
+    handles the stop, so nothing is done there.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            break
+    trio.lowlevel.current_trio_token().run_sync_soon(signal.raise_signal, signal.SIGINT)
+
+
+def _on_loopback(scope) -> bool:
+    """Did the request arrive on a loopback address? (scope["server"] is the listening side;
+    None, e.g. a Unix socket, counts as local.)"""
+    server = scope.get("server")
+    return not server or is_loopback(str(server[0]))
+
+
+def _valid_text_path(asgi_app):
+    """A path that is not valid Unicode text (an ASGI server may decode raw bytes with
+    surrogateescape) gets U+FFFD for each bad byte, so routing answers with the JSON
+    envelope instead of failing with a 500."""
+
+    async def app(scope, receive, send):
+        path = scope.get("path")
+        if isinstance(path, str):
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                try:
+                    data = path.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:  # a lone surrogate that escapes no byte
+                    data = path.encode("utf-8", "replace")
+                scope = dict(scope, path=data.decode("utf-8", "replace"))
+        await asgi_app(scope, receive, send)
 
     return app
 
@@ -128,14 +199,19 @@ def _shield_sends(asgi_app):
     return app
 
 
+def _has_body() -> bool:
+    return (request.content_length or 0) > 0 or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
 async def _check_json_body() -> None:
-    has_body = (request.content_length or 0) > 0 or "chunked" in request.headers.get(
-        "Transfer-Encoding", ""
-    ).lower()
-    if not has_body:
+    if not _has_body():
         return
     if not request.is_json:
         raise ApiError(415, "Send the request body as application/json")
+    try:
+        check_depth(await request.get_data())
+    except TooDeep as exc:
+        raise ApiError(400, f"The request body {exc}", code="MALFORMED_JSON") from None
     try:
         await request.get_json()
     except (BadRequest, UnicodeDecodeError, RecursionError):

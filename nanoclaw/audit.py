@@ -6,6 +6,8 @@ import logging
 import sqlite3
 from typing import Any
 
+import trio
+
 from nanoclaw.clock import Clock, iso
 from nanoclaw.secrets import SecretBox
 from nanoclaw.store import Database
@@ -15,19 +17,49 @@ log = logging.getLogger("nanoclaw.audit")
 
 
 def insert_entry(conn: sqlite3.Connection, ts: float, severity: str, category: str, message: str,
-                 group: str | None = None, details_json: str | None = None) -> None:
-    """One audit row, inside the caller's transaction (the CLI writes through this too)."""
-    conn.execute(
+                 group: str | None = None, details_json: str | None = None) -> int:
+    """One audit row, inside the caller's transaction (the CLI writes through this too); its id."""
+    return conn.execute(
         "INSERT INTO audit_log (ts, severity, category, message, group_name, details) VALUES (?, ?, ?, ?, ?, ?)",
         (ts, severity, category, message, group, details_json),
-    )
+    ).lastrowid
+
+
+def _prune(conn: sqlite3.Connection, before: float, batch: int) -> int:
+    return conn.execute(
+        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE ts < ? LIMIT ?)", (before, batch)
+    ).rowcount
+
+
+# Retention pruning: how often, and how many rows one write transaction deletes.
+PRUNE_SECONDS = 3600.0
+PRUNE_BATCH = 5000
 
 
 class Audit:
-    def __init__(self, db: Database, clock: Clock, secrets: SecretBox) -> None:
+    def __init__(self, db: Database, clock: Clock, secrets: SecretBox, *, retention_days: int = 90) -> None:
         self.db = db
         self.clock = clock
         self.secrets = secrets
+        self.retention_days = retention_days  # 0: keep every entry
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Delete entries older than the retention period at start and then every hour."""
+        task_status.started()
+        if self.retention_days <= 0:
+            return
+        while True:
+            await self.prune()
+            await trio.sleep(PRUNE_SECONDS)
+
+    async def prune(self) -> int:
+        before = self.clock.now() - self.retention_days * 86400
+        total = 0
+        while (deleted := await self.db.write(_prune, before, PRUNE_BATCH)) > 0:
+            total += deleted
+        if total:
+            log.info("audit: removed %d entries older than %d days", total, self.retention_days)
+        return total
 
     async def record(
         self,
@@ -36,15 +68,22 @@ class Audit:
         message: str,
         group: str | None = None,
         details: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> int:
+        """Write one entry (secrets redacted); its id."""
         if severity not in SEVERITIES:
             raise ValueError(f"unknown severity {severity!r}")
         message = self.secrets.redact(message)
         details_json = self.secrets.redact(json.dumps(details)) if details is not None else None
         now = self.clock.now()
-        await self.db.write(insert_entry, now, severity, category, message, group, details_json)
+        row_id = await self.db.write(insert_entry, now, severity, category, message, group, details_json)
         log.log(logging.WARNING if severity != "info" else logging.INFO,
                 "audit %s %s: %s", severity, category, message)
+        return row_id
+
+    async def update_details(self, row_id: int, details: dict[str, Any]) -> None:
+        """Replace the details of an entry (aggregated entries keep counting)."""
+        await self.db.execute("UPDATE audit_log SET details = ? WHERE id = ?",
+                              (self.secrets.redact(json.dumps(details)), row_id))
 
     async def entries(
         self, *, limit: int, group: str | None = None, severity: str | None = None

@@ -22,7 +22,7 @@ class Settings:
     # docker | podman | apple_container | none | "" (detect)
     container_runtime: str = ""
     container_network: str = "bridge"
-    agent_image: str = "nanoclaw-agent:latest"
+    agent_image: str = "aigo-agent-runner:latest"  # the spec's default tag
     agent_base_image: str = "python:3.12-slim"
     # The agent's provider and model where a namespace's containerConfig.agent names none.
     agent_provider: str = "anthropic"
@@ -37,6 +37,8 @@ class Settings:
     whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
     slack_api_base: str = "https://slack.com/api"
     discord_api_base: str = "https://discord.com/api/v10"
+    # Audit entries older than this many days are deleted in the background (0: keep all).
+    audit_retention_days: int = 90
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().absolute()
@@ -95,6 +97,7 @@ ENVIRONMENT = [
     ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),
     ("slack_api_base", "NANOCLAW_SLACK_API_BASE", str),
     ("discord_api_base", "NANOCLAW_DISCORD_API_BASE", str),
+    ("audit_retention_days", "NANOCLAW_AUDIT_RETENTION_DAYS", int),
 ]
 
 
@@ -119,6 +122,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ConfigError("NANOCLAW_MAX_CONCURRENT must be between 1 and 64")
     if settings.max_schedules_per_group < 0 or settings.ipc_files_per_minute < 1:
         raise ConfigError("NANOCLAW_MAX_SCHEDULES_PER_GROUP must be >= 0 and NANOCLAW_IPC_FILES_PER_MINUTE >= 1")
+    if settings.audit_retention_days < 0:
+        raise ConfigError("NANOCLAW_AUDIT_RETENTION_DAYS must be 0 (keep all) or more")
     if settings.container_network not in {"bridge", "host", "none"}:
         raise ConfigError("NANOCLAW_CONTAINER_NETWORK must be bridge, host or none")
     if settings.agent_provider not in {"anthropic", "openai"}:

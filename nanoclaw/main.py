@@ -32,6 +32,8 @@ def setup_logging(services: Services, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request URL at INFO; some carry a token in the path (Telegram).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:

@@ -8,14 +8,19 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import secrets as _random
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from nanoclaw.filemodes import private_dir
+
 KEY_FILE = "secret.key"
 _PREFIX = "v1:"
+# A Telegram bot token in a URL path (/bot<id>:<secret>/), scrubbed even if never seen before.
+_BOT_TOKEN_PATH = re.compile(r"/bot\d+:[A-Za-z0-9_-]+")
 
 
 class SecretBox:
@@ -52,6 +57,7 @@ class SecretBox:
             self._known.add(plaintext)
 
     def redact(self, text: str) -> str:
+        text = _BOT_TOKEN_PATH.sub("/bot[REDACTED]", text)
         for secret in self._known:
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
@@ -69,7 +75,7 @@ def _load_or_create_key(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         key = AESGCM.generate_key(bit_length=256)
         tmp = path.with_name(f".{path.name}.{_random.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

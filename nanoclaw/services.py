@@ -9,9 +9,11 @@ import trio
 
 from nanoclaw.apikeys import ApiKeys
 from nanoclaw.audit import Audit
+from nanoclaw.authguard import AuthGuard
 from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
+from nanoclaw.filemodes import private_dir, too_open
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
@@ -37,6 +39,7 @@ class Services:
     namespaces: Namespaces
     mounts: MountPolicy
     senders: SenderAllowlist
+    auth_guard: AuthGuard | None = None
     runtime: Runtime | None = None
     images: ImageBuilder | None = None
     supervisor: Supervisor | None = None
@@ -53,6 +56,10 @@ class Services:
         Supports `scope = await nursery.start(services.serve)`; cancelling the returned
         scope stops the services (containers are stopped by name), then closes the store.
         """
+        settings = self.settings
+        for warning in too_open(settings.data_dir, settings.config_dir, settings.database_path):
+            log.warning("%s", warning)
+        private_dir(settings.config_dir)
         await self.db.open()
         try:
             if check is not None:
@@ -73,7 +80,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     clock = clock or Clock()
     db = Database(settings.database_path, offload=offload)
     secrets = SecretBox(settings.config_dir)
-    audit = Audit(db, clock, secrets)
+    audit = Audit(db, clock, secrets, retention_days=settings.audit_retention_days)
     services = Services(
         settings=settings,
         clock=clock,
@@ -85,6 +92,8 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
         mounts=MountPolicy(settings, audit),
         senders=SenderAllowlist(db, audit),
     )
+    services.auth_guard = AuthGuard(audit, clock)
+    services.long_lived += [audit, services.auth_guard]
     services.runtime = runtime or Runtime(settings)
     services.images = ImageBuilder(services.runtime, settings.agent_base_image,
                                    work_dir=settings.data_dir / "image-build")

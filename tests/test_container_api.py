@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import trio
 
+from checks import assert_error
 from conftest import make_settings, start_server
 from docker_support import BASE_IMAGE, docker_engine  # noqa: F401  (fixture)
 from fake_runtime import FakeRuntime
@@ -168,14 +169,14 @@ async def test_image_build_survives_a_client_that_leaves(nursery, tmp_path, dock
     assert status["exists"] is False and status["building"] is False
 
     with trio.move_on_after(0.05):  # the client gives up long before the build ends
-        await server.client.post("/container/image/build", json={"imageTag": tag})
+        await server.client.post("/container/image/build", json={"imageTag": tag, "pull": False})
     with trio.fail_after(300):
         while not ((status := (await server.client.get("/container/image/status", params={"imageTag": tag})).json())
                    ["exists"] and not status["building"]):
             await trio.sleep(0.05)
     assert status["message"] == "Image is ready" and status["building"] is False
     assert f"naming to docker.io/library/{tag}" in status["output"] or "Successfully tagged" in status["output"]
-    r = await server.client.post("/container/image/build", json={"imageTag": tag}, timeout=300)
+    r = await server.client.post("/container/image/build", json={"imageTag": tag, "pull": False}, timeout=300)
     body = r.json()
     assert r.status_code == 200 and body["success"] is True and body["message"] == "Build completed successfully"
     subprocess.run([docker_engine, "rmi", "-f", tag], capture_output=True)
@@ -185,9 +186,9 @@ async def test_two_requests_for_one_tag_share_one_build(nursery, tmp_path, docke
     settings = make_settings(tmp_path, container_runtime="docker", agent_base_image=BASE_IMAGE)
     server = await start_server(nursery, settings)
     images = server.services.images
-    first = images.start("nanoclaw-agent:shared-test")
-    second = images.start("nanoclaw-agent:shared-test")
-    other = images.start("nanoclaw-agent:other-test")
+    first = images.start("nanoclaw-agent:shared-test", pull=False)
+    second = images.start("nanoclaw-agent:shared-test", pull=False)
+    other = images.start("nanoclaw-agent:other-test", pull=False)
     assert first is second and first is not other
     with trio.fail_after(300):
         await first.done.wait()
@@ -197,15 +198,58 @@ async def test_two_requests_for_one_tag_share_one_build(nursery, tmp_path, docke
                    capture_output=True)
 
 
-async def test_a_build_on_a_base_image_that_is_not_local_is_refused_not_pulled(nursery, tmp_path, docker_engine):
+async def test_a_build_on_a_base_image_that_is_not_local_is_refused_when_pull_is_false(nursery, tmp_path,
+                                                                                        docker_engine):
     settings = make_settings(tmp_path, container_runtime="docker", agent_base_image="nanoclaw-absent-base:none")
     server = await start_server(nursery, settings)
-    r = await server.client.post("/container/image/build", json={"imageTag": "nanoclaw-agent:never-built"})
-    body = r.json()
-    assert r.status_code == 200 and body["success"] is False
-    assert "nanoclaw-absent-base:none is not present locally and is never pulled" in body["message"]
+    r = await server.client.post("/container/image/build",
+                                 json={"imageTag": "nanoclaw-agent:never-built", "pull": False})
+    error = assert_error(r, 422, "BUILD_FAILED")  # issue 12, item 14: a failed build is not a 200
+    assert "nanoclaw-absent-base:none is not present locally" in error["message"]
+    assert error["details"]["imageTag"] == "nanoclaw-agent:never-built" and "output" in error["details"]
     assert subprocess.run([docker_engine, "image", "inspect", "nanoclaw-agent:never-built"],
                           capture_output=True).returncode != 0
+
+
+async def test_a_failed_build_answers_422_with_the_output_tail(nursery, tmp_path, docker_engine):
+    # A local base without a shell (imported from an empty tar, nothing pulled): RUN fails.
+    base = "nanoclaw-empty-base:holdout-test"
+    subprocess.run([docker_engine, "import", "-", base], input=_empty_tar(), capture_output=True, check=True)
+    try:
+        server = await start_server(nursery, make_settings(tmp_path, container_runtime="docker"))
+        r = await server.client.post("/container/image/build", timeout=300, json={
+            "imageTag": "nanoclaw-agent:holdout-fails", "baseImage": base, "pull": False})
+        error = assert_error(r, 422, "BUILD_FAILED")
+        assert "exit code" in error["message"]
+        assert "/bin/sh" in error["details"]["output"] or "no such file" in error["details"]["output"].lower()
+        status = (await server.client.get("/container/image/status",
+                                          params={"imageTag": "nanoclaw-agent:holdout-fails"})).json()
+        assert status["exists"] is False and error["details"]["output"] in status["output"]
+    finally:
+        subprocess.run([docker_engine, "rmi", "-f", base, "nanoclaw-agent:holdout-fails"], capture_output=True)
+
+
+def _empty_tar() -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    tarfile.open(fileobj=buffer, mode="w").close()
+    return buffer.getvalue()
+
+
+async def test_the_default_image_tag_is_the_specs(client):
+    # Issue 12, item 12: aigo-agent-runner:latest for the status without a query and a build with {}.
+    status = (await client.get("/container/image/status")).json()
+    assert status["imageTag"] == "aigo-agent-runner:latest"
+
+
+async def test_a_build_with_an_empty_body_uses_the_default_tag(nursery, tmp_path, docker_engine):
+    settings = make_settings(tmp_path, container_runtime="docker", agent_base_image="nanoclaw-absent-base:none")
+    server = await start_server(nursery, settings)
+    # pull stays false here only because tests never pull; {} alone would pull the missing base.
+    error = assert_error(await server.client.post("/container/image/build", json={"pull": False}), 422)
+    assert error["details"]["imageTag"] == "aigo-agent-runner:latest"
 
 
 async def test_image_build_answers_503_without_an_engine(client):

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from checks import assert_error
@@ -219,18 +221,18 @@ async def test_the_store_is_sqlite_in_wal_mode_with_every_migration(server, sett
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
     finally:
         conn.close()
-    # Every migration file is applied (numbers may have gaps: parallel branches each take their own).
-    from importlib import resources
-    files = sorted(int(f.name[:4]) for f in resources.files("nanoclaw.store.migrations").iterdir()
-                   if f.name.endswith(".sql"))
-    assert versions[0] == 1 and versions == files
+    # Every shipped migration is applied (numbers may have gaps: each change gets its own).
+    from nanoclaw.store._db import _migrations
+
+    assert versions[0] == 1 and versions == [number for number, _, _ in _migrations()]
 
 
 # -- under an external Hypercorn ----------------------------------------------------------
 
 def hypercorn_process(tmp_path, env=None):
     return spawned(
-        [str(BIN / "hypercorn"), "--worker-class", "trio", "--bind", "127.0.0.1:0", "nanoclaw.asgi:app"],
+        [str(BIN / "hypercorn"), "--worker-class", "trio", "--workers", "0", "--bind", "127.0.0.1:0",
+         "nanoclaw.asgi:app"],
         env=env or cli_env(tmp_path), log_path=tmp_path / "hypercorn.log", cwd=tmp_path,
         ready=r"Running on http://", url=r"Running on (?P<url>http://\S+)", ready_on="stderr",
     )
@@ -268,3 +270,64 @@ async def test_a_port_in_use_is_a_clear_error_and_exit_code_1(tmp_path):
     assert done.returncode == 1
     assert f"error: Address already in use (127.0.0.1:{port})" in done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
+
+
+def readme_hypercorn_command() -> list[str]:
+    """The Hypercorn command line the README gives, as a user would paste it."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [line] = [line for line in readme.splitlines() if "hypercorn" in line and line.startswith(".venv/bin/")]
+    return line.split()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None  # gone: reaped
+
+
+def is_zombie(pid: int) -> bool:
+    return _state(pid) == "Z"
+
+
+def is_running(pid: int) -> bool:
+    return _state(pid) not in (None, "Z")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_the_readmes_hypercorn_command_works_and_a_stop_leaves_no_defunct_process(tmp_path, signum):
+    # Issue 12, item 15: the command is on the venv's path, binds what --bind says, and a
+    # Ctrl-C (SIGINT to every process of the foreground group) leaves nothing behind.
+    argv = readme_hypercorn_command()
+    assert argv[0] == ".venv/bin/hypercorn" and "--bind" in argv
+    bind = argv.index("--bind") + 1
+    assert argv[bind] == "127.0.0.1:55765"
+    argv[0], argv[bind] = str(BIN / "hypercorn"), "127.0.0.1:0"  # this venv; any free port
+    async with spawned(argv, env=cli_env(tmp_path), log_path=tmp_path / "hypercorn.log", cwd=tmp_path,
+                       ready=r"Running on http://", url=r"Running on (?P<url>http://\S+)",
+                       ready_on="stderr") as server:
+        assert (await wait_healthy(server.url)).status_code == 200
+        async with httpx.AsyncClient(base_url=server.url + "/api/v1") as client:
+            assert (await client.post("/container/namespaces", json={"name": "kept"})).status_code == 201
+        helpers = children_of(server.process.pid)
+        for pid in helpers:
+            os.kill(pid, signum)
+        await server.assert_clean_stop(signum, timeout=GRACEFUL_TIMEOUT + 5)
+    with trio.fail_after(10):  # every helper ends (reaped, or defunct if nobody reaps it)
+        while [pid for pid in helpers if is_running(pid)]:
+            await trio.sleep(0.1)
+    left = [pid for pid in helpers if is_zombie(pid)]
+    assert not left, f"defunct helper processes {left} of {argv}"

@@ -59,7 +59,8 @@ async def test_allowlist_is_empty_with_the_default_blocked_patterns_at_first(cli
     answer = await client.get(ALLOWLIST)
     assert answer.status_code == 200
     assert answer.json()["allowedRoots"] == []
-    assert set(answer.json()["blockedPatterns"]) == DEFAULT_BLOCKED
+    assert answer.json()["blockedPatterns"] == []
+    assert set(answer.json()["builtInBlockedPatterns"]) == DEFAULT_BLOCKED
 
 
 async def test_put_allowlist_then_get_it_back(client, tmp_path):
@@ -71,11 +72,24 @@ async def test_put_allowlist_then_get_it_back(client, tmp_path):
     assert got["allowedRoots"] == roots
 
 
-async def test_configured_blocked_patterns_are_added_to_the_defaults(client):
-    await client.put(ALLOWLIST, json={"allowedRoots": [], "blockedPatterns": ["node_modules", ".ssh"]})
-    patterns = (await client.get(ALLOWLIST)).json()["blockedPatterns"]
-    assert set(patterns) == DEFAULT_BLOCKED | {"node_modules"}
-    assert len(patterns) == len(set(patterns))
+async def test_blocked_patterns_round_trip_and_the_built_ins_are_reported_apart(client):
+    # Issue 12, item 13: GET returns blockedPatterns as sent; the built-ins have their own field.
+    sent = {"allowedRoots": [], "blockedPatterns": ["node_modules", ".ssh"]}
+    answer = await client.put(ALLOWLIST, json=sent)
+    got = (await client.get(ALLOWLIST)).json()
+    assert got == answer.json()
+    assert got["blockedPatterns"] == ["node_modules", ".ssh"]
+    assert set(got["builtInBlockedPatterns"]) == DEFAULT_BLOCKED
+    # What GET gave can be PUT back unchanged (the read-only field is ignored).
+    assert (await client.put(ALLOWLIST, json=got)).json() == got
+
+
+async def test_the_built_in_patterns_are_enforced_even_when_none_are_sent(client, tmp_path):
+    (tmp_path / "home" / ".aws").mkdir(parents=True)
+    await client.put(ALLOWLIST, json={"allowedRoots": [str(tmp_path / "home")], "blockedPatterns": []})
+    answer = (await client.post("/container/mount/validate", json={
+        "hostPath": str(tmp_path / "home" / ".aws"), "containerPath": "aws"})).json()
+    assert answer["allowed"] is False and ".aws" in answer["message"]
 
 
 async def test_allowlist_is_a_json_file_in_the_config_dir_never_the_data_dir(client, settings, tmp_path):

@@ -99,3 +99,18 @@ async def test_main_may_manage_any_task(inst):
 async def test_unknown_task_id_is_not_found(inst):
     with pytest.raises(NotFound):
         await inst.scheduler.handle_ipc("team", False, {"type": "cancel_task", "taskId": "nope"})
+
+
+@pytest.mark.parametrize("value", [3_600_000, "3600000", " 3600000 "])
+async def test_an_interval_is_taken_as_a_number_or_an_integer_in_a_string(inst, value):
+    # Issue 12, item 10: agents wrote "3600000"; the runner now writes 3600000.
+    await inst.scheduler.handle_ipc("team", False, schedule_task(schedule={"type": "interval", "value": value}))
+    [s] = await schedules(inst)
+    assert (s.schedule.type, s.schedule.value) == ("interval", 3_600_000)
+
+
+@pytest.mark.parametrize("value", ["3600000.5", "1e6", "-3600000", "", "٣٦٠٠٠٠٠"])
+async def test_an_interval_string_that_is_not_a_plain_integer_is_refused(inst, value):
+    with pytest.raises(Invalid):
+        await inst.scheduler.handle_ipc("team", False, schedule_task(schedule={"type": "interval", "value": value}))
+    assert await schedules(inst) == []

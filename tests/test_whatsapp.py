@@ -64,14 +64,6 @@ async def test_validate_checks_the_phone_number_with_the_graph_api(client):
     assert r.json()["valid"] is False and "does not exist" in r.json()["message"]
 
 
-async def test_connect_without_the_app_secret_is_a_validation_error(server):
-    body = {k: v for k, v in CREDENTIALS.items() if k != "appSecret"}
-    r = await server.client.post("/channels/whatsapp/connect", json=body)
-    assert r.status_code == 400
-    assert r.json()["error"]["details"][0]["field"] == "appSecret"
-    assert await server.services.db.fetchall("SELECT * FROM channel_configs") == []
-
-
 async def test_connect_with_a_bad_token_is_400_and_stores_nothing(server):
     r = await server.client.post("/channels/whatsapp/connect", json=CREDENTIALS | {"accessToken": "EAAG-wrong"})
     assert r.status_code == 400

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from quart import Blueprint, Response, request
-from quart_schema import security_scheme, validate_querystring, validate_request, validate_response
+from quart_schema import (RequestSchemaValidationError, document_request, security_scheme, validate_querystring,
+                          validate_request, validate_response)
 
 from nanoclaw.api._common import Answer, ApiModel, clamp, services
 from nanoclaw.channels import CHANNEL_NAMES, Discord, PlatformError, Slack, Telegram, WhatsApp
-from nanoclaw.channels.whatsapp import SIGNATURE_HEADER, BadSignature
+from nanoclaw.channels.whatsapp import SIGNATURE_HEADER, BadSignature, NoAppSecret
 from nanoclaw.errors import Forbidden, Invalid, Unauthorized
 
 bp = Blueprint("channels", __name__)
@@ -161,6 +162,10 @@ async def whatsapp_deliver():
     adapter: WhatsApp = channels.adapter("whatsapp")
     try:
         adapter.verify(credentials, raw, request.headers.get(SIGNATURE_HEADER))
+    except NoAppSecret as exc:
+        await services().audit.record("warning", "channel", f"whatsapp webhook refused: {exc}",
+                                      details={"remoteAddr": request.remote_addr})
+        raise Forbidden(str(exc), code="APP_SECRET_MISSING") from None
     except BadSignature as exc:
         await services().audit.record("violation", "channel", f"whatsapp webhook refused: {exc}",
                                       details={"remoteAddr": request.remote_addr})
@@ -179,24 +184,34 @@ def _platform_routes(name: str, model: type[BaseModel]) -> None:
     @validate_request(model)
     @validate_response(ChannelDetails)
     async def connect(data):
-        return await services().channels.connect(name, data.model_dump())
+        return await services().channels.connect(name, data.model_dump(exclude_none=True))
 
     @validate_response(ChannelDetails)
     async def disconnect():
         return await services().channels.disconnect(name)
 
-    @validate_request(model)
+    @document_request(model)
     @validate_response(Validation)
-    async def validate(data):
+    async def validate():
+        channels = services().channels
         try:
-            account = await services().channels.validate(name, data.model_dump())
+            if await request.get_data():
+                data = await request.get_json()
+                try:
+                    credentials = model.model_validate(data).model_dump(exclude_none=True)
+                except ValidationError as exc:
+                    raise RequestSchemaValidationError(exc) from None
+                account = await channels.validate(name, credentials)
+            else:  # no body: check what is stored
+                account = await channels.validate_stored(name)
         except PlatformError as exc:
             return Validation(valid=False, accountName=None, message=exc.reason)
         return Validation(valid=True, accountName=account, message=f"Valid: {account}")
 
     connect.__doc__ = f"Check the credentials with {name}, store them encrypted and start the channel."
     disconnect.__doc__ = f"Stop the {name} channel and forget its credentials."
-    validate.__doc__ = f"Check credentials with {name} without storing them; the message says why they fail."
+    validate.__doc__ = (f"Check credentials with {name} without storing them (no body: the stored ones); "
+                        "the message says why they fail.")
     bp.add_url_rule(f"/channels/{name}/connect", f"{name}_connect", connect, methods=["POST"])
     bp.add_url_rule(f"/channels/{name}/disconnect", f"{name}_disconnect", disconnect, methods=["POST"])
     bp.add_url_rule(f"/channels/{name}/validate", f"{name}_validate", validate, methods=["POST"])

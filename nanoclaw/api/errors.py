@@ -34,8 +34,10 @@ CODES = {
 class ApiError(NanoclawError):
     """Raise from a handler to answer with the error envelope and any status."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, details: Any = None):
+    def __init__(self, status: int, message: str, *, code: str | None = None, details: Any = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message, details=details, code=code or CODES.get(status, "ERROR"), status=status)
+        self.headers = headers or {}
 
 
 def envelope(status: int, code: str, message: str, details: Any = None):
@@ -58,7 +60,9 @@ def validation_details(error: ValidationError) -> list[dict[str, str]]:
 def install(app: Quart) -> None:
     @app.errorhandler(NanoclawError)
     async def _domain_error(error: NanoclawError):
-        return envelope(error.status, error.code, error.message, error.details)
+        response = envelope(error.status, error.code, error.message, error.details)
+        response.headers.update(getattr(error, "headers", None) or {})
+        return response
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _schema_error(error: RequestSchemaValidationError):

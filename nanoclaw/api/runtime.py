@@ -8,9 +8,12 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
+from nanoclaw.api.errors import ApiError
 from nanoclaw.runtime import RuntimeUnavailable
 
 bp = Blueprint("runtime", __name__)
+# How much of a failed build's output its error answer carries.
+OUTPUT_TAIL = 8 * 1024
 IMAGE_TAG = r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
 
 
@@ -31,7 +34,8 @@ class RuntimeInfo(Answer):
 class BuildRequest(ApiModel):
     imageTag: str | None = Field(default=None, pattern=IMAGE_TAG, max_length=255)
     baseImage: str | None = Field(default=None, pattern=IMAGE_TAG, max_length=255,
-                                  description="Base image (must be present locally; never pulled)")
+                                  description="Base image; NANOCLAW_AGENT_BASE_IMAGE by default")
+    pull: bool = Field(default=True, description="Pull the base image when it is not present locally")
     flavor: Literal["builtin", "claude-code"] = Field(
         default="builtin", description="builtin: our stdlib runner; claude-code: Claude Code via claude-agent-sdk "
                                         "(its wheels are downloaded on the host, the build runs offline)")
@@ -71,16 +75,19 @@ async def get_runtime():
 @validate_request(BuildRequest)
 @validate_response(BuildResult)
 async def build_image(data: BuildRequest):
-    """Build the agent image; answers when the build ends. A disconnecting client does not stop it,
-    and concurrent requests for one tag share one build."""
+    """Build the agent image; answers when the build ends (a failure: 422 BUILD_FAILED with the
+    output's tail). A disconnecting client does not stop it, and concurrent requests for one tag share one build."""
     svc = services()
     if not svc.runtime.state.available:
         raise RuntimeUnavailable(svc.runtime.state.message)
     tag = data.imageTag or svc.settings.agent_image
-    build = svc.images.start(tag, data.baseImage, data.flavor)
+    build = svc.images.start(tag, data.baseImage, data.flavor, pull=data.pull)
     await build.done.wait()
-    return BuildResult(success=bool(build.success), imageTag=tag, flavor=build.flavor, message=build.message,
-                       output=build.text)
+    if not build.success:
+        # The tail of the output says why; GET /container/image/status keeps the last 64 KiB.
+        raise ApiError(422, f"{tag}: {build.message}", code="BUILD_FAILED",
+                       details={"imageTag": tag, "flavor": build.flavor, "output": build.text[-OUTPUT_TAIL:]})
+    return BuildResult(success=True, imageTag=tag, flavor=build.flavor, message=build.message, output=build.text)
 
 
 @bp.get("/container/image/status")

@@ -126,6 +126,10 @@ class Adapter:
     def chat_id(self, chat_jid: str) -> str:
         return chat_jid.partition(":")[2]
 
+    def notice(self, credentials: dict[str, Any]) -> str:
+        """Added to "Connected as ..." when these credentials leave something not working."""
+        return ""
+
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Capped exponential backoff with jitter: about base * 2**attempt, never over cap."""

@@ -56,7 +56,7 @@ class _ChannelLink(Link):
         if not state.connected or state.account != account:
             state.connected_at = self.channels.clock.now()
         state.connected, state.account, state.last_error = True, account, None
-        state.status_message = f"Connected as {account}"
+        state.status_message = self.channels.connected_message(state.name, account, state.credentials)
 
     def healthy(self) -> None:
         self.made_progress = True
@@ -117,6 +117,9 @@ class Channels(MessageSource):
                     state.status_message = state.last_error = "Stored credentials cannot be decrypted; connect again"
                     await self.audit.record("error", "channel", f"{row['name']}: {state.last_error}")
                     continue
+                # Register every secret field for redaction, not just the sealed JSON string:
+                # request URLs carry single values (Telegram's /bot<token>/).
+                self._remember_secrets(self.adapters[row["name"]], credentials)
                 state.account = row["account"]
                 self._start(state, credentials)
             task_status.started()
@@ -185,7 +188,7 @@ class Channels(MessageSource):
         # Request URLs may carry a token (Telegram's do): make the log filter scrub them
         # even when the credentials are only being validated.
         for key, value in credentials.items():
-            if key not in adapter.public_fields:
+            if key not in adapter.public_fields and value is not None:
                 self.secrets.remember(str(value))
 
     async def validate(self, name: str, credentials: dict[str, Any]) -> str:
@@ -209,10 +212,23 @@ class Channels(MessageSource):
             sealed = self.secrets.encrypt(json.dumps(credentials), context=_context(name))
             await self.store.save_config(name, sealed, account)
             state.connected, state.account, state.connected_at = True, account, self.clock.now()
-            state.last_error, state.status_message = None, f"Connected as {account}"
+            state.last_error = None
+            state.status_message = self.connected_message(name, account, credentials)
             self._start(state, credentials)
         await self.audit.record("info", "channel", f"{name} connected as {account}")
         return self.details(name)
+
+    def connected_message(self, name: str, account: str, credentials: dict[str, Any] | None) -> str:
+        return f"Connected as {account}" + self.adapters[name].notice(credentials or {})
+
+    async def validate_stored(self, name: str) -> str:
+        """validate() with the stored credentials; Invalid when there are none."""
+        credentials = self.credentials(name) if name in self.adapters else None
+        if credentials is None:
+            self.adapter(name)
+            raise Invalid(f"{name} has no stored credentials: send them in the body, or connect first",
+                          code="NOT_CONFIGURED")
+        return await self.validate(name, credentials)
 
     async def disconnect(self, name: str) -> dict[str, Any]:
         """Stop the channel's task and forget its credentials."""

@@ -12,6 +12,7 @@ import trio
 from pydantic import Field
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.jsondepth import check_depth
 from nanoclaw.models import Strict
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -21,11 +22,17 @@ class WhatsAppCredentials(Strict):
     phoneNumberId: str = Field(pattern=r"^[0-9]{1,30}$", description="The business phone number's id")
     accessToken: str = Field(min_length=1, max_length=1000, pattern=f"^{TOKEN_CHARS}$")
     webhookVerifyToken: str = Field(min_length=1, max_length=200, pattern=f"^{TOKEN_CHARS}$", description="Meta sends it back when subscribing")
-    appSecret: str = Field(min_length=1, max_length=200, pattern=f"^{TOKEN_CHARS}$", description="Verifies the signature of each delivery")
+    appSecret: str | None = Field(default=None, min_length=1, max_length=200, pattern=f"^{TOKEN_CHARS}$",
+                                  description="Verifies the signature of each delivery; without it sending "
+                                              "and webhook verification work, but deliveries are refused")
 
 
 class BadSignature(Exception):
     pass
+
+
+class NoAppSecret(BadSignature):
+    """Connected without appSecret: no delivery can be verified."""
 
 
 class WhatsApp(Adapter):
@@ -37,6 +44,12 @@ class WhatsApp(Adapter):
 
     def __init__(self, api_base: str) -> None:
         self.api_base = api_base.rstrip("/")
+
+    def notice(self, credentials: dict[str, Any]) -> str:
+        if credentials.get("appSecret"):
+            return ""
+        return ("; inbound messages are refused: no appSecret to verify them "
+                "(connect again with appSecret from the Meta app's Basic settings)")
 
     async def _request(self, http: httpx.AsyncClient, credentials: dict[str, Any], method: str, path: str,
                        body: dict | None = None) -> dict:
@@ -97,6 +110,9 @@ class WhatsApp(Adapter):
     @staticmethod
     def verify(credentials: dict[str, Any], raw: bytes, signature: str | None) -> None:
         """Raise BadSignature unless `signature` is Meta's HMAC-SHA256 of the raw body."""
+        if not credentials.get("appSecret"):
+            raise NoAppSecret("WhatsApp is connected without appSecret, so deliveries cannot be verified: "
+                              "connect again with appSecret")
         if not signature or not signature.startswith("sha256="):
             raise BadSignature(f"missing {SIGNATURE_HEADER} header")
         expected = hmac.new(credentials["appSecret"].encode(), raw, hashlib.sha256).hexdigest()
@@ -105,6 +121,7 @@ class WhatsApp(Adapter):
 
     def parse(self, credentials: dict[str, Any], raw: bytes) -> list[Inbound]:
         """The text messages of a delivery to our number; ValueError when it is not a delivery."""
+        check_depth(raw)  # a signed body can still nest deep enough to exhaust the parser
         body = json.loads(raw)
         if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
             raise ValueError("not a WhatsApp webhook delivery (no 'entry' list)")

@@ -46,6 +46,11 @@ def _without(headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes] | set
             if name.lower() not in dropped and name.lower() not in named]
 
 
+def _ascii(raw: bytes) -> str:
+    """Raw URL bytes as text, every byte outside printable ASCII percent-encoded as it is."""
+    return "".join(chr(b) if 0x21 <= b <= 0x7e else f"%{b:02X}" for b in raw)
+
+
 async def _answer_error(send, error: NanoclawError) -> int:
     body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
     await send({
@@ -171,9 +176,9 @@ class Forwarder:
         """Returns (status, outcome); outcome says why the exchange did not complete, if it did not."""
         url = mapping.upstream_url
         if rest is not None:
-            url += "/" + rest.decode("ascii")
+            url += "/" + _ascii(rest)
         if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("ascii")
+            url += "?" + _ascii(scope["query_string"])
         auth_name, auth_value = mapping.auth_header
         headers = _without(scope["headers"], DROPPED_REQUEST_HEADERS | {auth_name})
         if mapping.credential:  # an empty one: a local server that needs no key
@@ -200,9 +205,9 @@ class Forwarder:
 
         if not has_body:
             body_done.set()
-        request = httpx.Request(scope["method"], url, headers=headers,
-                                content=request_body() if has_body else None)
         try:
+            request = httpx.Request(scope["method"], url, headers=headers,
+                                    content=request_body() if has_body else None)
             response = await self.client.send(request, stream=True)
         except _ClientGone:
             return 499, "client disconnected"
@@ -213,6 +218,12 @@ class Forwarder:
                 f"The upstream of credential mapping {mapping.name!r} could not be reached "
                 f"({type(exc).__name__})"))
             return status, "upstream unreachable"
+        except Exception as exc:  # e.g. a URL httpx refuses (a mapping stored before strict checks)
+            log.warning("request for mapping %r could not be forwarded: %s", mapping.name, type(exc).__name__)
+            status = await _answer_error(send, UpstreamError(
+                f"The request for credential mapping {mapping.name!r} could not be forwarded "
+                f"({type(exc).__name__}); check its upstreamUrl"))
+            return status, "not forwarded"
 
         outcome = None
         # The credential never flows back: masked in headers and (streamed) bodies, same length.

@@ -98,7 +98,12 @@ class Mapping:
 
 
 def check_upstream(url: str) -> str:
-    """An absolute http(s) URL without credentials, query or fragment; no trailing '/'."""
+    """An absolute http(s) URL without credentials, query or fragment; no trailing '/'.
+
+    Printable ASCII only: urlsplit() silently drops CR/LF/tab, so they are refused first.
+    """
+    if not re.fullmatch(r"[\x21-\x7e]+", url):
+        raise Invalid("upstreamUrl must be printable ASCII without spaces or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # a port that is not a number or out of range raises here
@@ -106,6 +111,8 @@ def check_upstream(url: str) -> str:
         raise Invalid("upstreamUrl is not a valid URL") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise Invalid("upstreamUrl must be an absolute http:// or https:// URL")
+    if not re.fullmatch(r"[a-z0-9._-]+|[0-9a-f:.]+", parts.hostname):
+        raise Invalid("upstreamUrl has an invalid host name")
     if parts.username is not None or parts.password is not None:
         # Never echo the URL here: the user part may be a secret.
         raise Invalid("upstreamUrl must not contain credentials; put them in 'credential'")

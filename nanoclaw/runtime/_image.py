@@ -23,6 +23,7 @@ INSPECT_TTL = 60.0  # seconds an image's flavour and size are remembered
 class Build:
     tag: str
     base_image: str
+    pull: bool = True
     done: trio.Event = field(default_factory=trio.Event)
     output: bytearray = field(default_factory=bytearray)
     success: bool | None = None
@@ -84,13 +85,14 @@ class ImageBuilder:
         self._inspected[tag] = (now, info)
         return info
 
-    def start(self, tag: str, base_image: str | None = None, flavor: str = "builtin") -> Build:
+    def start(self, tag: str, base_image: str | None = None, flavor: str = "builtin", *, pull: bool = True) -> Build:
+        """Start (or join) the build of `tag`. pull: fetch the base image when it is not local."""
         current = self.builds.get(tag)
         if current is not None and not current.done.is_set():
             return current
         if self._nursery is None:
             raise RuntimeError("ImageBuilder is not running")
-        build = Build(tag=tag, base_image=base_image or self.default_base, flavor=flavor)
+        build = Build(tag=tag, base_image=base_image or self.default_base, pull=pull, flavor=flavor)
         self.builds[tag] = build
         self._nursery.start_soon(self._build, build)
         return build
@@ -99,11 +101,18 @@ class ImageBuilder:
         own_context: Path | None = None
         try:
             if not await self.runtime.image_exists(build.base_image):
-                # `build --pull=false` still pulls a base that is missing: refuse instead.
-                build.success = False
-                build.message = (f"Base image {build.base_image} is not present locally and is never pulled: "
-                                 "load it into the engine first (docker pull / docker load)")
-                return
+                if not build.pull:
+                    # `build --pull=false` still pulls a base that is missing: refuse instead.
+                    build.success = False
+                    build.message = (f"Base image {build.base_image} is not present locally and \"pull\" is "
+                                     "false: load it into the engine first (docker pull / docker load)")
+                    return
+                code = await self._stream(build, [self.runtime.command, "pull", build.base_image])
+                if code != 0:
+                    build.success = False
+                    build.message = (f"Base image {build.base_image} could not be pulled "
+                                     f"({_ended(code)}); see output")
+                    return
             flavor = FLAVORS[build.flavor]
             if flavor.requirements:  # wheels fetched on the host: the build itself needs no network
                 if self.work_dir is None:
@@ -114,24 +123,14 @@ class ImageBuilder:
                 own_context = await trio.to_thread.run_sync(make_context, wheels, self.work_dir)
             with resources.as_file(resources.files("nanoclaw.agent")) as context:
                 context = own_context or context
-                command = [self.runtime.command, "build", "--pull=false", "-t", build.tag,
-                           "--network", "none", "-f", str(Path(context) / flavor.dockerfile),
-                           "--label", f"{FLAVOR_LABEL}={flavor.name}",
-                           "--build-arg", f"BASE_IMAGE={build.base_image}", str(context)]
-                process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE,
-                                                           stderr=subprocess.STDOUT)
-                with trio.move_on_after(BUILD_TIMEOUT) as scope:
-                    async for chunk in process.stdout:
-                        build.append(chunk)
-                    code = await process.wait()
-                if scope.cancelled_caught:
-                    process.kill()
-                    await process.wait()
-                    build.success, build.message = False, f"Build timed out after {BUILD_TIMEOUT} s"
-                elif code == 0:
-                    build.success, build.message = True, "Build completed successfully"
-                else:
-                    build.success, build.message = False, f"Build failed (exit code {code}); see output"
+                code = await self._stream(build, [
+                    self.runtime.command, "build", "--pull=false", "-t", build.tag, "--network", "none",
+                    "-f", str(Path(context) / flavor.dockerfile), "--label", f"{FLAVOR_LABEL}={flavor.name}",
+                    "--build-arg", f"BASE_IMAGE={build.base_image}", str(context)])
+            if code == 0:
+                build.success, build.message = True, "Build completed successfully"
+            else:
+                build.success, build.message = False, f"Build failed ({_ended(code)}); see output"
         except WheelhouseError as exc:
             build.success, build.message = False, f"Preparing the wheelhouse failed: {exc}"
         except Exception as exc:  # a failed build is reported, never crashes the server
@@ -143,3 +142,22 @@ class ImageBuilder:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(shutil.rmtree, own_context, True)
             build.done.set()
+
+    async def _stream(self, build: Build, command: list[str]) -> int | None:
+        """Run command, its output appended to the build's; the exit code, None on timeout."""
+        process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            with trio.move_on_after(BUILD_TIMEOUT):
+                async for chunk in process.stdout:
+                    build.append(chunk)
+                return await process.wait()
+            return None
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+
+def _ended(code: int | None) -> str:
+    return f"timed out after {BUILD_TIMEOUT} s" if code is None else f"exit code {code}"

@@ -288,7 +288,7 @@ class Scheduler:
                     name=prompt[:60] if isinstance(prompt, str) else "",
                     group=target,
                     prompt=prompt,
-                    schedule=request.get("schedule"),
+                    schedule=_interval_as_number(request.get("schedule")),
                     contextMode=request.get("contextMode") or "isolated",
                 )
             except ValidationError as error:
@@ -437,3 +437,12 @@ class Scheduler:
             await self.audit.record("warning", "scheduler",
                                     f"result of schedule {schedule.name!r} not delivered to {schedule.chatJid}",
                                     group=schedule.group, details={"scheduleId": schedule.id, "error": str(error)})
+
+
+def _interval_as_number(schedule):
+    """Agents before issue 12 wrote an interval as a string ("3600000"): take an integer in a string."""
+    if isinstance(schedule, dict) and schedule.get("type") == "interval":
+        value = schedule.get("value")
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            return schedule | {"value": int(value)}
+    return schedule

@@ -42,7 +42,9 @@ class MountAllowlist(BaseModel):
     allowedRoots: list[Annotated[str, Field(min_length=1, max_length=4096)] | AllowedRoot] = Field(
         default_factory=list, max_length=256)
     blockedPatterns: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
-        default_factory=list, max_length=256)
+        default_factory=list, max_length=256, description="As sent; the built-in patterns apply as well")
+    builtInBlockedPatterns: list[str] | None = Field(
+        default=None, description="Read-only: patterns always blocked; ignored when sent back")
 
 
 class MountDecision(BaseModel):
@@ -64,10 +66,10 @@ class MountPolicy:
         self.path = settings.config_dir / ALLOWLIST_FILE
 
     async def allowlist(self) -> MountAllowlist:
-        """The stored allowlist, with blockedPatterns merged with the defaults."""
+        """The stored allowlist as it was sent, and the built-in patterns in their own field."""
         stored = await trio.to_thread.run_sync(self._read)
-        merged = list(dict.fromkeys([*DEFAULT_BLOCKED, *stored.blockedPatterns]))
-        return MountAllowlist(allowedRoots=stored.allowedRoots, blockedPatterns=merged)
+        return MountAllowlist(allowedRoots=stored.allowedRoots, blockedPatterns=stored.blockedPatterns,
+                              builtInBlockedPatterns=list(DEFAULT_BLOCKED))
 
     def _read(self) -> MountAllowlist:
         try:
@@ -85,7 +87,7 @@ class MountPolicy:
         for root in _roots(allowlist):
             if _has_control(root.path) or not os.path.isabs(os.path.expanduser(root.path)):
                 raise Invalid(f"allowed root {root.path!r} must be an absolute path")
-        data = json.dumps(allowlist.model_dump(mode="json"), indent=2).encode()
+        data = json.dumps(allowlist.model_dump(mode="json", exclude={"builtInBlockedPatterns"}), indent=2).encode()
         await trio.to_thread.run_sync(write_atomic, self.path, data)
         await self.audit.record("info", "config", "mount allowlist updated",
                                 details={"allowedRoots": len(allowlist.allowedRoots),
@@ -129,7 +131,7 @@ class MountPolicy:
         refused = dict(canonicalHostPath=str(canonical), containerPath=container, allowed=False)
         for path in (given, canonical):
             for part in path.parts:
-                for pattern in allowlist.blockedPatterns:
+                for pattern in (*DEFAULT_BLOCKED, *allowlist.blockedPatterns):
                     if part == pattern or pattern in part:
                         return MountDecision(
                             **refused,

@@ -8,6 +8,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import trio
 
+from nanoclaw.filemodes import private_database
+
 T = TypeVar("T")
 Offload = Callable[..., Awaitable[Any]]
 
@@ -96,9 +98,8 @@ class Database:
         self._read_slots = trio.CapacityLimiter(readers)
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
         def _open() -> None:
+            private_database(self.path)
             writer = _connect(self.path)
             mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -164,7 +165,7 @@ class Database:
 @contextlib.contextmanager
 def sync_connection(path: Path):
     """A short-lived connection for the CLI, with migrations applied."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_database(path)
     conn = _connect(path)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
