@@ -29,6 +29,8 @@ class ContainerConfig(Strict):
     cpus: float = Field(default=1.0, gt=0, le=64)
     env: list[str] = Field(default_factory=list, description='Extra environment, "NAME=value" each')
     additionalMounts: list[MountRequest] = Field(default_factory=list)
+    streamReplies: bool = Field(default=False, description="Telegram and Discord: show the answer as one message "
+                                "edited as the text streams in")
 
     @field_validator("env", mode="before")
     @classmethod

@@ -277,7 +277,7 @@ class Supervisor:
             batch = await self.messages.pending(queue.name)
             if batch is None:
                 return
-            await write_follow_up(active.ipc_dir, batch.prompt, offload=self.offload)
+            await write_follow_up(active.ipc_dir, batch.prompt, offload=self.offload, attachments=batch.attachments)
             active.idle = False
             # The agent has the messages now; a later crash must not replay them.
             await self.messages.advance(queue.name, batch.cursor)
@@ -380,6 +380,7 @@ class Supervisor:
             stdin = json.dumps({
                 "prompt": work.prompt, "sessionId": session_id, "group": group, "chatJid": chat_jid,
                 "isMain": ns.isMain, "isScheduledTask": work.kind == "task",
+                **({"attachments": work.batch.attachments} if work.batch and work.batch.attachments else {}),
             }).encode() + b"\n"
             await self._container(active, args, stdin, config, state,
                                   lambda text: self._deliver(queue, work, active, state, text))
@@ -690,9 +691,10 @@ class _Deadlines:
         self.changed = trio.Event()
 
 
-async def write_follow_up(ipc_dir: Path, text: str, *, offload=None) -> str:
+async def write_follow_up(ipc_dir: Path, text: str, *, offload=None, attachments: list[dict] | None = None) -> str:
     """Write one follow-up atomically into the container's input folder; returns its file name."""
     name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
-    data = json.dumps({"type": "message", "text": text}).encode()
+    message = {"type": "message", "text": text, **({"attachments": attachments} if attachments else {})}
+    data = json.dumps(message).encode()
     await (offload or trio.to_thread.run_sync)(write_atomic, ipc_dir / "input" / name, data)
     return name

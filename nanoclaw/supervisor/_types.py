@@ -92,6 +92,9 @@ class MessageBatch:
     chat_jid: str
     # Opaque to the supervisor: handed back to MessageSource.advance once output reached the user.
     cursor: object
+    # Files that came with the messages: [{kind, name, mimeType, size, path}] (container paths);
+    # passed to the runner as stdin / IPC input "attachments".
+    attachments: list[dict] = dataclasses.field(default_factory=list)
 
 
 class MessageSource:
