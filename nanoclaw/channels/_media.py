@@ -162,6 +162,7 @@ class OutFile:
     name: str
     data: bytes
     mime_type: str
+    path: str = ""  # where the container has it
 
     @property
     def kind(self) -> str:
@@ -211,4 +212,4 @@ def read_group_file(group_dir: Path, requested: Any, *, limit: int = MAX_MEDIA) 
         os.close(fd)
     name = parts[-1]
     mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return OutFile(name, data, mime)
+    return OutFile(name, data, mime, str(CONTAINER_GROUP.joinpath(*parts)))

@@ -306,9 +306,9 @@ class Channels(MessageSource):
         state.messages_out += 1
         return await self.store.add_outbound(adapter.name, chat_jid, text, state.account or "bot")
 
-    async def send_file(self, chat_jid: str, file: OutFile, caption: str | None, path: str) -> dict[str, Any]:
+    async def send_file(self, chat_jid: str, file: OutFile, caption: str | None) -> dict[str, Any]:
         """Send a file (already read and checked) to a chat, then store it as a bot message
-        with the file as its attachment (path: where the container has it)."""
+        with the file as its attachment."""
         adapter, state = self._route(chat_jid)
         caption = strip_internal(caption or "")[:1024] or None
         try:
@@ -319,7 +319,7 @@ class Channels(MessageSource):
         state.messages_out += 1
         return await self.store.add_outbound(adapter.name, chat_jid, caption or "", state.account or "bot", [
             {"kind": file.kind, "name": file.name, "mimeType": file.mime_type, "size": len(file.data),
-             "path": path}])
+             "path": file.path}])
 
     def _route(self, chat_jid: str) -> tuple[Adapter, ChannelState]:
         prefix = chat_jid.partition(":")[0]

@@ -112,3 +112,7 @@ class MessageSource:
     async def send(self, chat_jid: str, text: str) -> None:
         """Send an agent's text to a chat (stored as a bot message; never triggers an agent)."""
         raise NotImplementedError
+
+    async def send_file(self, chat_jid: str, file, caption: str | None) -> None:
+        """Send a file the agent wrote (already read and checked) to a chat."""
+        raise NotImplementedError
