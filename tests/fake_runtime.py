@@ -9,12 +9,17 @@ exits on `_close`. What it does is read from the prompt:
   "silent"               never answer (hard timeout)
   "fail"                 exit with code 1 at once
   "steps <n>"            send n progress frames, then answer and exit
+  "stream <n>"           send n growing texts as "text" progress frames 0.2 s apart,
+                         then the whole text as the answer, and exit
+A prompt of chat messages (<messages>...) is read from its last message's text.
 Follow-ups are answered at once with "re: <text>".
 """
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +136,7 @@ class FakeRuntime:
             data += chunk
         request = json.loads(data)
         container.stdin = request
-        verb, _, arg = request["prompt"].partition(" ")
+        verb, _, arg = _command(request["prompt"]).partition(" ")
         if verb == "fail":
             await process._stderr_send.send_all(b"boom\n")
             return 1
@@ -142,6 +147,14 @@ class FakeRuntime:
                 frame = json.dumps({"status": "progress", "event": {"kind": "tool_start", "step": i}})
                 await process._stdout_send.send_all(f"{START}\n{frame}\n{END}\n".encode())
             await self._say(container, process, "stepped")
+            return 0
+        if verb == "stream":
+            words = [f"word{i}" for i in range(int(arg))]
+            for i in range(len(words)):
+                frame = json.dumps({"status": "progress", "event": {"kind": "text", "text": " ".join(words[:i + 1])}})
+                await process._stdout_send.send_all(f"{START}\n{frame}\n{END}\n".encode())
+                await trio.sleep(0.2)
+            await self._say(container, process, " ".join(words))
             return 0
         await trio.sleep(float(arg or 0))
         await self._say(container, process, f"done: {request['prompt']}")
@@ -164,3 +177,11 @@ class FakeRuntime:
         container.outputs.append(text)
         frame = json.dumps({"status": "success", "result": text})
         await process._stdout_send.send_all(f"log line\n{START}\n{frame}\n{END}\n".encode())
+
+
+def _command(prompt: str) -> str:
+    """The verb of a prompt; for chat messages, the text of the last one."""
+    if not prompt.startswith("<messages>"):
+        return prompt
+    found = re.findall(r"<message [^>]*>(.*?)(?:\n<attachment [^>]*/>)*</message>", prompt, re.DOTALL)
+    return html.unescape(found[-1]) if found else ""
