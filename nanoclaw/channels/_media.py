@@ -55,6 +55,12 @@ class TooLarge(Exception):
     pass
 
 
+def media_kind(mime_type: str | None) -> str:
+    """image / audio / video / document from a MIME type."""
+    major = (mime_type or "").partition("/")[0]
+    return major if major in ("image", "audio", "video") else "document"
+
+
 def human_size(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
 

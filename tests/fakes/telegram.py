@@ -142,8 +142,7 @@ class FakeTelegram(Observable):
                 return {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}, 400
             if len(text) > 4096:
                 return {"ok": False, "error_code": 400, "description": "Bad Request: message is too long"}, 400
-            self.sent.append({"chat_id": str(params.get("chat_id")), "text": text,
-                              "parse_mode": params.get("parse_mode")})
+            self.sent.append({"chat_id": str(params.get("chat_id")), "text": text})
             self._touch()
             message = {"message_id": next(self._message_ids), "from": bot, "date": 1_700_000_000,
                        "chat": {"id": int(params["chat_id"]), "type": "group"}, "text": text}
