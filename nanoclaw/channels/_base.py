@@ -165,7 +165,8 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` characters, cut at line ends where possible."""
+    """Pieces of at most `limit` characters, cut between paragraphs where that leaves a piece
+    at least half full, else at line ends, and inside a line only when it is longer than `limit`."""
     parts: list[str] = []
     current = ""
     for line in text.splitlines(keepends=True):
@@ -176,8 +177,13 @@ def split_text(text: str, limit: int) -> list[str]:
             parts.append(line[:limit])
             line = line[limit:]
         if len(current) + len(line) > limit:
-            parts.append(current)
-            current = ""
+            cut = current.rfind("\n\n")
+            if cut >= limit // 2 and len(current) - cut - 2 + len(line) <= limit:
+                parts.append(current[:cut + 1])
+                current = current[cut + 2:]
+            else:
+                parts.append(current)
+                current = ""
         current += line
     if current:
         parts.append(current)
