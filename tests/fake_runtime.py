@@ -41,6 +41,7 @@ class FakeContainer:
     exit_code: int | None = None
     stopped: bool = False
     outputs: list[str] = field(default_factory=list)
+    inputs: list[dict] = field(default_factory=list)  # IPC input messages, as read
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def mount(self, target: str) -> Path:
@@ -168,7 +169,8 @@ class FakeRuntime:
                 return 0
             for name in names:
                 if name.endswith(".json") and not name.startswith("."):
-                    text = json.loads((inbox / name).read_text())["text"]
+                    container.inputs.append(json.loads((inbox / name).read_text()))
+                    text = container.inputs[-1]["text"]
                     (inbox / name).unlink()
                     await self._say(container, process, f"re: {text}")
 

@@ -116,6 +116,17 @@ async def test_a_document_name_cannot_escape_the_inbox(server, tg):
     assert names == ["bashrc-2.txt", "bashrc.txt"]
 
 
+async def test_a_file_telegram_will_not_hand_out_is_refused_with_the_same_note(server, tg):
+    await setup(server)
+    tg.fail_next("getFile", 400, "Bad Request: file is too big")
+    update = tg.push_message(CHAT, "the video", chat_type="private", video={"file_id": "BIG", "mime_type": "video/mp4"})
+    await tg.wait_for(lambda: tg.confirmed > update["update_id"])
+    [note] = [m["text"] for m in tg.sent]
+    assert note.startswith("video.mp4 was not received")
+    [message] = [m for m in await stored(server) if not m["isFromBot"]]
+    assert message["content"] == "the video\n[video video.mp4 not saved: larger than the 20.0 MiB limit]"
+
+
 # -- formatting -----------------------------------------------------------------------
 
 
@@ -205,6 +216,24 @@ async def test_a_streamed_edit_honours_retry_after(timed, tg, autojump_clock):
     await tg.wait_for(lambda: tg.edits and tg.edits[-1].params["text"] == final, timeout=60)
     refused = [c.at for c in tg.calls_of("editMessageText")][0]
     assert tg.edits[0].at - refused >= 3
+
+
+async def test_attachments_reach_the_runner_on_stdin_and_in_follow_ups(timed, tg, autojump_clock):
+    await setup(timed)
+    first = tg.add_file(b"first photo", "photos/a.jpg")
+    tg.push_message(CHAT, "work 0", chat_type="private", photo=[{"file_id": first, "width": 10, "height": 10}])
+    await tg.wait_for(lambda: tg.sent, timeout=60)
+    [container] = timed.runtime.containers
+    [attachment] = container.stdin["attachments"]
+    assert attachment["kind"] == "image" and attachment["path"] in container.stdin["prompt"]
+    second = tg.add_file(b"second", "photos/b.jpg")
+    tg.push_message(CHAT, "and this", chat_type="private", photo=[{"file_id": second, "width": 10, "height": 10}])
+    with trio.fail_after(30):
+        while not container.inputs:
+            await trio.sleep(0.1)
+    [follow_up] = container.inputs
+    assert follow_up["type"] == "message" and [a["size"] for a in follow_up["attachments"]] == [6]
+    assert follow_up["attachments"][0]["path"] in follow_up["text"]
 
 
 def drop_ipc(server, payload: dict) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
+import trio
 
 # The largest file taken from or sent to a chat.
 MAX_MEDIA = 20 * 1024 * 1024
@@ -116,7 +117,8 @@ async def download(http: httpx.AsyncClient, where: Download, platform: str, fold
         raise network_error(platform, exc, *where.secrets) from None
     finally:
         if not done:
-            await offload(_discard, tmp)
+            with trio.CancelScope(shield=True):  # even when cancelled: nothing half-written stays
+                await offload(_discard, tmp)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.channels._format import telegram_html
-from nanoclaw.channels._media import Download, MediaRef, OutFile
+from nanoclaw.channels._media import Download, MediaRef, OutFile, TooLarge
 from nanoclaw.models import Strict
 
 log = logging.getLogger("nanoclaw.channels.telegram")
@@ -166,7 +166,12 @@ class Telegram(Adapter):
 
     async def media_source(self, http: httpx.AsyncClient, credentials: dict[str, Any], media: MediaRef) -> Download:
         token = credentials["token"]
-        found = await self.call(http, token, "getFile", {"file_id": media.ref})
+        try:
+            found = await self.call(http, token, "getFile", {"file_id": media.ref})
+        except PlatformError as exc:
+            if "too big" in exc.reason:  # the Bot API hands out files up to 20 MB only
+                raise TooLarge() from None
+            raise
         path = found.get("file_path") if isinstance(found, dict) else None
         if not isinstance(path, str) or not path:
             raise PlatformError("getFile gave no file_path (the file may be over the Bot API's 20 MB)", status=400)
