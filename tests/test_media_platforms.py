@@ -162,6 +162,26 @@ async def test_discord_typing_is_renewed_every_8_s_until_the_answer(nursery, tmp
     assert len(times) == 3 and times[-1] < answered  # at 0, 8 and 16 s of a 20 s turn
 
 
+async def test_discord_streamed_reply_is_edited_with_patch(nursery, tmp_path, discord, autojump_clock):
+    server = await open_server(nursery, tmp_path, True, discord_api_base=discord.api_url)
+    await connect_discord(server, discord)
+    r = await server.client.post("/container/namespaces", json={
+        "name": "team", "chatJids": ["dc:321"], "containerConfig": {"streamReplies": True}})
+    assert r.status_code == 201, r.text
+    with trio.fail_after(10):
+        while not (await server.client.get("/channels/discord")).json()["connected"]:
+            await trio.sleep(0.01)
+    await discord.dispatch_message(channel_id="321", content="stream 20", guild_id=None)
+    final = " ".join(f"word{i}" for i in range(20))
+    await discord.wait_for(lambda: discord.edits and discord.edits[-1][2] == final, timeout=60)
+    await trio.sleep(5)
+    [first] = discord.sent
+    assert final.startswith(first["content"]) and len(discord.sent) == 1
+    times = [at for at, _, _ in discord.edits]
+    assert all(b - a >= 0.999 for a, b in zip(times, times[1:]))
+    assert {message_id for _, message_id, _ in discord.edits} == {discord.edits[0][1]}
+
+
 # -- WhatsApp --------------------------------------------------------------------------
 
 
