@@ -95,7 +95,8 @@ async def download(http: httpx.AsyncClient, where: Download, platform: str, fold
     size = 0
     done = False
     try:
-        async with http.stream("GET", where.url, headers=where.headers) as response:
+        # httpx drops the Authorization header when a redirect leaves the host.
+        async with http.stream("GET", where.url, headers=where.headers, follow_redirects=True) as response:
             if not response.is_success:
                 raise PlatformError(f"{platform} answered the file download with {response.status_code} "
                                     f"{response.reason_phrase}", status=response.status_code)
