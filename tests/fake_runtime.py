@@ -11,6 +11,7 @@ exits on `_close`. What it does is read from the prompt:
   "steps <n>"            send n progress frames, then answer and exit
   "stream <n>"           send n growing texts as "text" progress frames 0.2 s apart,
                          then the whole text as the answer, and exit
+  "burst <n>"            the same frames and answer written at once, then exit
 A prompt of chat messages (<messages>...) is read from its last message's text.
 Follow-ups are answered at once with "re: <text>".
 """
@@ -156,6 +157,13 @@ class FakeRuntime:
                 await process._stdout_send.send_all(f"{START}\n{frame}\n{END}\n".encode())
                 await trio.sleep(0.2)
             await self._say(container, process, " ".join(words))
+            return 0
+        if verb == "burst":
+            words = [f"word{i}" for i in range(int(arg))]
+            frames = [{"status": "progress", "event": {"kind": "text", "text": " ".join(words[:i + 1])}}
+                      for i in range(len(words))] + [{"status": "success", "result": " ".join(words)}]
+            container.outputs.append(" ".join(words))
+            await process._stdout_send.send_all("".join(f"{START}\n{json.dumps(f)}\n{END}\n" for f in frames).encode())
             return 0
         await trio.sleep(float(arg or 0))
         await self._say(container, process, f"done: {request['prompt']}")

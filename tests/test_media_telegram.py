@@ -208,6 +208,17 @@ async def test_a_streamed_answer_is_one_message_edited_at_most_once_a_second(tim
     assert reply["content"] == final
 
 
+async def test_text_still_queued_when_the_answer_goes_out_starts_no_second_message(timed, tg, autojump_clock):
+    await setup(timed, streamReplies=True)
+    await say(tg, "burst 30")
+    await tg.wait_for(lambda: tg.sent, timeout=60)
+    await trio.sleep(10)
+    final = " ".join(f"word{i}" for i in range(30))
+    # One message, showing the final text (sent so, or edited to it).
+    assert len(tg.sent) == 1
+    assert (tg.edits[-1].params["text"] if tg.edits else tg.sent[0]["text"]) == final
+
+
 async def test_a_streamed_edit_honours_retry_after(timed, tg, autojump_clock):
     await setup(timed, streamReplies=True)
     tg.fail_next("editMessageText", 429, retry_after=3)

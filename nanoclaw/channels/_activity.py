@@ -40,6 +40,7 @@ class Stream:
         self.changed = trio.Event()
         self.lock = trio.Lock()
         self.scope = trio.CancelScope()
+        self.closed = False
 
     def update(self, text: str) -> None:
         self.latest = text
@@ -52,10 +53,14 @@ class Stream:
                 self.changed = trio.Event()
                 await trio.sleep_until(self.next_at)
                 async with self.lock:
-                    try:
-                        await self._show(self.latest, plain=True)
-                    except (PlatformError, NanoclawError) as exc:
-                        log.warning("streamed reply to %s not updated: %s", self.chat_jid, exc)
+                    if self.closed:
+                        return
+                    # A send in flight must finish: its message id is what `finish` edits.
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await self._show(self.latest, plain=True)
+                        except (PlatformError, NanoclawError) as exc:
+                            log.warning("streamed reply to %s not updated: %s", self.chat_jid, exc)
 
     async def _show(self, text: str, *, plain: bool) -> None:
         adapter, state = self.channels._route(self.chat_jid)
@@ -80,6 +85,7 @@ class Stream:
     async def finish(self, text: str) -> bool:
         """Make the streamed message say `text` (formatted); False when there is no message to
         edit (the caller sends it as new)."""
+        self.closed = True
         self.scope.cancel()
         async with self.lock:
             if self.message_id is None:
@@ -106,7 +112,10 @@ class Stream:
 class Activity:
     def __init__(self, channels: "Channels") -> None:
         self.channels = channels
-        self._in, self._out = trio.open_memory_channel[RunEvent](QUEUE)
+        self._in, self._out = trio.open_memory_channel[tuple[int, RunEvent]](QUEUE)
+        # chat -> results seen so far. Set as the supervisor emits (before it sends the
+        # answer), so text still queued from before an answer is known to be stale.
+        self._answers: dict[str, int] = {}
         self._typing: dict[str, trio.CancelScope] = {}
         self._streams: dict[str, Stream] = {}
         # run id -> chat, for runs between started and finished
@@ -116,8 +125,10 @@ class Activity:
     def on_run_event(self, event: RunEvent) -> None:
         if event.kind != "message" or not event.chat_jid:
             return
+        if event.type == "result":
+            self._answers[event.chat_jid] = self._answers.get(event.chat_jid, 0) + 1
         try:
-            self._in.send_nowait(event)
+            self._in.send_nowait((self._answers.get(event.chat_jid, 0), event))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             log.warning("dropped a run event for %s (activity queue full or closed)", event.chat_jid)
 
@@ -125,23 +136,29 @@ class Activity:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                async for event in self._out:
+                async for answers, event in self._out:
                     try:
-                        await self._handle(event)
+                        await self._handle(event, answers)
                     except Exception:  # a bug here must not stop typing for every chat
                         log.exception("handling %s for %s failed", event.type, event.chat_jid)
             finally:
                 self._nursery = None
 
-    async def _handle(self, event: RunEvent) -> None:
+    def _stale(self, jid: str, answers: int) -> bool:
+        """An answer went out to the chat since the event was queued."""
+        return answers != self._answers.get(jid, 0)
+
+    async def _handle(self, event: RunEvent, answers: int) -> None:
         jid = event.chat_jid
+        stale = self._stale(jid, answers)
         if event.type == "started":
             self._runs[event.run_id] = jid
-            self._start_typing(jid)
-        elif event.type == "progress" and event.run_id in self._runs:
+            if not stale:  # an answer already went out: the turn is over
+                self._start_typing(jid)
+        elif event.type == "progress" and event.run_id in self._runs and not stale:
             text = event.data.get("text")
             if event.data.get("kind") == "text" and isinstance(text, str):
-                await self._stream(jid, text)
+                await self._stream(jid, text, answers)
             else:
                 self._start_typing(jid)
         elif event.type == "result":
@@ -187,11 +204,13 @@ class Activity:
     def typing(self, jid: str) -> bool:
         return jid in self._typing
 
-    async def _stream(self, jid: str, text: str) -> None:
+    async def _stream(self, jid: str, text: str, answers: int) -> None:
         stream = self._streams.get(jid)
         if stream is None:
             adapter = self.channels.by_prefix.get(jid.partition(":")[0])
             ns = await self.channels.namespaces.by_jid(jid)
+            if self._stale(jid, answers):
+                return
             if (adapter is None or not adapter.can_edit or ns is None or not ns.containerConfig.streamReplies
                     or self._nursery is None):
                 self._start_typing(jid)
