@@ -104,6 +104,16 @@ async def test_slack_send_file_uses_the_external_upload(nursery, tmp_path, slack
                              "files": [("notes.txt", "text/plain", b"meeting notes")]}]
 
 
+async def test_slack_gets_mrkdwn(nursery, tmp_path, slack):
+    server = await open_server(nursery, tmp_path, False, slack_api_base=slack.api_url)
+    await connect_slack(server, slack)
+    r = await server.client.post("/channels/messages", json={
+        "chatJid": "slack:C1", "content": "# Plan\n**ship** it, _today_ <@U0ALICE> a<b [docs](https://x.y/d)"})
+    assert r.status_code == 201, r.text
+    assert slack.posted == [{"channel": "C1",
+                             "text": "*Plan*\n*ship* it, _today_ <@U0ALICE> a&lt;b <https://x.y/d|docs>"}]
+
+
 # -- Discord ---------------------------------------------------------------------------
 
 
@@ -228,6 +238,15 @@ async def test_whatsapp_send_file_uploads_media_then_sends_it(nursery, tmp_path,
     assert upload["file"] == ("report.pdf", "application/pdf", b"%PDF report")
     [message] = [m for m in wa.sent if m["type"] == "document"]
     assert message["document"] == {"id": upload["id"], "filename": "report.pdf"} and message["to"] == CUSTOMER
+
+
+async def test_whatsapp_gets_its_own_bold_and_links(nursery, tmp_path, wa):
+    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_base)
+    await connect_whatsapp(server)
+    r = await server.client.post("/channels/messages", json={
+        "chatJid": f"wa:{CUSTOMER}", "content": "**Paid** ~~late~~ see [invoice](https://x.y/i)"})
+    assert r.status_code == 201, r.text
+    assert [m["text"]["body"] for m in wa.sent] == ["*Paid* ~late~ see invoice (https://x.y/i)"]
 
 
 # -- splitting -----------------------------------------------------------------------------

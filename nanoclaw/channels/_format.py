@@ -48,8 +48,12 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Slack's own sequences (mentions, channels, links) the model may write: kept as they are.
+_SLACK_SEQUENCE = re.compile(r"(<(?:[@#!]|https?://)[^<>\s]+>)")
+
+
 def _slack_prose(text: str) -> str:
-    text = _slack_escape(text)
+    text = "".join(part if i % 2 else _slack_escape(part) for i, part in enumerate(_SLACK_SEQUENCE.split(text)))
     text = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
     text = _HEADING.sub(lambda m: f"\x00{m.group(1)}\x00", text)
     text = _ITALIC.sub(lambda m: f"_{_either(m)}_", text)
