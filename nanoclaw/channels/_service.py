@@ -74,7 +74,8 @@ class _ChannelLink(Link):
         channels = self.channels
         group_dir = channels.groups_dir / group if group and channels.groups_dir else None
         return await fetch_media(channels.adapters[self.state.name], channels._http(), self.state.credentials,
-                                 message, group_dir, channels.clock.now(), channels.offload, channels.send)
+                                 message, group_dir, channels.clock.now(), channels.offload,
+                                 lambda jid, text: channels.send(jid, text, answer=False))
 
     async def move_chat(self, old_jid: str, new_jid: str) -> None:
         if await self.channels.store.move_chat(old_jid, new_jid):
@@ -287,22 +288,24 @@ class Channels(MessageSource):
 
     # -- outgoing -------------------------------------------------------------
 
-    async def send(self, chat_jid: str, text: str) -> dict[str, Any] | None:
+    async def send(self, chat_jid: str, text: str, *, answer: bool = True) -> dict[str, Any] | None:
         """Send text to a chat through the channel owning its JID prefix, then store it as a
-        bot message. None when nothing was left to send after removing <internal> notes."""
+        bot message. None when nothing was left to send after removing <internal> notes.
+        answer=False (the server's own notes): leaves a streamed reply and typing alone."""
         adapter, state = self._route(chat_jid)
         text = strip_internal(text)
         if not text:
             return None
         pieces = split_text(text, adapter.max_length)
-        stream = self.activity.take_stream(chat_jid)
+        stream = self.activity.take_stream(chat_jid) if answer else None
         if stream is not None and pieces:
             # A streamed reply: its message becomes the first piece.
             if await stream.finish(pieces[0]):
                 pieces = pieces[1:]
         for piece in pieces:
             await self._send_piece(adapter, state, chat_jid, piece)
-        self.activity.stop_typing(chat_jid)
+        if answer:
+            self.activity.stop_typing(chat_jid)
         state.messages_out += 1
         return await self.store.add_outbound(adapter.name, chat_jid, text, state.account or "bot")
 
