@@ -184,6 +184,22 @@ async def test_typing_starts_within_a_second_and_stops_when_the_answer_is_sent(t
     assert tg.sent[0]["text"].startswith("done: ")
 
 
+async def test_typing_shows_again_for_a_follow_up_to_a_live_container(timed, tg, autojump_clock):
+    await setup(timed)
+    await say(tg, "work 0")
+    await tg.wait_for(lambda: tg.sent, timeout=60)
+    await trio.sleep(5)
+    before = len(tg.calls_of("sendChatAction"))
+    asked = await say(tg, "one more thing")
+    await tg.wait_for(lambda: len(tg.sent) == 2, timeout=60)
+    answered = tg.calls_of("sendMessage")[1].at
+    assert tg.sent[1]["text"].startswith("re: ")
+    [action] = [c.at for c in tg.calls_of("sendChatAction")[before:]]
+    assert asked <= action <= answered
+    await trio.sleep(20)
+    assert len(tg.calls_of("sendChatAction")) == before + 1
+
+
 async def test_typing_stops_when_the_turn_fails(timed, tg, autojump_clock):
     await setup(timed)
     await say(tg, "fail")

@@ -70,6 +70,8 @@ class Router:
         self.senders = senders
         self.audit = audit
         self.notify = notify
+        # Called with the chat's JID whenever a triggering message is stored (typing for follow-ups).
+        self.triggered: Callable[[str], None] | None = None
 
     async def deliver(self, msg: Inbound, fetch: FetchMedia | None = None) -> bool:
         """Route one inbound message; True when it was new and stored. Its files are
@@ -92,6 +94,8 @@ class Router:
             return False
         if ns is not None and triggers(ns, msg.text, msg.addressed) and self.notify is not None:
             self.notify(ns.name)
+            if self.triggered is not None:
+                self.triggered(msg.chat_jid)
         return True
 
     async def pending(self, group: str) -> MessageBatch | None:

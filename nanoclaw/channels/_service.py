@@ -117,6 +117,7 @@ class Channels(MessageSource):
         self.activity = Activity(self)
         # The supervisor's RunEvent listener (typing indicators, streamed replies).
         self.on_run_event = self.activity.on_run_event
+        router.triggered = self.activity.follow_up
 
     # -- lifecycle ------------------------------------------------------------
 
