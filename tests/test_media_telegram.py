@@ -98,6 +98,16 @@ async def test_a_25_mib_document_is_refused_with_a_note_and_nothing_is_left(serv
     assert files_under(server.settings.groups_dir / "support") == []
 
 
+async def test_a_download_cut_short_by_a_kill_is_removed_at_start_up(nursery, settings):
+    inbox = settings.groups_dir / "support" / "inbox" / "2026-12-01"
+    inbox.mkdir(parents=True)
+    (inbox / ".download-0123456789ab.part").write_bytes(b"half")
+    (inbox / "kept.jpg").write_bytes(b"whole")
+    server = await start_server(nursery, settings)
+    assert [p.name for p in inbox.iterdir()] == ["kept.jpg"]
+    await server.client.aclose()
+
+
 async def test_a_document_name_cannot_escape_the_inbox(server, tg):
     await setup(server)
     file_id = tg.add_file(b"hello", "documents/x")

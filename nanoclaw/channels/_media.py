@@ -159,6 +159,17 @@ def _publish(tmp: tuple[Path, int], folder: Path, name: str) -> Path:
     raise OSError(f"no free name for {name} in {folder}")
 
 
+def remove_partial_downloads(groups_dir: Path) -> list[Path]:
+    """Remove the temporaries of downloads a killed server left in any inbox. Only while no
+    download runs (at start-up)."""
+    removed = []
+    for path in groups_dir.glob(f"*/{INBOX}/*/.download-*.part"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def inbox_folder(group_dir: Path, now: float) -> Path:
     return group_dir / INBOX / dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d")
 

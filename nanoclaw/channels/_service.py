@@ -16,7 +16,7 @@ from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, Platf
     strip_internal
 from nanoclaw.channels._activity import Activity
 from nanoclaw.channels._inbox import fetch_media
-from nanoclaw.channels._media import OutFile
+from nanoclaw.channels._media import OutFile, remove_partial_downloads
 from nanoclaw.channels._router import Router
 from nanoclaw.channels._store import ChatStore
 from nanoclaw.clock import Clock, iso
@@ -125,6 +125,8 @@ class Channels(MessageSource):
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http, trio.open_nursery() as nursery:
             self.http, self._nursery = http, nursery
             nursery.start_soon(self.activity.run)
+            if self.groups_dir is not None:
+                await self.offload(remove_partial_downloads, self.groups_dir)
             for row in await self.store.configs():
                 state = self.states.get(row["name"])
                 if state is None or row["name"] not in self.adapters:
