@@ -98,6 +98,8 @@ class ContainerConfig(Strict):
         description='"bridge": the server\'s container network (outbound access); "proxy-only": an internal '
                     "network where only the credential proxy is reachable")
     agent: AgentConfig | None = Field(default=None, description="The agent's provider, model and limits")
+    streamReplies: bool = Field(default=False, description="Telegram and Discord: show the answer as one message "
+                                "edited as the text streams in")
 
     @field_validator("env", mode="before")
     @classmethod

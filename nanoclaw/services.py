@@ -105,8 +105,10 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
                               clock=clock)
     services.long_lived += [services.runtime, services.images, services.supervisor, services.proxy,
                             services.ipc]
-    services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders)
+    services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders,
+                                       offload=offload)
     services.supervisor.messages = services.channels
+    services.supervisor.subscribe(services.channels.on_run_event)
     services.channels.router.notify = services.supervisor.notify_messages
     services.channels.router.new_session = services.supervisor.new_session
     services.scheduler = Scheduler(db, clock, audit, services.namespaces, submit=services.supervisor.submit_task,

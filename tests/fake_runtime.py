@@ -12,12 +12,18 @@ exits on `_close`. What it does is read from the prompt:
   "spend <n>"            answer twice, each frame reporting usage (n input, n/10 output,
                          5 cache-read, 1 cache-creation tokens, model "fake-model"), and exit
   "tell <text>"          send <text> through an IPC message file, then answer at once
+  "stream <n>"           send n growing texts as "text" progress frames 0.2 s apart,
+                         then the whole text as the answer, and exit
+  "burst <n>"            the same frames and answer written at once, then exit
+A prompt of chat messages (<messages>...) is read from its last message's text.
 Follow-ups are answered at once with "re: <text>".
 """
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +49,7 @@ class FakeContainer:
     exit_code: int | None = None
     stopped: bool = False
     outputs: list[str] = field(default_factory=list)
+    inputs: list[dict] = field(default_factory=list)  # IPC input messages, as read
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def mount(self, target: str) -> Path:
@@ -143,7 +150,7 @@ class FakeRuntime:
         request = json.loads(data)
         container.stdin = request
         container.session = request.get("sessionId") or uuid.uuid4().hex
-        verb, _, arg = request["prompt"].partition(" ")
+        verb, _, arg = _command(request["prompt"]).partition(" ")
         if verb == "fail":
             await process._stderr_send.send_all(b"boom\n")
             return 1
@@ -160,6 +167,21 @@ class FakeRuntime:
                      "cacheCreationTokens": 1}
             for part in (1, 2):
                 await self._say(container, process, f"part {part}", usage=usage, model="fake-model")
+            return 0
+        if verb == "stream":
+            words = [f"word{i}" for i in range(int(arg))]
+            for i in range(len(words)):
+                frame = json.dumps({"status": "progress", "event": {"kind": "text", "text": " ".join(words[:i + 1])}})
+                await process._stdout_send.send_all(f"{START}\n{frame}\n{END}\n".encode())
+                await trio.sleep(0.2)
+            await self._say(container, process, " ".join(words))
+            return 0
+        if verb == "burst":
+            words = [f"word{i}" for i in range(int(arg))]
+            frames = [{"status": "progress", "event": {"kind": "text", "text": " ".join(words[:i + 1])}}
+                      for i in range(len(words))] + [{"status": "success", "result": " ".join(words)}]
+            container.outputs.append(" ".join(words))
+            await process._stdout_send.send_all("".join(f"{START}\n{json.dumps(f)}\n{END}\n" for f in frames).encode())
             return 0
         if verb == "tell":
             outbox = container.mount("/workspace/ipc") / "messages"
@@ -178,7 +200,8 @@ class FakeRuntime:
                 return 0
             for name in names:
                 if name.endswith(".json") and not name.startswith("."):
-                    text = json.loads((inbox / name).read_text())["text"]
+                    container.inputs.append(json.loads((inbox / name).read_text()))
+                    text = container.inputs[-1]["text"]
                     (inbox / name).unlink()
                     await self._say(container, process, f"re: {text}")
 
@@ -187,3 +210,11 @@ class FakeRuntime:
         container.outputs.append(text)
         frame = json.dumps({"status": "success", "result": text, "newSessionId": container.session, **extra})
         await process._stdout_send.send_all(f"log line\n{START}\n{frame}\n{END}\n".encode())
+
+
+def _command(prompt: str) -> str:
+    """The verb of a prompt; for chat messages, the text of the last one."""
+    if not prompt.startswith("<messages>"):
+        return prompt
+    found = re.findall(r"<message [^>]*>(.*?)(?:\n<attachment [^>]*/>)*</message>", prompt, re.DOTALL)
+    return html.unescape(found[-1]) if found else ""

@@ -176,11 +176,11 @@ async def test_a_socket_the_server_drops_is_opened_again(slack_server, fake):
 
 async def test_long_text_is_sent_as_several_messages(slack_server, fake):
     await connect(slack_server, fake)
-    text = "\n".join(f"line {i:04d} " + "x" * 90 for i in range(50))  # about 5,000 characters
+    text = "\n".join(f"line {i:04d} " + "x" * 90 for i in range(450))  # about 45,000 characters
     answer = await slack_server.client.post("/channels/messages", json={"chatJid": "slack:C5", "content": text})
     assert answer.status_code == 201, answer.text
     assert len(fake.posted) == 2
-    assert all(p["channel"] == "C5" and len(p["text"]) <= 4000 for p in fake.posted)
+    assert all(p["channel"] == "C5" and len(p["text"]) <= 40000 for p in fake.posted)
     assert "\n".join(p["text"] for p in fake.posted) == text
 
 

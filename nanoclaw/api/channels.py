@@ -47,6 +47,14 @@ class SendRequest(ApiModel):
     content: str = Field(min_length=1, max_length=100_000)
 
 
+class Attachment(Answer):
+    kind: str = Field(description="image, document, audio, voice or video")
+    name: str
+    mimeType: str | None
+    size: int = Field(description="Bytes")
+    path: str = Field(description="Where the agent's container sees it, e.g. /workspace/group/inbox/2026-12-03/a.jpg")
+
+
 class Message(Answer):
     id: int
     chatJid: str
@@ -55,6 +63,7 @@ class Message(Answer):
     content: str
     timestamp: str
     isFromBot: bool
+    attachments: list[Attachment] = Field(default_factory=list, description="Files that came with the message")
 
 
 class MessageList(Answer):

@@ -12,11 +12,11 @@ __all__ = ["CHANNEL_NAMES", "Adapter", "Channels", "ChatStore", "Discord", "Inbo
            "Router", "Slack", "Telegram", "WhatsApp", "build_channels"]
 
 
-def build_channels(settings, db, clock, secrets, audit, namespaces, senders) -> Channels:
+def build_channels(settings, db, clock, secrets, audit, namespaces, senders, offload=None) -> Channels:
     """The Channels service with every adapter this server has. The router's `notify`
     is left for the caller to point at the supervisor."""
     store = ChatStore(db, clock)
     router = Router(store, namespaces, senders, audit)
     adapters = [Telegram(settings.telegram_api_base), Slack(settings.slack_api_base),
                 Discord(settings.discord_api_base), WhatsApp(settings.whatsapp_api_base)]
-    return Channels(store, router, secrets, audit, clock, adapters)
+    return Channels(store, router, secrets, audit, clock, adapters, groups_dir=settings.groups_dir, offload=offload)

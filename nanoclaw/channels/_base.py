@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel
 
+from nanoclaw.channels._media import Download, MediaRef, OutFile
+
 # Platform tokens are printable ASCII without spaces; anything else could not travel in a URL or header.
 TOKEN_CHARS = "[!-~]+"
 
@@ -38,6 +40,8 @@ class Inbound:
     is_group: bool = False
     # A DM or an @mention of the bot: it triggers whatever the namespace's trigger word.
     addressed: bool = False
+    # Files attached to the message, fetched by the Channels service before it is stored.
+    media: list[MediaRef] = dataclasses.field(default_factory=list)
 
 
 class PlatformError(Exception):
@@ -119,8 +123,36 @@ class Adapter:
         caller reconnects with backoff."""
         raise NotImplementedError
 
-    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
-        """Send one piece of text (at most max_length characters). Raises PlatformError."""
+    # Seconds a typing indicator lasts (renewed this often while a turn runs); None: no indicator.
+    typing_interval: ClassVar[float | None] = None
+    # Whether `edit` works (streamed replies).
+    can_edit: ClassVar[bool] = False
+
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str, *,
+                   plain: bool = False) -> str | None:
+        """Send one piece of Markdown text (at most max_length characters) in the platform's own
+        format, or as it is when `plain`. Returns the platform's message id when it gives one.
+        Raises PlatformError (status 400 when the platform refuses the formatting)."""
+        raise NotImplementedError
+
+    def format_refused(self, exc: PlatformError) -> bool:
+        """Whether the platform refused a send because of its formatting (send it plain then)."""
+        return False
+
+    async def edit(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, message_id: str,
+                   text: str, *, plain: bool = False) -> None:
+        raise NotImplementedError
+
+    async def typing(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str) -> None:
+        raise NotImplementedError
+
+    async def media_source(self, http: httpx.AsyncClient, credentials: dict[str, Any], media: MediaRef) -> Download:
+        """Where an inbound file can be downloaded (with which headers). Raises PlatformError."""
+        raise NotImplementedError
+
+    async def send_file(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, file: OutFile,
+                        caption: str | None) -> None:
+        """Send one file (at most MAX_MEDIA bytes) with an optional caption. Raises PlatformError."""
         raise NotImplementedError
 
     def chat_id(self, chat_jid: str) -> str:
@@ -137,7 +169,8 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` characters, cut at line ends where possible."""
+    """Pieces of at most `limit` characters, cut between paragraphs where that leaves a piece
+    at least half full, else at line ends, and inside a line only when it is longer than `limit`."""
     parts: list[str] = []
     current = ""
     for line in text.splitlines(keepends=True):
@@ -148,8 +181,13 @@ def split_text(text: str, limit: int) -> list[str]:
             parts.append(line[:limit])
             line = line[limit:]
         if len(current) + len(line) > limit:
-            parts.append(current)
-            current = ""
+            cut = current.rfind("\n\n")
+            if cut >= limit // 2 and len(current) - cut - 2 + len(line) <= limit:
+                parts.append(current[:cut + 1])
+                current = current[cut + 2:]
+            else:
+                parts.append(current)
+                current = ""
         current += line
     if current:
         parts.append(current)

@@ -7,11 +7,11 @@ import html
 import logging
 import re
 import sqlite3
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from nanoclaw.audit import Audit
 from nanoclaw.channels._base import Inbound
-from nanoclaw.channels._store import ChatStore
+from nanoclaw.channels._store import ChatStore, attachments
 from nanoclaw.clock import iso
 from nanoclaw.namespaces import Namespace, Namespaces
 from nanoclaw.security.senders import SenderAllowlist
@@ -55,12 +55,21 @@ def is_new_command(ns: Namespace, text: str) -> bool:
 def format_prompt(rows: list[sqlite3.Row]) -> str:
     lines = ["<messages>"]
     for row in rows:
+        files = "".join(
+            f'\n<attachment kind="{html.escape(f["kind"])}" name="{html.escape(f["name"])}" '
+            f'type="{html.escape(f["mimeType"] or "")}" size="{f["size"]}" path="{html.escape(f["path"])}"/>'
+            for f in attachments(row))
         lines.append(
             f'<message sender="{html.escape(row["sender_name"] or row["sender_jid"])}" '
-            f'time="{iso(row["ts"])}">{html.escape(row["content"], quote=False)}</message>'
+            f'time="{iso(row["ts"])}">{html.escape(row["content"], quote=False)}{files}</message>'
         )
     lines.append("</messages>")
     return "\n".join(lines)
+
+
+# Downloads a message's files into a group's folder (None: the chat has no group);
+# returns the attachments saved and notes on those that were not.
+FetchMedia = Callable[[Inbound, "str | None"], Awaitable[tuple[list[dict[str, Any]], list[str]]]]
 
 
 class Router:
@@ -78,18 +87,28 @@ class Router:
         self.audit = audit
         self.notify = notify
         self.new_session = new_session
+        # Called with the chat's JID whenever a triggering message is stored (typing for follow-ups).
+        self.triggered: Callable[[str], None] | None = None
 
-    async def deliver(self, msg: Inbound) -> bool:
-        """Route one inbound message; True when it was new and stored."""
+    async def deliver(self, msg: Inbound, fetch: FetchMedia | None = None) -> bool:
+        """Route one inbound message; True when it was new and stored. Its files are
+        downloaded (with `fetch`) before it is stored, so the agent never sees it without them."""
         if not await self.senders.is_allowed(msg.sender_jid, msg.chat_jid):
             await self.audit.record("warning", "sender", f"dropped a message from {msg.sender_jid} in "
                                     f"{msg.chat_jid}: sender not on the allowlist",
                                     details={"channel": msg.channel})
             return False
-        if await self.store.add_inbound(msg) is None:
+        ns = await self.namespaces.by_jid(msg.chat_jid)
+        files: list[dict[str, Any]] = []
+        if msg.media and fetch is not None:
+            if await self.store.seen(msg.channel, msg.external_id):
+                log.info("ignored a repeated delivery of %s message %s", msg.channel, msg.external_id)
+                return False
+            files, notes = await fetch(msg, ns.name if ns else None)
+            msg.text = "\n".join(t for t in (msg.text, *notes) if t)
+        if await self.store.add_inbound(msg, files) is None:
             log.info("ignored a repeated delivery of %s message %s", msg.channel, msg.external_id)
             return False
-        ns = await self.namespaces.by_jid(msg.chat_jid)
         if ns is None or not triggers(ns, msg.text, msg.addressed):
             return True
         if is_new_command(ns, msg.text):
@@ -97,6 +116,8 @@ class Router:
                 await self.new_session(ns.name, msg.chat_jid)
         elif self.notify is not None:
             self.notify(ns.name)
+            if self.triggered is not None:
+                self.triggered(msg.chat_jid)
         return True
 
     async def pending(self, group: str) -> MessageBatch | None:
@@ -115,7 +136,9 @@ class Router:
         if best is None:
             return None
         _, jid, rows, last = best
-        return MessageBatch(prompt=format_prompt(rows[-MAX_BATCH:]), chat_jid=jid, cursor=ChatCursor(jid, last))
+        rows = rows[-MAX_BATCH:]
+        return MessageBatch(prompt=format_prompt(rows), chat_jid=jid, cursor=ChatCursor(jid, last),
+                            attachments=[f for row in rows for f in attachments(row)])
 
     async def advance(self, group: str, cursor: object) -> None:
         if not isinstance(cursor, ChatCursor):

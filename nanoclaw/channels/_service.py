@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,9 @@ import trio
 from nanoclaw.audit import Audit
 from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, PlatformError, backoff, split_text, \
     strip_internal
+from nanoclaw.channels._activity import Activity
+from nanoclaw.channels._inbox import fetch_media
+from nanoclaw.channels._media import OutFile, remove_partial_downloads
 from nanoclaw.channels._router import Router
 from nanoclaw.channels._store import ChatStore
 from nanoclaw.clock import Clock, iso
@@ -63,8 +67,15 @@ class _ChannelLink(Link):
 
     async def deliver(self, message: Inbound) -> None:
         self.state.last_event_at = self.channels.clock.now()
-        if await self.channels.router.deliver(message):
+        if await self.channels.router.deliver(message, self._fetch):
             self.state.messages_in += 1
+
+    async def _fetch(self, message: Inbound, group: str | None):
+        channels = self.channels
+        group_dir = channels.groups_dir / group if group and channels.groups_dir else None
+        return await fetch_media(channels.adapters[self.state.name], channels._http(), self.state.credentials,
+                                 message, group_dir, channels.clock.now(), channels.offload,
+                                 lambda jid, text: channels.send(jid, text, answer=False))
 
     async def move_chat(self, old_jid: str, new_jid: str) -> None:
         if await self.channels.store.move_chat(old_jid, new_jid):
@@ -87,7 +98,9 @@ class Channels(MessageSource):
     """
 
     def __init__(self, store: ChatStore, router: Router, secrets: SecretBox, audit: Audit, clock: Clock,
-                 adapters: list[Adapter]) -> None:
+                 adapters: list[Adapter], *, groups_dir: Path | None = None, offload=None) -> None:
+        self.groups_dir = groups_dir
+        self.offload = offload or trio.to_thread.run_sync
         self.store = store
         self.router = router
         self.namespaces = router.namespaces
@@ -101,12 +114,19 @@ class Channels(MessageSource):
         self._nursery: trio.Nursery | None = None
         # connect/disconnect one at a time, so a channel never ends up with two tasks
         self._config_lock = trio.Lock()
+        self.activity = Activity(self)
+        # The supervisor's RunEvent listener (typing indicators, streamed replies).
+        self.on_run_event = self.activity.on_run_event
+        router.triggered = self.activity.follow_up
 
     # -- lifecycle ------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http, trio.open_nursery() as nursery:
             self.http, self._nursery = http, nursery
+            nursery.start_soon(self.activity.run)
+            if self.groups_dir is not None:
+                await self.offload(remove_partial_downloads, self.groups_dir)
             for row in await self.store.configs():
                 state = self.states.get(row["name"])
                 if state is None or row["name"] not in self.adapters:
@@ -287,9 +307,43 @@ class Channels(MessageSource):
 
     # -- outgoing -------------------------------------------------------------
 
-    async def send(self, chat_jid: str, text: str) -> dict[str, Any] | None:
+    async def send(self, chat_jid: str, text: str, *, answer: bool = True) -> dict[str, Any] | None:
         """Send text to a chat through the channel owning its JID prefix, then store it as a
-        bot message. None when nothing was left to send after removing <internal> notes."""
+        bot message. None when nothing was left to send after removing <internal> notes.
+        answer=False (the server's own notes): leaves a streamed reply and typing alone."""
+        adapter, state = self._route(chat_jid)
+        text = strip_internal(text)
+        if not text:
+            return None
+        pieces = split_text(text, adapter.max_length)
+        stream = self.activity.take_stream(chat_jid) if answer else None
+        if stream is not None and pieces:
+            # A streamed reply: its message becomes the first piece.
+            if await stream.finish(pieces[0]):
+                pieces = pieces[1:]
+        for piece in pieces:
+            await self._send_piece(adapter, state, chat_jid, piece)
+        if answer:
+            self.activity.stop_typing(chat_jid)
+        state.messages_out += 1
+        return await self.store.add_outbound(adapter.name, chat_jid, text, state.account or "bot")
+
+    async def send_file(self, chat_jid: str, file: OutFile, caption: str | None) -> dict[str, Any]:
+        """Send a file (already read and checked) to a chat, then store it as a bot message
+        with the file as its attachment."""
+        adapter, state = self._route(chat_jid)
+        caption = strip_internal(caption or "")[:1024] or None
+        try:
+            await self._retrying(adapter, chat_jid, lambda: adapter.send_file(
+                self._http(), state.credentials, chat_jid, file, caption))
+        except PlatformError as exc:
+            raise await self._send_failed(adapter, chat_jid, exc, "a file") from None
+        state.messages_out += 1
+        return await self.store.add_outbound(adapter.name, chat_jid, caption or "", state.account or "bot", [
+            {"kind": file.kind, "name": file.name, "mimeType": file.mime_type, "size": len(file.data),
+             "path": file.path}])
+
+    def _route(self, chat_jid: str) -> tuple[Adapter, ChannelState]:
         prefix = chat_jid.partition(":")[0]
         adapter = self.by_prefix.get(prefix)
         if adapter is None or ":" not in chat_jid:
@@ -299,29 +353,39 @@ class Channels(MessageSource):
         if not state.connected or state.credentials is None:
             raise Conflict(f"The {adapter.name} channel is not connected ({state.status_message})",
                            code="CHANNEL_NOT_CONNECTED")
-        text = strip_internal(text)
-        if not text:
-            return None
-        for piece in split_text(text, adapter.max_length):
-            await self._send_piece(adapter, state, chat_jid, piece)
-        state.messages_out += 1
-        return await self.store.add_outbound(adapter.name, chat_jid, text, state.account or "bot")
+        return adapter, state
 
-    async def _send_piece(self, adapter: Adapter, state: ChannelState, chat_jid: str, piece: str) -> None:
+    async def _send_piece(self, adapter: Adapter, state: ChannelState, chat_jid: str, piece: str) -> str | None:
+        """Send one piece in the platform's format, and as plain text if the platform refuses
+        the formatting. Returns the platform's message id when it gives one."""
+        for plain in (False, True):
+            try:
+                return await self._retrying(adapter, chat_jid, lambda: adapter.send(
+                    self._http(), state.credentials, chat_jid, piece, plain=plain))
+            except PlatformError as exc:
+                if plain or not adapter.format_refused(exc):
+                    raise await self._send_failed(adapter, chat_jid, exc, "a message") from None
+                log.warning("%s refused the formatted text (%s); sending it as plain text", adapter.name, exc.reason)
+        return None
+
+    async def _retrying(self, adapter: Adapter, chat_jid: str, call):
+        """call() again on 429/5xx/network errors, waiting as the platform asks; PlatformError otherwise."""
         for attempt in range(SEND_ATTEMPTS):
             try:
-                await adapter.send(self._http(), state.credentials, chat_jid, piece)
-                return
+                return await call()
             except PlatformError as exc:
                 if not exc.transient or attempt == SEND_ATTEMPTS - 1:
-                    what = "refused" if not exc.transient else f"failed {SEND_ATTEMPTS} times to take"
-                    message = f"{adapter.name} {what} a message to {chat_jid}: {exc.reason}"
-                    log.error("%s", message)
-                    await self.audit.record("error", "channel", message)
-                    raise UpstreamError(message, code="SEND_FAILED") from None
+                    raise
                 delay = exc.retry_after if exc.retry_after is not None else backoff(attempt)
                 log.warning("%s send to %s: %s; retrying in %.1f s", adapter.name, chat_jid, exc.reason, delay)
                 await trio.sleep(delay)
+
+    async def _send_failed(self, adapter: Adapter, chat_jid: str, exc: PlatformError, what: str) -> UpstreamError:
+        how = "refused" if not exc.transient else f"failed {SEND_ATTEMPTS} times to take"
+        message = f"{adapter.name} {how} {what} to {chat_jid}: {exc.reason}"
+        log.error("%s", message)
+        await self.audit.record("error", "channel", message)
+        return UpstreamError(message, code="SEND_FAILED")
 
     # -- MessageSource ----------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Chats, messages, cursors and channel configs in the SQLite store."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -18,7 +19,12 @@ def _message(row: sqlite3.Row) -> dict[str, Any]:
         "content": row["content"],
         "timestamp": iso(row["ts"]),
         "isFromBot": bool(row["is_bot"]),
+        "attachments": attachments(row),
     }
+
+
+def attachments(row: sqlite3.Row) -> list[dict[str, Any]]:
+    return json.loads(row["attachments"]) if row["attachments"] else []
 
 
 def _touch_chat(conn: sqlite3.Connection, jid: str, channel: str, name: str | None, is_group: bool,
@@ -39,16 +45,16 @@ class ChatStore:
 
     # -- messages -------------------------------------------------------------
 
-    async def add_inbound(self, msg: Inbound) -> int | None:
+    async def add_inbound(self, msg: Inbound, files: list[dict[str, Any]] | None = None) -> int | None:
         """Store an inbound message and its chat; None when this platform id was stored before."""
 
         def _tx(conn: sqlite3.Connection) -> int | None:
             cursor = conn.execute(
                 "INSERT INTO messages (channel, chat_jid, external_id, sender_jid, sender_name, content, ts, "
-                "is_bot, addressed) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) "
+                "is_bot, addressed, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
                 "ON CONFLICT (channel, external_id) DO NOTHING",
                 (msg.channel, msg.chat_jid, msg.external_id, msg.sender_jid, msg.sender_name, msg.text,
-                 msg.timestamp, int(msg.addressed)),
+                 msg.timestamp, int(msg.addressed), json.dumps(files) if files else None),
             )
             if cursor.rowcount == 0:
                 return None
@@ -57,15 +63,21 @@ class ChatStore:
 
         return await self.db.write(_tx)
 
-    async def add_outbound(self, channel: str, chat_jid: str, text: str, sender: str) -> dict[str, Any]:
+    async def seen(self, channel: str, external_id: str) -> bool:
+        """Whether this platform message is stored already (a repeated delivery)."""
+        return await self.db.fetchone("SELECT 1 FROM messages WHERE channel = ? AND external_id = ?",
+                                      (channel, external_id)) is not None
+
+    async def add_outbound(self, channel: str, chat_jid: str, text: str, sender: str,
+                           files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Store what the bot sent; bot messages never reach an agent as input."""
         now = self.clock.now()
 
         def _tx(conn: sqlite3.Connection) -> dict[str, Any]:
             cursor = conn.execute(
-                "INSERT INTO messages (channel, chat_jid, sender_jid, sender_name, content, ts, is_bot) "
-                "VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (channel, chat_jid, sender, sender, text, now),
+                "INSERT INTO messages (channel, chat_jid, sender_jid, sender_name, content, ts, is_bot, attachments) "
+                "VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                (channel, chat_jid, sender, sender, text, now, json.dumps(files) if files else None),
             )
             _touch_chat(conn, chat_jid, channel, None, False, now)
             return _message(conn.execute("SELECT * FROM messages WHERE id = ?", (cursor.lastrowid,)).fetchone())

@@ -15,6 +15,7 @@ from pydantic import Field
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._media import Download, MediaRef, OutFile, media_kind
 from nanoclaw.channels._websocket import close_code, close_socket, open_socket
 from nanoclaw.models import Strict
 
@@ -63,13 +64,21 @@ class Discord(Adapter):
     prefix = "dc"
     max_length = 2000
     credentials_model = DiscordCredentials
+    typing_interval = 8.0  # a typing trigger shows for about 10 s
+    can_edit = True
 
     def __init__(self, api_base: str) -> None:
         self.api_base = api_base.rstrip("/")
 
-    async def _api(self, http: httpx.AsyncClient, token: str, method: str, path: str, body: dict | None = None) -> Any:
+    async def _api(self, http: httpx.AsyncClient, token: str, method: str, path: str, body: dict | None = None, *,
+                   file: OutFile | None = None) -> Any:
+        """One REST call; with `file`, a multipart message (payload_json + files[0])."""
+        content: dict[str, Any] = {"json": body}
+        if file is not None:
+            content = {"data": {"payload_json": json.dumps(body)},
+                       "files": {"files[0]": (file.name, file.data, file.mime_type)}}
         try:
-            response = await http.request(method, f"{self.api_base}/{path}", json=body,
+            response = await http.request(method, f"{self.api_base}/{path}", **content,
                                           headers={"Authorization": f"Bot {token}"})
         except httpx.HTTPError as exc:
             raise network_error("Discord", exc, token) from None
@@ -181,7 +190,9 @@ class Discord(Adapter):
     async def _message(self, data: dict, bot_id: str, link: Link) -> None:
         author = data.get("author") or {}
         text = data.get("content") or ""
-        if author.get("bot") or str(author.get("id")) == bot_id or not text.strip():
+        media = [MediaRef(media_kind(a.get("content_type")), str(a["url"]), a.get("filename"), a.get("content_type"))
+                 for a in data.get("attachments") or [] if isinstance(a, dict) and a.get("url")]
+        if author.get("bot") or str(author.get("id")) == bot_id or not (text.strip() or media):
             return
         guild = data.get("guild_id")
         mentioned = any(str(user.get("id")) == bot_id for user in data.get("mentions") or [])
@@ -196,11 +207,31 @@ class Discord(Adapter):
             external_id=str(data["id"]),
             is_group=guild is not None,
             addressed=guild is None or mentioned,
+            media=media,
         ))
 
-    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
+    # Discord shows Markdown as it is: `plain` changes nothing.
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str, *,
+                   plain: bool = False) -> str | None:
+        sent = await self._api(http, credentials["token"], "POST", f"channels/{self.chat_id(chat_jid)}/messages",
+                               {"content": text})
+        return str(sent["id"]) if isinstance(sent, dict) and "id" in sent else None
+
+    async def edit(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, message_id: str,
+                   text: str, *, plain: bool = False) -> None:
+        await self._api(http, credentials["token"], "PATCH",
+                        f"channels/{self.chat_id(chat_jid)}/messages/{message_id}", {"content": text})
+
+    async def typing(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str) -> None:
+        await self._api(http, credentials["token"], "POST", f"channels/{self.chat_id(chat_jid)}/typing")
+
+    async def media_source(self, http: httpx.AsyncClient, credentials: dict[str, Any], media: MediaRef) -> Download:
+        return Download(media.ref)  # attachment URLs are signed; the bot token is not sent
+
+    async def send_file(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, file: OutFile,
+                        caption: str | None) -> None:
         await self._api(http, credentials["token"], "POST", f"channels/{self.chat_id(chat_jid)}/messages",
-                        {"content": text})
+                        {"content": caption or "", "attachments": [{"id": 0, "filename": file.name}]}, file=file)
 
 
 def _account(me: dict) -> str:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field
 from trio_websocket import ConnectionClosed
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._format import slack_mrkdwn
+from nanoclaw.channels._media import Download, MediaRef, OutFile, media_kind
 from nanoclaw.channels._websocket import close_code, open_socket
 from nanoclaw.models import Strict
 
@@ -29,17 +32,19 @@ class SlackCredentials(Strict):
 class Slack(Adapter):
     name = "slack"
     prefix = "slack"
-    # Slack truncates longer text; 4,000 is its advice for one message.
-    max_length = 4000
+    # chat.postMessage truncates text past 40,000 characters.
+    max_length = 40000
     credentials_model = SlackCredentials
 
     def __init__(self, api_base: str) -> None:
         self.api_base = api_base.rstrip("/")
 
-    async def call(self, http: httpx.AsyncClient, token: str, method: str, params: dict | None = None) -> dict:
-        """One Web API method; the answer when it says ok, PlatformError otherwise."""
+    async def call(self, http: httpx.AsyncClient, token: str, method: str, params: dict | None = None, *,
+                   form: bool = False) -> dict:
+        """One Web API method (a form post when `form`); the answer when it says ok, PlatformError otherwise."""
+        body = {"data": params or {}} if form else {"json": params or {}}
         try:
-            response = await http.post(f"{self.api_base}/{method}", json=params or {},
+            response = await http.post(f"{self.api_base}/{method}", **body,
                                        headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
             raise network_error("Slack", exc, token) from None
@@ -100,8 +105,10 @@ class Slack(Adapter):
 
     async def _message(self, event: dict, bot_user: str, link: Link) -> None:
         user, text, channel = event.get("user"), event.get("text") or "", event.get("channel")
+        media = [MediaRef(media_kind(f.get("mimetype")), str(f["url_private"]), f.get("name"), f.get("mimetype"))
+                 for f in event.get("files") or [] if isinstance(f, dict) and f.get("url_private")]
         if (event.get("bot_id") or event.get("subtype") not in TEXT_SUBTYPES or not user or user == bot_user
-                or not channel or not text.strip()):
+                or not channel or not (text.strip() or media)):
             return
         direct = event.get("channel_type") == "im" or channel.startswith("D")
         profile = event.get("user_profile") or {}
@@ -116,11 +123,38 @@ class Slack(Adapter):
             external_id=f"{channel}:{event['ts']}",
             is_group=not direct,
             addressed=event["type"] == "app_mention" or direct or f"<@{bot_user}>" in text,
+            media=media,
         ))
 
-    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
-        await self.call(http, credentials["botToken"], "chat.postMessage",
-                        {"channel": self.chat_id(chat_jid), "text": text})
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str, *,
+                   plain: bool = False) -> str | None:
+        sent = await self.call(http, credentials["botToken"], "chat.postMessage",
+                               {"channel": self.chat_id(chat_jid), "text": text if plain else slack_mrkdwn(text)})
+        return sent.get("ts")
+
+    async def media_source(self, http: httpx.AsyncClient, credentials: dict[str, Any], media: MediaRef) -> Download:
+        # The bot token goes only to Slack's own hosts (or wherever the API itself is).
+        host = urlsplit(media.ref).hostname or ""
+        if not (host == "slack.com" or host.endswith(".slack.com") or host == urlsplit(self.api_base).hostname):
+            raise PlatformError(f"a file URL outside Slack ({host}) was not fetched", status=400)
+        token = credentials["botToken"]
+        return Download(media.ref, {"Authorization": f"Bearer {token}"}, (token,))
+
+    async def send_file(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, file: OutFile,
+                        caption: str | None) -> None:
+        token = credentials["botToken"]
+        slot = await self.call(http, token, "files.getUploadURLExternal",
+                               {"filename": file.name, "length": str(len(file.data))}, form=True)
+        try:
+            response = await http.post(slot["upload_url"], files={"file": (file.name, file.data, file.mime_type)})
+        except httpx.HTTPError as exc:
+            raise network_error("Slack", exc, token) from None
+        if not response.is_success:
+            raise PlatformError(f"the file upload answered {response.status_code} {response.reason_phrase}",
+                                status=response.status_code)
+        await self.call(http, token, "files.completeUploadExternal", {
+            "files": [{"id": slot["file_id"], "title": file.name}], "channel_id": self.chat_id(chat_jid),
+            **({"initial_comment": caption} if caption else {})})
 
 
 def _account(me: dict) -> str:

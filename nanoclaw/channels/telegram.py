@@ -10,6 +10,8 @@ import trio
 from pydantic import Field
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._format import telegram_html
+from nanoclaw.channels._media import Download, MediaRef, OutFile, TooLarge
 from nanoclaw.models import Strict
 
 log = logging.getLogger("nanoclaw.channels.telegram")
@@ -28,19 +30,23 @@ class Telegram(Adapter):
     prefix = "tg"
     max_length = 4096
     credentials_model = TelegramCredentials
+    typing_interval = 4.0  # a chat action shows for about 5 s
+    can_edit = True
 
     def __init__(self, api_base: str) -> None:
         self.api_base = api_base.rstrip("/")
 
     async def call(self, http: httpx.AsyncClient, token: str, method: str, params: dict | None = None, *,
-                   timeout: float | None = None) -> Any:
-        """One Bot API method; the `result` on success, PlatformError otherwise."""
+                   timeout: float | None = None, files: dict | None = None) -> Any:
+        """One Bot API method; the `result` on success, PlatformError otherwise. With `files`
+        the call is a multipart form."""
         url = f"{self.api_base}/bot{token}/{method}"
+        body: dict[str, Any] = {"json": params or {}} if files is None else {"data": params or {}, "files": files}
         try:
             if timeout is None:
-                response = await http.post(url, json=params or {})
+                response = await http.post(url, **body)
             else:
-                response = await http.post(url, json=params or {}, timeout=httpx.Timeout(timeout, connect=10.0))
+                response = await http.post(url, **body, timeout=httpx.Timeout(timeout, connect=10.0))
         except httpx.HTTPError as exc:
             raise network_error("Telegram", exc, token) from None
         try:
@@ -110,9 +116,10 @@ class Telegram(Adapter):
             return jid, f"tg:{message['migrate_to_chat_id']}"
         if message.get("migrate_from_chat_id") is not None:
             return f"tg:{message['migrate_from_chat_id']}", jid
-        text = message.get("text") or message.get("caption")
+        text = message.get("text") or message.get("caption") or ""
         sender = message.get("from") or {}
-        if not text or sender.get("id") == me["id"]:
+        media = _media(message)
+        if not (text or media) or sender.get("id") == me["id"]:
             return None
         private = chat.get("type") == "private"
         reply_to = (message.get("reply_to_message") or {}).get("from") or {}
@@ -128,7 +135,69 @@ class Telegram(Adapter):
             chat_name=chat.get("title") or name or None,
             is_group=not private,
             addressed=private or bool(mention.search(text)) or reply_to.get("id") == me["id"],
+            media=media,
         )
 
-    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
-        await self.call(http, credentials["token"], "sendMessage", {"chat_id": self.chat_id(chat_jid), "text": text})
+    def format_refused(self, exc: PlatformError) -> bool:
+        return exc.status == 400 and "parse" in exc.reason.lower()
+
+    def _text(self, chat_jid: str, text: str, plain: bool) -> dict[str, Any]:
+        if plain:
+            return {"chat_id": self.chat_id(chat_jid), "text": text}
+        return {"chat_id": self.chat_id(chat_jid), "text": telegram_html(text), "parse_mode": "HTML"}
+
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str, *,
+                   plain: bool = False) -> str | None:
+        sent = await self.call(http, credentials["token"], "sendMessage", self._text(chat_jid, text, plain))
+        return str(sent["message_id"]) if isinstance(sent, dict) and "message_id" in sent else None
+
+    async def edit(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, message_id: str,
+                   text: str, *, plain: bool = False) -> None:
+        try:
+            await self.call(http, credentials["token"], "editMessageText",
+                            self._text(chat_jid, text, plain) | {"message_id": int(message_id)})
+        except PlatformError as exc:
+            if not (exc.status == 400 and "not modified" in exc.reason):
+                raise
+
+    async def typing(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str) -> None:
+        await self.call(http, credentials["token"], "sendChatAction",
+                        {"chat_id": self.chat_id(chat_jid), "action": "typing"})
+
+    async def media_source(self, http: httpx.AsyncClient, credentials: dict[str, Any], media: MediaRef) -> Download:
+        token = credentials["token"]
+        try:
+            found = await self.call(http, token, "getFile", {"file_id": media.ref})
+        except PlatformError as exc:
+            if "too big" in exc.reason:  # the Bot API hands out files up to 20 MB only
+                raise TooLarge() from None
+            raise
+        path = found.get("file_path") if isinstance(found, dict) else None
+        if not isinstance(path, str) or not path:
+            raise PlatformError("getFile gave no file_path (the file may be over the Bot API's 20 MB)", status=400)
+        return Download(f"{self.api_base}/file/bot{token}/{path.lstrip('/')}", secrets=(token,))
+
+    async def send_file(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, file: OutFile,
+                        caption: str | None) -> None:
+        method, field = ("sendPhoto", "photo") if file.kind == "image" else ("sendDocument", "document")
+        params = {"chat_id": self.chat_id(chat_jid), **({"caption": caption} if caption else {})}
+        await self.call(http, credentials["token"], method, params,
+                        files={field: (file.name, file.data, file.mime_type)})
+
+
+def _media(message: dict) -> list[MediaRef]:
+    """The file a message carries (Telegram messages carry at most one)."""
+    if message.get("photo"):
+        largest = max(message["photo"], key=lambda p: p.get("width", 0) * p.get("height", 0))
+        return [MediaRef("image", largest["file_id"], "photo.jpg", "image/jpeg")]
+    defaults = {"document": ("document", None), "voice": ("voice", "voice.ogg"), "audio": ("audio", None),
+                "video": ("video", "video.mp4"), "video_note": ("video", "video.mp4"),
+                "animation": ("video", "animation.mp4")}
+    for field, (kind, name) in defaults.items():
+        item = message.get(field)
+        if isinstance(item, dict) and item.get("file_id"):
+            mime = item.get("mime_type")
+            if kind == "document" and isinstance(mime, str) and mime.startswith("image/"):
+                kind = "image"
+            return [MediaRef(kind, str(item["file_id"]), item.get("file_name") or name, mime)]
+    return []

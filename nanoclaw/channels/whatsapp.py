@@ -12,10 +12,14 @@ import trio
 from pydantic import Field
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._format import whatsapp_text
+from nanoclaw.channels._media import Download, MediaRef, OutFile
 from nanoclaw.jsondepth import check_depth
 from nanoclaw.models import Strict
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+# Message types that carry a file, and what we call them.
+MEDIA_TYPES = {"image": "image", "document": "document", "audio": "audio", "video": "video", "sticker": "image"}
 
 
 class WhatsAppCredentials(Strict):
@@ -52,10 +56,14 @@ class WhatsApp(Adapter):
                 "(connect again with appSecret from the Meta app's Basic settings)")
 
     async def _request(self, http: httpx.AsyncClient, credentials: dict[str, Any], method: str, path: str,
-                       body: dict | None = None) -> dict:
+                       body: dict | None = None, *, file: OutFile | None = None) -> dict:
+        """One Graph API call; with `file`, a multipart form of body's fields and the file."""
         token = credentials["accessToken"]
+        content: dict[str, Any] = {"json": body}
+        if file is not None:
+            content = {"data": body, "files": {"file": (file.name, file.data, file.mime_type)}}
         try:
-            response = await http.request(method, f"{self.api_base}/{path}", json=body,
+            response = await http.request(method, f"{self.api_base}/{path}", **content,
                                           headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
             raise network_error("the WhatsApp Cloud API", exc, token) from None
@@ -87,14 +95,40 @@ class WhatsApp(Adapter):
         link.healthy()
         await trio.sleep_forever()
 
-    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str) -> None:
-        await self._request(http, credentials, "POST", f"{credentials['phoneNumberId']}/messages", {
+    async def send(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, text: str, *,
+                   plain: bool = False) -> str | None:
+        sent = await self._message(http, credentials, chat_jid, "text",
+                                   {"body": text if plain else whatsapp_text(text)})
+        ids = sent.get("messages") or [{}]
+        return ids[0].get("id")
+
+    async def _message(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, kind: str,
+                       content: dict) -> dict:
+        return await self._request(http, credentials, "POST", f"{credentials['phoneNumberId']}/messages", {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": self.chat_id(chat_jid),
-            "type": "text",
-            "text": {"body": text},
+            "type": kind,
+            kind: content,
         })
+
+    async def media_source(self, http: httpx.AsyncClient, credentials: dict[str, Any], media: MediaRef) -> Download:
+        if not media.ref.isdigit():
+            raise PlatformError(f"not a WhatsApp media id: {media.ref[:40]!r}", status=400)
+        found = await self._request(http, credentials, "GET", media.ref)
+        if not isinstance(found.get("url"), str):
+            raise PlatformError("the Graph API gave no URL for the media", status=400)
+        token = credentials["accessToken"]
+        return Download(found["url"], {"Authorization": f"Bearer {token}"}, (token,), found.get("mime_type"))
+
+    async def send_file(self, http: httpx.AsyncClient, credentials: dict[str, Any], chat_jid: str, file: OutFile,
+                        caption: str | None) -> None:
+        uploaded = await self._request(http, credentials, "POST", f"{credentials['phoneNumberId']}/media",
+                                       {"messaging_product": "whatsapp", "type": file.mime_type}, file=file)
+        content = {"id": uploaded["id"], **({"caption": caption} if caption else {})}
+        if file.kind != "image":
+            content["filename"] = file.name
+        await self._message(http, credentials, chat_jid, file.kind, content)
 
     # -- webhook ----------------------------------------------------------------
 
@@ -134,7 +168,18 @@ class WhatsApp(Adapter):
                 names = {c.get("wa_id"): (c.get("profile") or {}).get("name") for c in value.get("contacts") or []}
                 # Status updates (sent/delivered/read) carry no "messages": nothing echoes back.
                 for message in value.get("messages") or []:
-                    if message.get("type") != "text":
+                    kind = message.get("type")
+                    media: list[MediaRef] = []
+                    if kind in MEDIA_TYPES and isinstance(message.get(kind), dict) and message[kind].get("id"):
+                        item = message[kind]
+                        if kind == "audio" and item.get("voice"):
+                            kind = "voice"
+                        media = [MediaRef(MEDIA_TYPES.get(kind, kind), str(item["id"]), item.get("filename"),
+                                          item.get("mime_type"))]
+                        text = str(item.get("caption") or "")
+                    elif kind == "text":
+                        text = str((message.get("text") or {}).get("body") or "")
+                    else:
                         continue
                     number = str(message["from"])
                     found.append(Inbound(
@@ -142,10 +187,11 @@ class WhatsApp(Adapter):
                         chat_jid=f"wa:{number}",
                         sender_jid=f"wa:{number}",
                         sender_name=names.get(number) or number,
-                        text=str((message.get("text") or {}).get("body") or ""),
+                        text=text,
                         timestamp=float(message.get("timestamp") or 0),
                         external_id=str(message["id"]),
                         chat_name=names.get(number),
                         addressed=True,
+                        media=media,
                     ))
-        return [m for m in found if m.text]
+        return [m for m in found if m.text or m.media]

@@ -1,7 +1,8 @@
 """IPC between containers and the host through files under <data>/ipc/<group>/<session>/.
 
 Host -> container: `input/<ms>-<rand>.json` follow-ups and the `input/_close` sentinel.
-Container -> host: `messages/*.json` (send a chat message) and `tasks/*.json`
+Container -> host: `messages/*.json` (send a chat message, or a file from the group
+folder with `{"type": "send_file", "chatJid", "path", "caption"}`) and `tasks/*.json`
 (schedule / pause / resume / cancel a task). The folder a file sits in is the
 sender's identity.
 """
@@ -15,6 +16,7 @@ import trio
 
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
+from nanoclaw.channels._media import read_group_file
 from nanoclaw.config import Settings
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError
 from nanoclaw.ipc import _tree
@@ -143,11 +145,32 @@ class IpcWatcher:
                 await _tree.report(self.audit, group, violations)
 
     async def _send_message(self, group: str, is_main: bool, default_jid: str | None, payload: dict) -> None:
+        if payload.get("type") == "send_file":
+            return await self._send_file(group, is_main, default_jid, payload)
         if payload.get("type") != "message":
             raise Invalid(f"unknown message type {payload.get('type')!r}")
         text = payload.get("text")
         if not isinstance(text, str) or not text.strip():
             raise Invalid("a message needs non-empty text")
+        jid, messages = await self._target(group, is_main, default_jid, payload)
+        await messages.send(jid, text)
+        await self.audit.record("info", "ipc", f"{group} sent a message to {jid}", group=group)
+
+    async def _send_file(self, group: str, is_main: bool, default_jid: str | None, payload: dict) -> None:
+        caption = payload.get("caption")
+        if caption is not None and not isinstance(caption, str):
+            raise Invalid("caption must be text")
+        jid, messages = await self._target(group, is_main, default_jid, payload)
+        try:
+            file = await self.offload(read_group_file, self.settings.groups_dir / group, payload.get("path"))
+        except (ValueError, OSError) as exc:
+            raise Invalid(f"send_file refused: {exc}") from None
+        await messages.send_file(jid, file, caption)
+        await self.audit.record("info", "ipc", f"{group} sent the file {file.path} ({len(file.data)} bytes) "
+                                f"to {jid}", group=group)
+
+    async def _target(self, group: str, is_main: bool, default_jid: str | None, payload: dict):
+        """The chat a message file may go to, and the channel layer to send it with."""
         jid = payload.get("chatJid") or default_jid
         if not isinstance(jid, str) or not jid:
             raise Invalid("no chatJid to send to")
@@ -158,8 +181,7 @@ class IpcWatcher:
         messages = self.supervisor.messages
         if messages is None:
             raise Invalid("no channel layer is running to send messages")
-        await messages.send(jid, text)
-        await self.audit.record("info", "ipc", f"{group} sent a message to {jid}", group=group)
+        return jid, messages
 
     async def _task_request(self, group: str, is_main: bool, payload: dict) -> None:
         if payload.get("type") not in TASK_TYPES:

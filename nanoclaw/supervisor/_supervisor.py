@@ -322,7 +322,8 @@ class Supervisor:
                 self._ensure_runner(queue)
                 await self._make_way(queue)
                 return
-            await write_follow_up(active.ipc_dir, batch.prompt, audit=self.audit, offload=self.offload)
+            await write_follow_up(active.ipc_dir, batch.prompt, audit=self.audit, offload=self.offload,
+                                  attachments=batch.attachments)
             active.idle = False
             # The agent has the messages now; a later crash must not replay them.
             await self.messages.advance(queue.name, batch.cursor)
@@ -451,6 +452,7 @@ class Supervisor:
                 "prompt": work.prompt, "sessionId": None if group_session and resume is None else session_id,
                 "group": group, "chatJid": chat_jid,
                 "isMain": ns.isMain, "isScheduledTask": work.kind == "task", "agent": agent,
+                **({"attachments": work.batch.attachments} if work.batch and work.batch.attachments else {}),
             }).encode() + b"\n"
             await self._container(active, args, stdin, config, state,
                                   lambda text: self._deliver(queue, work, active, state, text))
@@ -770,10 +772,12 @@ class _Deadlines:
         self.changed = trio.Event()
 
 
-async def write_follow_up(ipc_dir: Path, text: str, *, audit: Audit | None = None, offload=None) -> str:
+async def write_follow_up(ipc_dir: Path, text: str, *, audit: Audit | None = None, offload=None,
+                         attachments: list[dict] | None = None) -> str:
     """Write one follow-up atomically into the container's input folder (never through a link the
     container planted: see nanoclaw.ipc._tree); returns its file name."""
     name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
-    data = json.dumps({"type": "message", "text": text}).encode()
+    message = {"type": "message", "text": text, **({"attachments": attachments} if attachments else {})}
+    data = json.dumps(message).encode()
     await write_input_audited(audit, ipc_dir.parent.name, ipc_dir, name, data, offload=offload)
     return name

@@ -93,6 +93,9 @@ class MessageBatch:
     chat_jid: str
     # Opaque to the supervisor: handed back to MessageSource.advance once output reached the user.
     cursor: object
+    # Files that came with the messages: [{kind, name, mimeType, size, path}] (container paths);
+    # passed to the runner as stdin / IPC input "attachments".
+    attachments: list[dict] = dataclasses.field(default_factory=list)
 
 
 class MessageSource:
@@ -109,4 +112,8 @@ class MessageSource:
 
     async def send(self, chat_jid: str, text: str) -> None:
         """Send an agent's text to a chat (stored as a bot message; never triggers an agent)."""
+        raise NotImplementedError
+
+    async def send_file(self, chat_jid: str, file, caption: str | None) -> None:
+        """Send a file the agent wrote (already read and checked) to a chat."""
         raise NotImplementedError

@@ -13,7 +13,9 @@ Inside a trio test::
 
 REST (`Authorization: Bot <token>`, 401 `{"message": "401: Unauthorized", "code": 0}`
 otherwise): GET /users/@me, GET /gateway/bot, POST /channels/<id>/messages (at most
-2,000 characters; `fail_next` scripts a 429 with `retry_after`).
+2,000 characters; `fail_next` scripts a 429 with `retry_after`; multipart with
+payload_json + files[0] lands in `uploads`), PATCH /channels/<id>/messages/<id> (`edits`),
+POST /channels/<id>/typing (`typing`). `add_attachment` serves a file at a CDN-like URL.
 
 Gateway (`?v=10&encoding=json`): op 10 Hello on connect; op 1 heartbeats answered by op 11
 (unless `withhold_acks`); op 2 IDENTIFY -> READY with a new session; op 6 RESUME ->
@@ -76,6 +78,11 @@ class FakeDiscord(Observable):
     session: Session | None = None
     sent: list[dict] = field(default_factory=list)  # {"channel_id", "content"}
     withhold_acks: bool = False
+    uploads: list[dict] = field(default_factory=list)  # {"channel_id", "payload", "files": {field: (name, type, bytes)}}
+    edits: list[tuple[float, str, str]] = field(default_factory=list)  # (time, message id, content)
+    typing: list[tuple[float, str]] = field(default_factory=list)  # (time, channel id)
+    cdn: dict[str, bytes] = field(default_factory=dict)
+    downloads: list[str] = field(default_factory=list)
     # route -> (body, status) to answer its next calls with
     failures: dict[str, list[tuple[dict, int]]] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -104,9 +111,18 @@ class FakeDiscord(Observable):
                 pass
         return self.session.seq
 
+    def add_attachment(self, data: bytes, filename: str, content_type: str) -> dict:
+        """An attachment object as a message carries it, its URL served by this fake."""
+        attachment_id = str(820000000000000000 + next(self._ids))
+        path = f"attachments/{attachment_id}/{filename}"
+        self.cdn[path] = data
+        return {"id": attachment_id, "filename": filename, "content_type": content_type, "size": len(data),
+                "url": f"{self.api_url.removesuffix('/api/v10')}/cdn/{path}?ex=1&is=2&hm=3",
+                "proxy_url": "unused"}
+
     async def dispatch_message(self, *, channel_id: str, content: str, author_id: str = "700000000000000042",
                                username: str = "alice", guild_id: str | None = "600000000000000001",
-                               mention_bot: bool = False, bot: bool = False) -> str:
+                               mention_bot: bool = False, bot: bool = False, attachments: list | None = None) -> str:
         """A MESSAGE_CREATE as Discord sends it; returns the message id."""
         message_id = str(800000000000000000 + next(self._ids))
         author = {"id": author_id, "username": username, "global_name": username.title(), "discriminator": "0"}
@@ -116,7 +132,7 @@ class FakeDiscord(Observable):
             "id": message_id, "type": 0, "channel_id": channel_id, "author": author, "content": content,
             "timestamp": "2024-05-01T12:00:00.000000+00:00", "edited_timestamp": None, "tts": False,
             "mention_everyone": False, "mentions": [BOT] if mention_bot else [], "mention_roles": [],
-            "attachments": [], "embeds": [], "pinned": False,
+            "attachments": attachments or [], "embeds": [], "pinned": False,
         }
         if guild_id is not None:
             data["guild_id"] = guild_id
@@ -202,6 +218,19 @@ class FakeDiscord(Observable):
         if method == "GET" and path == "gateway/bot":
             return {"url": self.gateway_url, "shards": 1, "session_start_limit": {
                 "total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}}, 200
+        if method == "POST" and path.startswith("channels/") and path.endswith("/typing"):
+            self.typing.append((trio.current_time(), path.split("/")[1]))
+            self._touch()
+            return {}, 204
+        if method == "PATCH" and path.startswith("channels/") and "/messages/" in path:
+            self.edits.append((trio.current_time(), path.split("/")[3], (body or {}).get("content") or ""))
+            self._touch()
+            return {"id": path.split("/")[3], "content": (body or {}).get("content")}, 200
+        if method == "POST" and route == "messages" and isinstance(body, dict) and "files" in body:
+            channel_id = path.split("/")[1]
+            self.uploads.append({"channel_id": channel_id, **body})
+            self._touch()
+            return {"id": str(810000000000000000 + next(self._ids)), "channel_id": channel_id, "type": 0}, 200
         if method == "POST" and route == "messages":
             content = (body or {}).get("content") or ""
             if not content.strip():
@@ -220,13 +249,28 @@ class FakeDiscord(Observable):
 def _app(fake: FakeDiscord) -> QuartTrio:
     app = QuartTrio("fake_discord")
 
-    @app.route("/api/v10/<path:path>", methods=["GET", "POST"])
+    @app.route("/api/v10/<path:path>", methods=["GET", "POST", "PATCH"])
     async def rest(path: str):
         auth = request.headers.get("Authorization", "")
         token = auth[len("Bot "):] if auth.startswith("Bot ") else None
-        body = await request.get_json(silent=True) if request.method == "POST" else None
+        body = await request.get_json(silent=True) if request.method in ("POST", "PATCH") else None
+        files = await request.files if request.method == "POST" and not request.is_json else None
+        if files:
+            form = await request.form
+            body = {"payload": json.loads(form.get("payload_json") or "{}"),
+                    "files": {name: (f.filename, f.content_type, f.read()) for name, f in files.items()}}
         answer, status = fake.handle(request.method, path, token, body)
+        if status == 204:
+            return "", 204
         return json.dumps(answer), status, {"Content-Type": "application/json"}
+
+    @app.get("/cdn/<path:path>")
+    async def cdn(path: str):
+        fake.downloads.append(path)
+        fake._touch()
+        if path not in fake.cdn:
+            return "not found", 404
+        return fake.cdn[path], 200, {"Content-Type": "application/octet-stream"}
 
     return app
 

@@ -12,7 +12,10 @@ Inside a trio test::
 Web API: `POST /api/<method>` with `Authorization: Bearer <token>`, answering
 `{"ok": true, ...}` or `{"ok": false, "error": ...}` like Slack: auth.test (bot
 token), apps.connections.open (app token; a bot token gets not_allowed_token_type),
-chat.postMessage (bot token; `fail_next` scripts a 429 with Retry-After).
+chat.postMessage (bot token; `fail_next` scripts a 429 with Retry-After),
+files.getUploadURLExternal (form) + POST to its upload_url + files.completeUploadExternal
+(what was shared lands in `shared`). Files added with `add_file` are served at their
+`url_private` to the bot token only.
 
 Socket Mode: apps.connections.open hands out a one-use `ws://127.0.0.1:<port>/link/?ticket=...`.
 A connection gets `hello`, then every envelope not yet acknowledged (Slack retries
@@ -71,8 +74,25 @@ class FakeSlack(Observable):
     tickets: set[str] = field(default_factory=set)
     # method -> (body, status, headers) to answer its next calls with
     failures: dict[str, list[tuple[dict, int, dict]]] = field(default_factory=dict)
+    # url path -> bytes, served at url_private with the bot token
+    files: dict[str, bytes] = field(default_factory=dict)
+    downloads: list[tuple[str, str]] = field(default_factory=list)  # (path, Authorization)
+    uploads: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # file id -> (name, type, bytes)
+    shared: list[dict] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def base_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    def add_file(self, data: bytes, name: str = "photo.png", mimetype: str = "image/png") -> dict:
+        """A file object as a message event's `files` carries it."""
+        file_id = f"F{next(self._ids)}"
+        path = f"/files-pri/T111-{file_id}/{name}"
+        self.files[path] = data
+        return {"id": file_id, "name": name, "mimetype": mimetype, "size": len(data),
+                "url_private": self.base_url + path}
 
     def live_socket(self) -> Socket | None:
         """The newest connection still open, if any."""
@@ -178,6 +198,19 @@ class FakeSlack(Observable):
         if method == "auth.test":
             return {"ok": True, "url": "https://test-team.slack.com/", "team": TEAM, "user": "andy",
                     "team_id": "T111", "user_id": BOT_USER, "bot_id": "B111", "is_enterprise_install": False}, 200, {}
+        if method == "files.getUploadURLExternal":
+            if not params.get("filename") or not str(params.get("length", "")).isdigit():
+                return {"ok": False, "error": "invalid_arguments"}, 200, {}
+            file_id = f"F{next(self._ids)}"
+            return {"ok": True, "upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}, 200, {}
+        if method == "files.completeUploadExternal":
+            files = params.get("files")
+            if not isinstance(files, list) or not all(f.get("id") in self.uploads for f in files):
+                return {"ok": False, "error": "file_not_found"}, 200, {}
+            self.shared.append({"channel_id": params.get("channel_id"), "initial_comment": params.get("initial_comment"),
+                                "files": [self.uploads[f["id"]] for f in files]})
+            self._touch()
+            return {"ok": True, "files": [{"id": f["id"]} for f in files]}, 200, {}
         if method == "chat.postMessage":
             text = params.get("text") or ""
             if not params.get("channel"):
@@ -217,6 +250,25 @@ def _app(fake: FakeSlack) -> QuartTrio:
             params.update(dict(await request.form))
         body, status, headers = fake.handle(method, token, params)
         return body, status, headers
+
+    @app.get("/files-pri/<path:rest>")
+    async def private_file(rest: str):
+        path = f"/files-pri/{rest}"
+        auth = request.headers.get("Authorization", "")
+        fake.downloads.append((path, auth))
+        fake._touch()
+        if auth != f"Bearer {BOT_TOKEN}" or path not in fake.files:
+            return "not found", 404
+        return fake.files[path], 200, {"Content-Type": "application/octet-stream"}
+
+    @app.post("/upload/<file_id>")
+    async def upload(file_id: str):
+        upload = (await request.files).get("file")
+        if upload is None:
+            return "no file", 400
+        fake.uploads[file_id] = (upload.filename, upload.content_type, upload.read())
+        fake._touch()
+        return "OK - 1", 200
 
     return app
 

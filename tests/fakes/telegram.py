@@ -9,7 +9,9 @@ Inside a trio test::
     await fake.wait_for(lambda: len(fake.sent) == 1)
 
 `/bot<token>/<method>` (GET or POST; parameters from the query string, a JSON body
-or a form) for getMe, getUpdates and sendMessage. Unknown tokens get 401
+or a form, multipart files in `uploads`) for getMe, getUpdates, sendMessage,
+editMessageText, sendChatAction, getFile, sendPhoto and sendDocument; files added with
+`add_file` are served at `/file/bot<token>/<file_path>` as Telegram does. Unknown tokens get 401
 Unauthorized. getUpdates follows Telegram: an update stays until a call with a
 higher offset confirms it; with no pending update the call waits up to `timeout`
 seconds for one. Every call is recorded with trio.current_time().
@@ -49,6 +51,14 @@ class FakeTelegram(Observable):
     failures: dict[str, list[dict]] = field(default_factory=dict)
     # The highest offset a getUpdates call confirmed.
     confirmed: int = 0
+    # file_id -> (file_path, bytes) for getFile and the download URL
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    downloads: list[str] = field(default_factory=list)
+    # (method, fields, {field: (filename, content type, bytes)}) of multipart uploads
+    uploads: list[tuple[str, dict, dict]] = field(default_factory=list)
+    edits: list[Call] = field(default_factory=list)
+    # Refuse parse_mode HTML with Telegram's "can't parse entities" error.
+    refuse_html: bool = False
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _message_ids: Any = field(default_factory=lambda: itertools.count(1))
     _changed: trio.Event = field(default_factory=trio.Event)
@@ -74,6 +84,11 @@ class FakeTelegram(Observable):
         self.updates.append(update)
         self._touch()
         return update
+
+    def add_file(self, data: bytes, file_path: str = "photos/file_1.jpg") -> str:
+        file_id = f"FILE{len(self.files) + 1}"
+        self.files[file_id] = (file_path, data)
+        return file_id
 
     def fail_next(self, method: str, status: int, description: str | None = None, *,
                   retry_after: int | None = None, times: int = 1) -> None:
@@ -102,6 +117,25 @@ class FakeTelegram(Observable):
             return {"ok": True, "result": bot}, 200
         if method == "getUpdates":
             return {"ok": True, "result": await self._get_updates(params)}, 200
+        if method in ("sendMessage", "editMessageText") and params.get("parse_mode") and self.refuse_html:
+            return {"ok": False, "error_code": 400,
+                    "description": "Bad Request: can't parse entities: unsupported start tag"}, 400
+        if method == "editMessageText":
+            self.edits.append(Call(method, token, params, trio.current_time()))
+            self._touch()
+            return {"ok": True, "result": {"message_id": int(params["message_id"]), "text": params.get("text")}}, 200
+        if method == "sendChatAction":
+            return {"ok": True, "result": True}, 200
+        if method == "getFile":
+            found = self.files.get(str(params.get("file_id")))
+            if found is None:
+                return {"ok": False, "error_code": 400, "description": "Bad Request: invalid file_id"}, 400
+            return {"ok": True, "result": {"file_id": params["file_id"], "file_path": found[0],
+                                           "file_size": 1}}, 200
+        if method in ("sendPhoto", "sendDocument"):
+            message = {"message_id": next(self._message_ids), "from": bot, "date": 1_700_000_000,
+                       "chat": {"id": int(params["chat_id"]), "type": "group"}}
+            return {"ok": True, "result": message}, 200
         if method == "sendMessage":
             text = str(params.get("text", ""))
             if not text.strip():
@@ -146,10 +180,25 @@ def _app(fake: FakeTelegram) -> QuartTrio:
                 params.update(await request.get_json() or {})
             else:
                 params.update(dict(await request.form))
+                files = await request.files
+                if files:
+                    fake.uploads.append((method, dict(await request.form), {
+                        name: (f.filename, f.content_type, f.read()) for name, f in files.items()}))
         if isinstance(params.get("allowed_updates"), str):
             params["allowed_updates"] = json.loads(params["allowed_updates"])
         body, status = await fake.handle(token, method, params)
         return body, status
+
+    @app.route("/file/bot<token>/<path:file_path>")
+    async def download(token: str, file_path: str):
+        fake.downloads.append(file_path)
+        fake._touch()
+        if token not in fake.tokens:
+            return {"ok": False, "error_code": 401, "description": "Unauthorized"}, 401
+        for path, data in fake.files.values():
+            if path == file_path:
+                return data, 200, {"Content-Type": "application/octet-stream"}
+        return {"ok": False, "error_code": 404, "description": "Not Found"}, 404
 
     return app
 

@@ -7,8 +7,11 @@ Inside a trio test::
     await fake.deliver(webhook_url, text_delivery("15551230000", "hi", "wamid.1"))
 
 Graph API: `GET /v21.0/<phoneNumberId>` (the number, with a Bearer token) and
-`POST /v21.0/<phoneNumberId>/messages` (recorded in `sent`). Wrong tokens get
-Meta's OAuthException 401; unknown numbers a 400 GraphMethodException.
+`POST /v21.0/<phoneNumberId>/messages` (text, or image/document by media id; recorded in
+`sent`), `POST /v21.0/<phoneNumberId>/media` (multipart upload, in `uploads`), `GET
+/v21.0/<media-id>` (the media's download URL; `add_media` adds one) and that URL (Bearer
+token required). Wrong tokens get Meta's OAuthException 401; unknown ids a 400
+GraphMethodException.
 """
 from __future__ import annotations
 
@@ -58,13 +61,33 @@ def text_delivery(sender: str, text: str, message_id: str, *, name: str = "Bob",
     }
 
 
+def media_delivery(sender: str, kind: str, media: dict, message_id: str, *, caption: str | None = None) -> dict:
+    """A webhook body carrying one image/document/audio/video message (media from `add_media`)."""
+    body = text_delivery(sender, "", message_id)
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["text"]
+    message["type"] = kind
+    message[kind] = {**media, **({"caption": caption} if caption else {})}
+    return body
+
+
 @dataclass
 class FakeWhatsApp:
     url: str = ""
     numbers: dict[str, str] = field(default_factory=lambda: {PHONE_NUMBER_ID: BUSINESS_NUMBER})
     token: str = ACCESS_TOKEN
     sent: list[dict] = field(default_factory=list)
+    # media id -> (mime type, bytes), served through GET /<media-id> and its URL
+    media: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    downloads: list[str] = field(default_factory=list)
+    uploads: list[dict] = field(default_factory=list)  # {"id", "form", "file": (name, type, bytes)}
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def add_media(self, data: bytes, mime_type: str, filename: str | None = None) -> dict:
+        """Media a user sent; returns the object a delivery carries for it."""
+        media_id = str(7000 + next(self._ids))
+        self.media[media_id] = (mime_type, data)
+        return {"id": media_id, "mime_type": mime_type, "sha256": "x", **({"filename": filename} if filename else {})}
 
     @property
     def api_base(self) -> str:
@@ -101,6 +124,10 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
     async def phone_number(version: str, number_id: str):
         if (error := fake._auth_error()) is not None:
             return error
+        if number_id in fake.media:
+            mime, data = fake.media[number_id]
+            return {"messaging_product": "whatsapp", "url": f"{fake.url}/media-download/{number_id}?hash=1",
+                    "mime_type": mime, "sha256": "x", "file_size": len(data), "id": number_id}
         if number_id not in fake.numbers:
             return fake._unknown(number_id)
         return {"verified_name": "Test Business", "display_phone_number": fake.numbers[number_id],
@@ -113,11 +140,34 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
         if number_id not in fake.numbers:
             return fake._unknown(number_id)
         body = await request.get_json()
-        if body.get("messaging_product") != "whatsapp" or body.get("type") != "text":
+        kind = body.get("type")
+        uploaded = {u["id"] for u in fake.uploads}
+        if body.get("messaging_product") != "whatsapp" or kind not in ("text", "image", "document") or (
+                kind != "text" and (body.get(kind) or {}).get("id") not in uploaded):
             return {"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}}, 400
         fake.sent.append(body)
         return {"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
                 "messages": [{"id": f"wamid.out{next(fake._ids)}"}]}
+
+    @app.post("/<version>/<number_id>/media")
+    async def upload(version: str, number_id: str):
+        if (error := fake._auth_error()) is not None:
+            return error
+        form, files = await request.form, await request.files
+        if form.get("messaging_product") != "whatsapp" or "file" not in files:
+            return {"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}}, 400
+        f = files["file"]
+        media_id = str(9000 + next(fake._ids))
+        fake.uploads.append({"id": media_id, "form": dict(form), "file": (f.filename, f.content_type, f.read())})
+        return {"id": media_id}
+
+    @app.get("/media-download/<media_id>")
+    async def download(media_id: str):
+        fake.downloads.append(media_id)
+        if (error := fake._auth_error()) is not None:
+            return error
+        mime, data = fake.media[media_id]
+        return data, 200, {"Content-Type": mime}
 
     return app
 

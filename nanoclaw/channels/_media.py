@@ -1,0 +1,235 @@
+"""Files in and out of chats: downloading a platform's media into a group's inbox with a
+size cap, and reading a file a container asks to send without following links.
+
+Everything here that touches the disk blocks; it runs through an offload
+(trio.to_thread.run_sync by default).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import mimetypes
+import os
+import re
+import secrets
+import stat
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+import trio
+
+# The largest file taken from or sent to a chat.
+MAX_MEDIA = 20 * 1024 * 1024
+CONTAINER_GROUP = PurePosixPath("/workspace/group")
+INBOX = "inbox"
+# Chunks of a download are gathered to about this size before each write.
+WRITE_CHUNK = 1024 * 1024
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+
+
+@dataclasses.dataclass
+class MediaRef:
+    """A file attached to an inbound message, not yet downloaded.
+
+    ref: what the adapter needs to fetch it (a Telegram file_id, a URL, a WhatsApp media id).
+    """
+
+    kind: str  # image | document | audio | voice | video
+    ref: str
+    name: str | None = None
+    mime_type: str | None = None
+
+
+@dataclasses.dataclass
+class Download:
+    """Where an adapter says a file can be fetched: a GET of url with headers.
+    secrets: strings to scrub from error messages (a token in the URL)."""
+
+    url: str
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    mime_type: str | None = None
+
+
+class TooLarge(Exception):
+    pass
+
+
+def media_kind(mime_type: str | None) -> str:
+    """image / audio / video / document from a MIME type."""
+    major = (mime_type or "").partition("/")[0]
+    return major if major in ("image", "audio", "video") else "document"
+
+
+def human_size(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+\- ]+")
+
+
+def safe_name(name: str | None, mime_type: str | None, kind: str) -> str:
+    """A file name without path separators, control characters or a leading dot."""
+    base = PurePosixPath((name or "").replace("\\", "/")).name
+    base = _UNSAFE.sub("_", base).strip(" ._")[:100]
+    stem, ext = os.path.splitext(base)
+    if not ext and mime_type:
+        ext = mimetypes.guess_extension(mime_type.split(";")[0].strip()) or ""
+    stem = stem.strip(" ._") or kind
+    return f"{stem}{ext}"
+
+
+def container_path(group_dir: Path, host_path: Path) -> str:
+    return str(CONTAINER_GROUP / host_path.relative_to(group_dir).as_posix())
+
+
+async def download(http: httpx.AsyncClient, where: Download, platform: str, folder: Path, name: str,
+                   offload, *, limit: int = MAX_MEDIA) -> tuple[Path, int]:
+    """Stream a file into folder/name (made unique) counting bytes as they come; never trusts
+    a declared size. TooLarge past `limit`; PlatformError when the platform fails. Either way
+    nothing is left behind: the bytes go to a hidden temporary renamed only when complete."""
+    from nanoclaw.channels._base import PlatformError, network_error  # _base imports this module
+    tmp = await offload(_open_temporary, folder)
+    fd = tmp[1]
+    size = 0
+    done = False
+    try:
+        # httpx drops the Authorization header when a redirect leaves the host.
+        async with http.stream("GET", where.url, headers=where.headers, follow_redirects=True) as response:
+            if not response.is_success:
+                raise PlatformError(f"{platform} answered the file download with {response.status_code} "
+                                    f"{response.reason_phrase}", status=response.status_code)
+            buffer = bytearray()
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge()
+                buffer += chunk
+                if len(buffer) >= WRITE_CHUNK:
+                    await offload(_write_all, fd, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await offload(_write_all, fd, bytes(buffer))
+        final = await offload(_publish, tmp, folder, name)
+        done = True
+        return final, size
+    except httpx.HTTPError as exc:
+        raise network_error(platform, exc, *where.secrets) from None
+    finally:
+        if not done:
+            with trio.CancelScope(shield=True):  # even when cancelled: nothing half-written stays
+                await offload(_discard, tmp)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _open_temporary(folder: Path) -> tuple[Path, int]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".download-{secrets.token_hex(6)}.part"
+    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+
+def _discard(tmp: tuple[Path, int]) -> None:
+    try:
+        os.close(tmp[1])
+    except OSError:
+        pass
+    tmp[0].unlink(missing_ok=True)
+
+
+def _publish(tmp: tuple[Path, int], folder: Path, name: str) -> Path:
+    """Give the complete temporary its final name without replacing any file there."""
+    path, fd = tmp
+    os.fsync(fd)
+    os.close(fd)
+    stem, ext = os.path.splitext(name)
+    for n in range(1, 1000):
+        target = folder / (name if n == 1 else f"{stem}-{n}{ext}")
+        try:
+            os.link(path, target)  # fails if the name is taken: never overwrites
+        except FileExistsError:
+            continue
+        path.unlink()
+        return target
+    raise OSError(f"no free name for {name} in {folder}")
+
+
+def remove_partial_downloads(groups_dir: Path) -> list[Path]:
+    """Remove the temporaries of downloads a killed server left in any inbox. Only while no
+    download runs (at start-up)."""
+    removed = []
+    for path in groups_dir.glob(f"*/{INBOX}/*/.download-*.part"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def inbox_folder(group_dir: Path, now: float) -> Path:
+    return group_dir / INBOX / dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+# -- outgoing -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class OutFile:
+    name: str
+    data: bytes
+    mime_type: str
+    path: str = ""  # where the container has it
+
+    @property
+    def kind(self) -> str:
+        return "image" if self.mime_type in IMAGE_TYPES else "document"
+
+
+def read_group_file(group_dir: Path, requested: Any, *, limit: int = MAX_MEDIA) -> OutFile:
+    """The file a container names by its container path, read from inside its group folder only.
+    Each path component is opened relative to the one before with O_NOFOLLOW, so no link
+    anywhere leads out. ValueError says why a request is refused. Blocking."""
+    if not isinstance(requested, str) or not requested or "\x00" in requested:
+        raise ValueError("send_file needs a path")
+    path = PurePosixPath(requested)
+    if not path.is_absolute():
+        path = CONTAINER_GROUP / path
+    try:
+        parts = path.relative_to(CONTAINER_GROUP).parts
+    except ValueError:
+        raise ValueError(f"only files under {CONTAINER_GROUP} can be sent, not {requested}") from None
+    if not parts or any(p in ("..", ".") for p in parts):
+        raise ValueError(f"{requested} does not name a file inside {CONTAINER_GROUP}")
+    fd = os.open(group_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                raise ValueError(f"{requested}: {part} is not a folder (links are not followed)") from None
+            os.close(fd)
+            fd = nxt
+        try:
+            nxt = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            raise ValueError(f"{requested}: cannot open ({os.strerror(exc.errno)}; links are not followed)") from None
+        os.close(fd)
+        fd = nxt
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{requested} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{requested} is {human_size(info.st_size)}, over the {human_size(limit)} limit")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"{requested} is over the {human_size(limit)} limit")
+    finally:
+        os.close(fd)
+    name = parts[-1]
+    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return OutFile(name, data, mime, str(CONTAINER_GROUP.joinpath(*parts)))
