@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any
 
 from nanoclaw.clock import Clock, iso
+from nanoclaw.events._listeners import Listeners
 from nanoclaw.secrets import SecretBox
 from nanoclaw.store import Database
 
@@ -23,11 +24,20 @@ def insert_entry(conn: sqlite3.Connection, ts: float, severity: str, category: s
     )
 
 
+def _parse(details_json: str | None) -> Any:
+    try:
+        return json.loads(details_json) if details_json else None
+    except ValueError:  # redaction broke the JSON: give the text
+        return details_json
+
+
 class Audit:
     def __init__(self, db: Database, clock: Clock, secrets: SecretBox) -> None:
         self.db = db
         self.clock = clock
         self.secrets = secrets
+        # Called with each entry once stored (live events, metrics).
+        self.listeners = Listeners()
 
     async def record(
         self,
@@ -43,6 +53,8 @@ class Audit:
         details_json = self.secrets.redact(json.dumps(details)) if details is not None else None
         now = self.clock.now()
         await self.db.write(insert_entry, now, severity, category, message, group, details_json)
+        self.listeners({"timestamp": iso(now), "severity": severity, "category": category, "message": message,
+                        "group": group, "details": _parse(details_json)})
         log.log(logging.WARNING if severity != "info" else logging.INFO,
                 "audit %s %s: %s", severity, category, message)
 

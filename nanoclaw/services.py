@@ -12,6 +12,7 @@ from nanoclaw.audit import Audit
 from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
+from nanoclaw.events import EventHub, wire_events
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
@@ -44,6 +45,7 @@ class Services:
     scheduler: Scheduler | None = None
     proxy: CredentialProxy | None = None
     channels: Channels | None = None
+    events: EventHub | None = None
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
@@ -102,4 +104,6 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.ipc.scheduler = services.scheduler
     # Channels start last: inbound messages need every other service ready.
     services.long_lived += [services.scheduler, services.channels]
+    services.events = EventHub(clock)
+    wire_events(services.events, services)
     return services

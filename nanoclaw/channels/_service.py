@@ -17,6 +17,7 @@ from nanoclaw.channels._router import Router
 from nanoclaw.channels._store import ChatStore
 from nanoclaw.clock import Clock, iso
 from nanoclaw.errors import Conflict, Invalid, NotFound, Unavailable, UpstreamError
+from nanoclaw.events import Listeners
 from nanoclaw.secrets import SecretBox, mask
 from nanoclaw.supervisor._types import MessageBatch, MessageSource
 
@@ -55,8 +56,11 @@ class _ChannelLink(Link):
         state = self.state
         if not state.connected or state.account != account:
             state.connected_at = self.channels.clock.now()
+        was_connected = state.connected
         state.connected, state.account, state.last_error = True, account, None
         state.status_message = f"Connected as {account}"
+        if not was_connected:
+            self.channels.listeners("connected", {"channel": state.name, "account": account})
 
     def healthy(self) -> None:
         self.made_progress = True
@@ -101,6 +105,8 @@ class Channels(MessageSource):
         self._nursery: trio.Nursery | None = None
         # connect/disconnect one at a time, so a channel never ends up with two tasks
         self._config_lock = trio.Lock()
+        # Called with (type, data): connected / disconnected / error (live events).
+        self.listeners = Listeners()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -153,6 +159,7 @@ class Channels(MessageSource):
                     if reason != state.last_error:
                         await self.audit.record("warning", "channel", f"{state.name} disconnected: {reason}")
                     log.warning("channel %s: %s (reconnecting)", state.name, reason)
+                    self.listeners("error", {"channel": state.name, "error": reason})
                     state.connected, state.last_error = False, reason
                     state.status_message = f"Reconnecting: {reason}"
                     state.reconnects += 1
@@ -212,6 +219,7 @@ class Channels(MessageSource):
             state.last_error, state.status_message = None, f"Connected as {account}"
             self._start(state, credentials)
         await self.audit.record("info", "channel", f"{name} connected as {account}")
+        self.listeners("connected", {"channel": name, "account": account})
         return self.details(name)
 
     async def disconnect(self, name: str) -> dict[str, Any]:
@@ -223,6 +231,7 @@ class Channels(MessageSource):
             self.states[name] = ChannelState(name)
         if forgotten:
             await self.audit.record("info", "channel", f"{name} disconnected")
+            self.listeners("disconnected", {"channel": name})
         return self.details(name)
 
     def credentials(self, name: str) -> dict[str, Any] | None:

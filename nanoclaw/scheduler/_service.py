@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, iso
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound
+from nanoclaw.events import Listeners
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.namespaces._service import check_jid
@@ -111,6 +112,8 @@ class Scheduler:
         self._changed = trio.Event()
         # Schedules whose run has been handed over and has not finished.
         self._running: set[str] = set()
+        # Called with (type, data): fired {latenessMs, ...} / skipped {count, reason, ...} (events, metrics).
+        self.listeners = Listeners()
 
     def _now_ms(self) -> int:
         return round(self.clock.now() * 1000)
@@ -340,6 +343,7 @@ class Scheduler:
                 "WHERE id = ?",
                 (next_ms, "completed" if next_ms is None else "active", None if busy else now_ms, schedule.id))
             missed = slots if busy else slots[1:]
+            skipped.append(len(missed))
             reason = ("the previous run of this schedule was still going" if busy
                       else "missed while the server was not running; one catch-up run was made")
             for slot in missed:
@@ -351,7 +355,15 @@ class Scheduler:
                 return None
             return _add_log(conn, schedule.id, planned_ms, now_ms, "running", catch_up=catch_up)
 
-        return await self.db.write(_tx)
+        skipped: list[int] = []
+        log_id = await self.db.write(_tx)
+        about = {"scheduleId": schedule.id, "name": schedule.name, "group": schedule.group}
+        if skipped and skipped[0]:
+            self.listeners("skipped", {**about, "count": skipped[0],
+                                       "reason": "busy" if busy else "missed while the server was not running"})
+        if log_id is not None:
+            self.listeners("fired", {**about, "latenessMs": now_ms - planned_ms, "catchUp": catch_up})
+        return log_id
 
     async def _run(self, schedule: Schedule, log_id: int) -> None:
         try:

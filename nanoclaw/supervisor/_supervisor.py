@@ -18,6 +18,7 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid
+from nanoclaw.events import Listeners
 from nanoclaw.fileio import write_atomic
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespaces
@@ -123,6 +124,8 @@ class Supervisor:
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
         self._listeners: list[RunListener] = []
+        # Called with statistics() when maxConcurrent changes (live events).
+        self.limit_listeners = Listeners()
 
     # -- lifecycle --------------------------------------------------------
 
@@ -236,6 +239,7 @@ class Supervisor:
         if not 1 <= value <= 64:
             raise Invalid("maxConcurrent must be between 1 and 64")
         self.limiter.total_tokens = value
+        self.limit_listeners(self.statistics())
 
     async def save_max_concurrent(self, value: int) -> None:
         self.set_max_concurrent(value)
