@@ -86,6 +86,19 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
 
         return await health()
 
+    @app.get("/metrics")
+    @hide
+    async def metrics():
+        # Prometheus sends `Authorization: Bearer <key>` natively; X-API-Key works too.
+        if await services.api_keys.required():
+            bearer = request.headers.get("Authorization", "")
+            key = request.headers.get("X-API-Key") or (bearer[7:] if bearer[:7].lower() == "bearer " else None)
+            if not await services.api_keys.check(key):
+                raise ApiError(401, "A valid X-API-Key or Authorization: Bearer header is required")
+        from nanoclaw.metrics import CONTENT_TYPE
+
+        return Response(services.metrics.text(), content_type=CONTENT_TYPE)
+
     @app.get("/docs")
     @hide
     async def docs():

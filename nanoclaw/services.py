@@ -16,6 +16,7 @@ from nanoclaw.events import EventHub, wire_events
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
+from nanoclaw.metrics import Metrics
 from nanoclaw.proxy import CredentialProxy
 from nanoclaw.runtime import ImageBuilder, Runtime
 from nanoclaw.secrets import SecretBox
@@ -46,6 +47,7 @@ class Services:
     proxy: CredentialProxy | None = None
     channels: Channels | None = None
     events: EventHub | None = None
+    metrics: Metrics | None = None
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
@@ -106,4 +108,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.long_lived += [services.scheduler, services.channels]
     services.events = EventHub(clock)
     wire_events(services.events, services)
+    services.metrics = Metrics(services)
+    services.metrics.wire()
+    services.long_lived.append(services.metrics)
     return services
