@@ -108,6 +108,7 @@ async def merge_instructions(data: MergeRequest):
 @bp.get("/container/namespaces/<name>")
 @validate_response(Namespace)
 async def get_namespace(name: str):
+    """One namespace: its chat JIDs, trigger rules and container config."""
     return await services().namespaces.get(name)
 
 

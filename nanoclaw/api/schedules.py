@@ -56,6 +56,7 @@ async def create_schedule(data: ScheduleCreate):
 @bp.get("/container/schedules/<schedule_id>")
 @validate_response(Schedule)
 async def get_schedule(schedule_id: str):
+    """One schedule with its next and last run."""
     return await services().scheduler.get(schedule_id)
 
 
