@@ -171,3 +171,26 @@ async def test_a_stalled_client_is_dropped_without_delaying_others_or_the_loop(n
     print(f"loop lag while dropping a stalled client: p50 {lags[len(lags) // 2] * 1000:.2f} ms, "
           f"p99 {p99 * 1000:.2f} ms, max {lags[-1] * 1000:.2f} ms over {len(lags)} samples")
     assert p99 < 0.1
+
+
+async def test_run_now_fires_a_schedule_and_the_stream_says_so(fake_server, autojump_clock):
+    client = fake_server.client
+    await client.post("/container/namespaces", json={"name": "g"})
+    schedule = (await client.post("/container/schedules", json={
+        "name": "hourly", "group": "g", "prompt": "once 1", "schedule": {"type": "interval", "value": 3_600_000},
+    })).json()
+    async with client.stream("GET", "/events") as response:
+        reader = SseReader(response)
+        r = await client.post(f"/container/schedules/{schedule['id']}/run")
+        assert r.status_code == 200
+        seen = await reader.until(lambda m: m["event"] == "run.finished", timeout=60)
+    fired = [m for m in seen if m["event"] == "schedule.fired"]
+    assert len(fired) == 1 and fired[0]["data"]["data"]["scheduleId"] == schedule["id"]
+    assert fired[0]["data"]["data"]["latenessMs"] >= 0
+    assert seen[-1]["data"]["data"]["kind"] == "task"
+    logs = (await client.get(f"/container/schedules/{schedule['id']}/logs")).json()
+    assert logs["logs"][0]["status"] == "success"
+    await client.put(f"/container/schedules/{schedule['id']}", json={"enabled": False})
+    r = await client.post(f"/container/schedules/{schedule['id']}/run")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "CONFLICT"
+    assert (await client.post("/container/schedules/nope/run")).status_code == 404

@@ -71,6 +71,13 @@ async def update_schedule(schedule_id: str, data: ScheduleUpdate):
     return await scheduler.update(schedule_id, data)
 
 
+@bp.post("/container/schedules/<schedule_id>/run")
+@validate_response(Schedule)
+async def run_schedule_now(schedule_id: str):
+    """Fire an active schedule now (its next slot is computed from now); 409 when paused or completed."""
+    return await services().scheduler.run_now(schedule_id)
+
+
 @bp.delete("/container/schedules/<schedule_id>")
 async def delete_schedule(schedule_id: str):
     """Delete the schedule and its logs."""

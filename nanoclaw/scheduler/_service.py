@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, iso
-from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound
+from nanoclaw.errors import Conflict, Forbidden, Invalid, NanoclawError, NotFound
 from nanoclaw.events import Listeners
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import Namespaces
@@ -236,6 +236,18 @@ class Scheduler:
         self._wake()
         await self.audit.record("info", "config", f"schedule {current.name!r} deleted", group=current.group,
                                 details={"scheduleId": schedule_id, "by": by or "api"})
+
+    async def run_now(self, schedule_id: str, *, by: str | None = None) -> Schedule:
+        """Make an active schedule due now: it fires at once (a run in progress makes it a skipped slot)."""
+        current = await self.get(schedule_id)
+        if current.status != "active":
+            raise Conflict(f"Schedule {current.name!r} is {current.status}: resume it first")
+        await self.db.execute("UPDATE schedules SET next_run_ms = ? WHERE id = ? AND status = 'active'",
+                              (self._now_ms(), schedule_id))
+        self._wake()
+        await self.audit.record("info", "config", f"schedule {current.name!r} run now", group=current.group,
+                                details={"scheduleId": schedule_id, "by": by or "api"})
+        return await self.get(schedule_id)
 
     async def logs(self, schedule_id: str, *, limit: int, offset: int) -> tuple[list[ScheduleLog], int]:
         """Newest first, and the total number of rows."""
