@@ -22,11 +22,25 @@ class Build:
     output: bytearray = field(default_factory=bytearray)
     success: bool | None = None
     message: str = "Build running"
+    # Bytes appended ever, and an event set (then replaced) whenever output arrives or the build ends.
+    total: int = 0
+    changed: trio.Event = field(default_factory=trio.Event)
 
     def append(self, chunk: bytes) -> None:
         self.output += chunk
         if len(self.output) > OUTPUT_KEEP:
             del self.output[: len(self.output) - OUTPUT_KEEP]
+        self.total += len(chunk)
+        self._notify()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def since(self, offset: int) -> tuple[bytes, int]:
+        """The output after byte offset (as far as it is still kept) and the new offset."""
+        kept_from = self.total - len(self.output)
+        return bytes(self.output[max(offset, kept_from) - kept_from:]), self.total
 
     @property
     def text(self) -> str:
@@ -97,3 +111,4 @@ class ImageBuilder:
             build.success, build.message = False, f"Build could not run: {exc}"
         finally:
             build.done.set()
+            build._notify()
