@@ -84,6 +84,7 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         url = binds[0] if binds else f"http://{settings.host}:{settings.port}"
         print(f"NanoClaw {__version__} serving on {url}", file=out)
         print(f"API docs: {url}/docs", file=out)
+        print(f"Dashboard: {url}/dashboard/", file=out)
         print(f"Auth: {'on (X-API-Key required)' if auth else 'off (no API key created)'}", file=out)
         print(f"Data: {settings.data_dir}", file=out, flush=True)
         task_status.started(binds)
