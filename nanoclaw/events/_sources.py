@@ -1,4 +1,5 @@
-"""What feeds the hub: run events, queue and limit changes, schedules, channels, audit warnings."""
+"""What feeds the hub: run events, queue and limit changes, schedules, channels, namespace changes,
+audit warnings."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -40,6 +41,11 @@ def wire(hub: EventHub, services: "Services") -> None:
         services.scheduler.listeners.add(lambda type_, data: hub.publish(f"schedule.{type_}", data))
     if services.channels is not None:
         services.channels.listeners.add(lambda type_, data: hub.publish(f"channel.{type_}", data))
+
+    async def namespaces_changed() -> None:
+        hub.publish("namespaces", {})
+
+    services.namespaces.listeners.append(namespaces_changed)
 
     def on_audit(entry: dict) -> None:
         if entry["severity"] in AUDIT_SEVERITIES:
