@@ -116,7 +116,6 @@ def console_scenario(browser, url, key, client):
     _login(page, key)
     assert page.evaluate("sessionStorage.getItem('nanoclaw.apiKey')") == key
     page.wait_for_selector("text=Runtime")
-    _shot(page, "overview")
 
     # A namespace created through the API appears without a reload.
     page.click("a[href='#groups']")
@@ -190,6 +189,7 @@ def console_scenario(browser, url, key, client):
 
     page.click("a[href='#overview']")
     page.wait_for_selector("#event-log div:has-text('run.finished')")
+    _shot(page, "overview")
 
     # Nothing left for another host: every request went to this server.
     foreign = [r for r in requests if not r.startswith(url + "/")]
