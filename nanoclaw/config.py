@@ -31,6 +31,8 @@ class Settings:
     whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
     slack_api_base: str = "https://slack.com/api"
     discord_api_base: str = "https://discord.com/api/v10"
+    log_level: str = "INFO"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().absolute()
@@ -85,6 +87,8 @@ ENVIRONMENT = [
     ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),
     ("slack_api_base", "NANOCLAW_SLACK_API_BASE", str),
     ("discord_api_base", "NANOCLAW_DISCORD_API_BASE", str),
+    ("log_level", "NANOCLAW_LOG_LEVEL", str.upper),
+    ("log_format", "NANOCLAW_LOG_FORMAT", str.lower),
 ]
 
 
@@ -111,4 +115,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ConfigError("NANOCLAW_CONTAINER_NETWORK must be bridge, host or none")
     if settings.container_runtime not in {"", "docker", "podman", "apple_container", "none"}:
         raise ConfigError("NANOCLAW_CONTAINER_RUNTIME must be docker, podman, apple_container or none")
+    if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError("NANOCLAW_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    if settings.log_format not in {"text", "json"}:
+        raise ConfigError("NANOCLAW_LOG_FORMAT must be text or json")
     return settings

@@ -10,10 +10,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from nanoclaw import __version__
+from nanoclaw import __version__, logs
 from nanoclaw.app import create_app
 from nanoclaw.config import Settings
-from nanoclaw.secrets import RedactingFilter
 from nanoclaw.services import Services, build
 
 log = logging.getLogger("nanoclaw")
@@ -24,13 +23,9 @@ class InsecureBind(Exception):
     pass
 
 
-def setup_logging(services: Services, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(services.secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def setup_logging(services: Services) -> None:
+    """NANOCLAW_LOG_LEVEL and NANOCLAW_LOG_FORMAT (text | json); secrets redacted either way."""
+    logs.setup(services.secrets, services.settings.log_level, services.settings.log_format)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:

@@ -19,6 +19,7 @@ from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid
 from nanoclaw.events import Listeners
+from nanoclaw.logs import log_context
 from nanoclaw.fileio import write_atomic
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespaces
@@ -359,6 +360,7 @@ class Supervisor:
             chat_jid = task.chat_jid
         else:
             chat_jid = ns.chatJids[0] if ns.chatJids else None
+        log_context(group=group, runId=run_id)  # every log line of this run names it
         name = f"nanoclaw-{group}-{self.clock.now_ms()}"
         ipc_dir = self.settings.ipc_dir / group / session_id
         active = ActiveRun(group, run_id, work.kind, name, session_id, ipc_dir, started, chat_jid, ns.isMain)
@@ -375,6 +377,7 @@ class Supervisor:
         self._run_started.set()
         self._run_started = trio.Event()
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
+        log.info("%s run started in container %s", work.kind, name)
         try:
             await self.remove_orphans()  # the engine may have been down at start-up
             await self.offload(self._prepare_folders, group, ipc_dir)
@@ -401,6 +404,7 @@ class Supervisor:
                 self.proxy.unregister_run(token)
             with trio.CancelScope(shield=True):
                 outcome = await self._finish(queue, work, active, state)
+                log.info("run finished: %s in %d ms", outcome.status, outcome.duration_ms)
                 self._emit("finished", run_id, group, work.kind, chat_jid, {
                     "status": outcome.status, "error": outcome.error, "durationMs": outcome.duration_ms,
                     "result": outcome.result})
