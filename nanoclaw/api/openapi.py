@@ -23,6 +23,9 @@ ERROR_SCHEMA = {
 }
 
 
+# Streaming answers (Server-Sent Events): path -> what the stream carries.
+EVENT_STREAMS = {"/api/v1/events": "Server-Sent Events: `id`, `event` (the type) and `data` (JSON) per message"}
+
 # Operation tags come from the blueprint's name; these read better than the name itself.
 TAG_NAMES = {"ipc": "IPC", "proxy": "Credential proxy", "senders": "Sender allowlist", "audit": "Audit log"}
 
@@ -56,6 +59,9 @@ class NanoclawOpenAPI(OpenAPIProvider):
                     responses = operation["responses"]
                     if method == "delete" and not any(code.startswith("2") for code in responses):
                         responses["204"] = {"description": "Deleted; no body"}
+                    if path in EVENT_STREAMS and method == "get":
+                        responses["200"] = {"description": EVENT_STREAMS[path],
+                                            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
                     responses.setdefault("default", error)
                     if path in self.open_paths:
                         operation["security"] = []
