@@ -13,6 +13,7 @@ from nanoclaw import __version__, webui
 from nanoclaw.api import BLUEPRINTS, errors
 from nanoclaw.api.errors import ApiError
 from nanoclaw.api.openapi import NanoclawOpenAPI
+from nanoclaw.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("nanoclaw.app")
 
@@ -93,9 +94,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
             key = request.headers.get("X-API-Key") or (bearer[7:] if bearer[:7].lower() == "bearer " else None)
             if not await services.api_keys.check(key):
                 raise ApiError(401, "A valid X-API-Key or Authorization: Bearer header is required")
-        from nanoclaw.metrics import CONTENT_TYPE
-
-        return Response(services.metrics.text(), content_type=CONTENT_TYPE)
+        return Response(services.metrics.text(), content_type=METRICS_CONTENT_TYPE)
 
     webui.install(app)
 

@@ -28,7 +28,7 @@ def _browser_problem() -> str | None:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         return "chromium is not installed (apt-get install chromium; .ci/setup-browser.sh)"
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401  (only whether it is installed)
     except ImportError:
         return "the playwright package is not installed"
     return None

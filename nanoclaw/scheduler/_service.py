@@ -344,6 +344,7 @@ class Scheduler:
         slots, more, next_ms = due_slots(timing, planned_ms, now_ms)
         busy = schedule.id in self._running
         catch_up = len(slots) > 1 or more or now_ms - planned_ms > CATCH_UP_AFTER_MS
+        skipped: list[int] = []  # how many slots the transaction skipped
 
         def _tx(conn):
             current = conn.execute("SELECT status, next_run_ms FROM schedules WHERE id = ?",
@@ -367,7 +368,6 @@ class Scheduler:
                 return None
             return _add_log(conn, schedule.id, planned_ms, now_ms, "running", catch_up=catch_up)
 
-        skipped: list[int] = []
         log_id = await self.db.write(_tx)
         about = {"scheduleId": schedule.id, "name": schedule.name, "group": schedule.group}
         if skipped and skipped[0]:

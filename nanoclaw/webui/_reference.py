@@ -11,7 +11,7 @@ def render_reference(document: dict) -> str:
         "<style>body{font-family:sans-serif;max-width:70em;margin:auto}pre{background:#f4f4f4;"
         "padding:.5em;overflow:auto}h3{margin-bottom:.2em}</style></head><body>",
         f"<h1>NanoClaw API {html.escape(document['info']['version'])}</h1>",
-        f"<p>Machine-readable: <a href='/api/v1/openapi.json'>/api/v1/openapi.json</a>. "
+        "<p>Machine-readable: <a href='/api/v1/openapi.json'>/api/v1/openapi.json</a>. "
         "Send <code>X-API-Key</code> when auth is on.</p>",
     ]
     for path, operations in sorted(document.get("paths", {}).items()):
