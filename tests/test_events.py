@@ -194,3 +194,14 @@ async def test_run_now_fires_a_schedule_and_the_stream_says_so(fake_server, auto
     r = await client.post(f"/container/schedules/{schedule['id']}/run")
     assert r.status_code == 409 and r.json()["error"]["code"] == "CONFLICT"
     assert (await client.post("/container/schedules/nope/run")).status_code == 404
+
+
+async def test_a_client_that_leaves_is_forgotten(fake_server, autojump_clock):
+    hub = fake_server.services.events
+    async with fake_server.client.stream("GET", "/events") as response:
+        assert response.status_code == 200
+        assert hub.client_count == 1
+    with trio.fail_after(30):
+        while hub.client_count:
+            hub.publish("test", {})  # the server notices a closed connection when it writes
+            await trio.sleep(1)
