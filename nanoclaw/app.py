@@ -1,8 +1,6 @@
 """The Quart-Trio application factory: routes, conventions, auth, docs."""
 from __future__ import annotations
 
-import html
-import json
 import logging
 import signal
 import threading
@@ -13,20 +11,21 @@ from quart_schema import QuartSchema, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import BadRequest
 
-from nanoclaw import __version__
+from nanoclaw import __version__, webui
 from nanoclaw.api import BLUEPRINTS, errors
 from nanoclaw.api.errors import ApiError
 from nanoclaw.api.openapi import NanoclawOpenAPI
 from nanoclaw.config import is_loopback
 from nanoclaw.jsondepth import TooDeep, check_depth
+from nanoclaw.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("nanoclaw.app")
 
 API_PREFIX = "/api/v1"
 MAX_BODY = 1024 * 1024
-# Routes that do their own verification instead of X-API-Key (issue 2: every other
-# /api/v1 route needs the key, openapi.json included; /docs lives outside /api/v1).
-OPEN_PATHS = {f"{API_PREFIX}/health", f"{API_PREFIX}/channels/whatsapp/webhook"}
+# Routes that do their own verification instead of X-API-Key (every other /api/v1 route
+# needs the key). The OpenAPI document holds no data: /docs reads it before any key is typed.
+OPEN_PATHS = {f"{API_PREFIX}/health", f"{API_PREFIX}/channels/whatsapp/webhook", f"{API_PREFIX}/openapi.json"}
 # Routes that must see the raw body before anything parses it.
 RAW_BODY_PATHS = {f"{API_PREFIX}/channels/whatsapp/webhook"}
 
@@ -108,11 +107,18 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
 
         return await health()
 
-    @app.get("/docs")
+    @app.get("/metrics")
     @hide
-    async def docs():
-        document = app.extensions["QUART_SCHEMA"].openapi_provider.schema()
-        return Response(_render_docs(document), content_type="text/html; charset=utf-8")
+    async def metrics():
+        # Prometheus sends `Authorization: Bearer <key>` natively; X-API-Key works too.
+        if await services.api_keys.required():
+            bearer = request.headers.get("Authorization", "")
+            key = request.headers.get("X-API-Key") or (bearer[7:] if bearer[:7].lower() == "bearer " else None)
+            if not await services.api_keys.check(key):
+                raise ApiError(401, "A valid X-API-Key or Authorization: Bearer header is required")
+        return Response(services.metrics.text(), content_type=METRICS_CONTENT_TYPE)
+
+    webui.install(app)
 
     if manage_services:
         scope_holder: list[trio.CancelScope] = []
@@ -217,37 +223,3 @@ async def _check_json_body() -> None:
     except (BadRequest, UnicodeDecodeError, RecursionError):
         # Not UTF-8, not JSON, or nested too deeply for the parser: all bad input, never a 500.
         raise ApiError(400, "The request body is not valid JSON", code="MALFORMED_JSON") from None
-
-
-def _render_docs(document: dict) -> str:
-    """A plain HTML reference built from the OpenAPI document: readable with curl, no CDN."""
-    out = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>NanoClaw API</title>",
-        "<style>body{font-family:sans-serif;max-width:70em;margin:auto}pre{background:#f4f4f4;"
-        "padding:.5em;overflow:auto}h3{margin-bottom:.2em}</style></head><body>",
-        f"<h1>NanoClaw API {html.escape(document['info']['version'])}</h1>",
-        f"<p>Machine-readable: <a href='{API_PREFIX}/openapi.json'>{API_PREFIX}/openapi.json</a>. "
-        "Send <code>X-API-Key</code> when auth is on.</p>",
-    ]
-    for path, operations in sorted(document.get("paths", {}).items()):
-        for method, op in operations.items():
-            out.append(f"<h3>{method.upper()} {html.escape(path)}</h3>")
-            if op.get("summary") or op.get("description"):
-                out.append(f"<p>{html.escape(op.get('summary') or op.get('description'))}</p>")
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            if body:
-                out.append(f"<p>Request body:</p><pre>{html.escape(json.dumps(body, indent=1))}</pre>")
-            for status, resp in op.get("responses", {}).items():
-                schema = resp.get("content", {}).get("application/json", {}).get("schema")
-                text = html.escape(json.dumps(schema, indent=1)) if schema else ""
-                out.append(f"<p>{status} {html.escape(resp.get('description', ''))}</p>")
-                if text:
-                    out.append(f"<pre>{text}</pre>")
-    schemas = document.get("components", {}).get("schemas", {})
-    if schemas:
-        out.append("<h2>Models</h2>")
-        for name, schema in sorted(schemas.items()):
-            out.append(f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3>")
-            out.append(f"<pre>{html.escape(json.dumps(schema, indent=1))}</pre>")
-    out.append("</body></html>")
-    return "\n".join(out)

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from nanoclaw.clock import Clock, iso
+from nanoclaw.events._listeners import Listeners
 from nanoclaw.secrets import SecretBox
 from nanoclaw.store import Database
 
@@ -36,12 +37,21 @@ PRUNE_SECONDS = 3600.0
 PRUNE_BATCH = 5000
 
 
+def _parse(details_json: str | None) -> Any:
+    try:
+        return json.loads(details_json) if details_json else None
+    except ValueError:  # redaction broke the JSON: give the text
+        return details_json
+
+
 class Audit:
     def __init__(self, db: Database, clock: Clock, secrets: SecretBox, *, retention_days: int = 90) -> None:
         self.db = db
         self.clock = clock
         self.secrets = secrets
         self.retention_days = retention_days  # 0: keep every entry
+        # Called with each entry once stored (live events, metrics).
+        self.listeners = Listeners()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Delete entries older than the retention period at start and then every hour."""
@@ -76,6 +86,8 @@ class Audit:
         details_json = self.secrets.redact(json.dumps(details)) if details is not None else None
         now = self.clock.now()
         row_id = await self.db.write(insert_entry, now, severity, category, message, group, details_json)
+        self.listeners({"timestamp": iso(now), "severity": severity, "category": category, "message": message,
+                        "group": group, "details": _parse(details_json)})
         log.log(logging.WARNING if severity != "info" else logging.INFO,
                 "audit %s %s: %s", severity, category, message)
         return row_id

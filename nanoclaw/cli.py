@@ -1,10 +1,10 @@
-"""Command line: `nanoclaw serve`, `nanoclaw api-key create|list|revoke`."""
+"""Command line: `nanoclaw serve`, `nanoclaw api-key create|list|revoke`, `nanoclaw image build`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from nanoclaw import __version__
+from nanoclaw import __version__, cli_image
 from nanoclaw.apikeys import create_key, list_keys, revoke_key
 from nanoclaw.audit import insert_entry
 from nanoclaw.clock import iso
@@ -42,11 +42,14 @@ def parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key by id", description="Revoke an API key.")
     revoke.add_argument("id", help="the key id shown by `api-key list`")
     _common(revoke)
+    cli_image.add_parser(commands)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "image":
+        return cli_image.build(args)
     try:
         settings = load_settings(
             host=args.host, port=args.port, data_dir=args.data_dir, config_dir=args.config_dir,

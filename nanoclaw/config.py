@@ -39,6 +39,8 @@ class Settings:
     discord_api_base: str = "https://discord.com/api/v10"
     # Audit entries older than this many days are deleted in the background (0: keep all).
     audit_retention_days: int = 90
+    log_level: str = "INFO"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().absolute()
@@ -98,6 +100,8 @@ ENVIRONMENT = [
     ("slack_api_base", "NANOCLAW_SLACK_API_BASE", str),
     ("discord_api_base", "NANOCLAW_DISCORD_API_BASE", str),
     ("audit_retention_days", "NANOCLAW_AUDIT_RETENTION_DAYS", int),
+    ("log_level", "NANOCLAW_LOG_LEVEL", str.upper),
+    ("log_format", "NANOCLAW_LOG_FORMAT", str.lower),
 ]
 
 
@@ -130,4 +134,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ConfigError("NANOCLAW_AGENT_PROVIDER must be anthropic or openai")
     if settings.container_runtime not in {"", "docker", "podman", "apple_container", "none"}:
         raise ConfigError("NANOCLAW_CONTAINER_RUNTIME must be docker, podman, apple_container or none")
+    if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError("NANOCLAW_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    if settings.log_format not in {"text", "json"}:
+        raise ConfigError("NANOCLAW_LOG_FORMAT must be text or json")
     return settings

@@ -10,10 +10,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from nanoclaw import __version__
+from nanoclaw import __version__, logs
 from nanoclaw.app import create_app
 from nanoclaw.config import Settings
-from nanoclaw.secrets import RedactingFilter
 from nanoclaw.runtime import running_as_root
 from nanoclaw.services import Services, build
 
@@ -25,15 +24,9 @@ class InsecureBind(Exception):
     pass
 
 
-def setup_logging(services: Services, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(services.secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # httpx logs every request URL at INFO; some carry a token in the path (Telegram).
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def setup_logging(services: Services) -> None:
+    """NANOCLAW_LOG_LEVEL and NANOCLAW_LOG_FORMAT (text | json); secrets redacted either way."""
+    logs.setup(services.secrets, services.settings.log_level, services.settings.log_format)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -87,6 +80,7 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         url = binds[0] if binds else f"http://{settings.host}:{settings.port}"
         print(f"NanoClaw {__version__} serving on {url}", file=out)
         print(f"API docs: {url}/docs", file=out)
+        print(f"Dashboard: {url}/dashboard/", file=out)
         print(f"Auth: {'on (X-API-Key required)' if auth else 'off (no API key created)'}", file=out)
         print(f"Data: {settings.data_dir}", file=out, flush=True)
         if running_as_root():

@@ -13,10 +13,12 @@ from nanoclaw.authguard import AuthGuard
 from nanoclaw.channels import Channels, build_channels
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
+from nanoclaw.events import EventHub, wire_events
 from nanoclaw.filemodes import private_dir, too_open
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.scheduler import Scheduler
 from nanoclaw.ipc import IpcWatcher
+from nanoclaw.metrics import Metrics
 from nanoclaw.proxy import CredentialProxy
 from nanoclaw.runtime import ImageBuilder, Runtime
 from nanoclaw.secrets import SecretBox
@@ -47,6 +49,8 @@ class Services:
     scheduler: Scheduler | None = None
     proxy: CredentialProxy | None = None
     channels: Channels | None = None
+    events: EventHub | None = None
+    metrics: Metrics | None = None
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
@@ -117,4 +121,9 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     services.ipc.scheduler = services.scheduler
     # Channels start last: inbound messages need every other service ready.
     services.long_lived += [services.scheduler, services.channels]
+    services.events = EventHub(clock)
+    wire_events(services.events, services)
+    services.metrics = Metrics(services)
+    services.metrics.wire()
+    services.long_lived.append(services.metrics)
     return services

@@ -212,8 +212,8 @@ async def test_openapi_document_defines_every_referenced_model(client):
     assert {"Namespace", "ContainerConfig", "MountRequest", "AuditEntry", "SenderEntry"} <= referenced
 
 
-async def test_docs_page_lists_every_issue_2_operation_and_model(server, client):
-    answer = await client.get(server.url + "/docs")
+async def test_docs_reference_lists_every_issue_2_operation_and_model(server, client):
+    answer = await client.get(server.url + "/docs/reference")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/html")
     page = answer.text
@@ -226,6 +226,7 @@ async def test_docs_page_lists_every_issue_2_operation_and_model(server, client)
         assert f"<h3 id='{model}'>" in page
 
 
-async def test_docs_page_needs_no_external_assets(server, client):
-    page = (await client.get(server.url + "/docs")).text
-    assert not re.search(r"""(src|href)=['"]https?://""", page)
+async def test_docs_pages_need_no_external_assets(server, client):
+    for path in ("/docs", "/docs/reference"):
+        page = (await client.get(server.url + path)).text
+        assert not re.search(r"""(src|href)=['"]https?://""", page)

@@ -160,7 +160,9 @@ async def test_the_printed_docs_url_answers(server):
     docs_line = next(line for line in server.output.getvalue().splitlines() if line.startswith("API docs: "))
     answer = await server.client.get(docs_line.removeprefix("API docs: "))
     assert answer.status_code == 200
-    assert "/api/v1/container/namespaces" in answer.text
+    assert 'id="swagger-ui"' in answer.text and "/docs/reference" in answer.text
+    dashboard_line = next(line for line in server.output.getvalue().splitlines() if line.startswith("Dashboard: "))
+    assert (await server.client.get(dashboard_line.removeprefix("Dashboard: "))).status_code == 200
 
 
 def test_the_console_script_is_installed():

@@ -1,6 +1,6 @@
 """REST API: one blueprint per endpoint group of the spec."""
 from nanoclaw.api import audit, channels, health, ipc, monitoring, mounts, namespaces, proxy, queue, runs, runtime, senders
-from nanoclaw.api import schedules
+from nanoclaw.api import events, schedules
 
 BLUEPRINTS = [
     health.bp,
@@ -16,4 +16,5 @@ BLUEPRINTS = [
     proxy.bp,
     channels.bp,
     schedules.bp,
+    events.bp,
 ]

@@ -79,6 +79,7 @@ def _status() -> ProxyStatus:
 @bp.get(f"{PREFIX}/status")
 @validate_response(ProxyStatus)
 async def proxy_status():
+    """Whether the credential proxy listens, its port and bind address, how many mappings."""
     return _status()
 
 
@@ -117,6 +118,7 @@ async def add_mapping(data: MappingCreate):
 
 @bp.delete(f"{PREFIX}/mappings/<mapping_id>")
 async def remove_mapping(mapping_id: str):
+    """Delete a mapping; the running proxy stops serving it at once."""
     await services().proxy.remove_mapping(mapping_id)
     return "", 204
 

@@ -51,6 +51,7 @@ async def list_groups():
 @bp.get("/container/queue/counts")
 @validate_response(QueueCounts)
 async def counts():
+    """How many groups have a running container and how many wait for a slot."""
     stats = services().supervisor.statistics()
     return QueueCounts(queued=stats["queued"], running=stats["running"], total=stats["total"])
 
@@ -58,6 +59,7 @@ async def counts():
 @bp.get("/container/queue/groups/<group>")
 @validate_response(GroupState)
 async def group_state(group: str):
+    """One group's queue state: its container, what is pending, retries."""
     svc = services()
     if group not in svc.supervisor.queues:
         await svc.namespaces.get(group)
@@ -71,6 +73,7 @@ async def group_state(group: str):
 @bp.get("/container/queue/max-concurrent")
 @validate_response(MaxConcurrent)
 async def get_max_concurrent():
+    """The limit on containers running at once."""
     return MaxConcurrent(maxConcurrent=services().supervisor.statistics()["maxConcurrent"])
 
 

@@ -76,6 +76,7 @@ async def start_run(data: RunRequest):
 @bp.get("/container/runs/<run_id>")
 @validate_response(Run)
 async def get_run(run_id: str):
+    """One run: status, results, timing (queued runs included)."""
     svc = services()
     record = await _history.get_run(svc.db, run_id)
     if record is not None:

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
+from nanoclaw.api._build_stream import stream_build, streams_with
 from nanoclaw.api._common import Answer, ApiModel, services
 from nanoclaw.api.errors import ApiError
 from nanoclaw.runtime import RuntimeUnavailable
@@ -71,23 +72,34 @@ async def get_runtime():
     return services().runtime.info()
 
 
-@bp.post("/container/image/build")
-@validate_request(BuildRequest)
-@validate_response(BuildResult)
-async def build_image(data: BuildRequest):
-    """Build the agent image; answers when the build ends (a failure: 422 BUILD_FAILED with the
-    output's tail). A disconnecting client does not stop it, and concurrent requests for one tag share one build."""
+def _start_build(data: BuildRequest):
     svc = services()
     if not svc.runtime.state.available:
         raise RuntimeUnavailable(svc.runtime.state.message)
     tag = data.imageTag or svc.settings.agent_image
-    build = svc.images.start(tag, data.baseImage, data.flavor, pull=data.pull)
+    return svc.images.start(tag, data.baseImage, data.flavor, pull=data.pull), tag
+
+
+def _build_result(build, tag: str) -> BuildResult:
+    return BuildResult(success=bool(build.success), imageTag=tag, flavor=build.flavor, message=build.message,
+                       output=build.text)
+
+
+async def _stream_build(data: BuildRequest):
+    build, tag = _start_build(data)
+    return stream_build(build, lambda done: _build_result(done, tag).model_dump())
+
+
+@bp.post("/container/image/build")
+@validate_request(BuildRequest)
+@streams_with(_stream_build)
+@validate_response(BuildResult)
+async def build_image(data: BuildRequest):
+    """Build the agent image; answers when the build ends (Accept: text/event-stream streams its output).
+    A disconnecting client does not stop it, and concurrent requests for one tag share one build."""
+    build, tag = _start_build(data)
     await build.done.wait()
-    if not build.success:
-        # The tail of the output says why; GET /container/image/status keeps the last 64 KiB.
-        raise ApiError(422, f"{tag}: {build.message}", code="BUILD_FAILED",
-                       details={"imageTag": tag, "flavor": build.flavor, "output": build.text[-OUTPUT_TAIL:]})
-    return BuildResult(success=True, imageTag=tag, flavor=build.flavor, message=build.message, output=build.text)
+    return _build_result(build, tag)
 
 
 @bp.get("/container/image/status")

@@ -56,6 +56,7 @@ async def create_schedule(data: ScheduleCreate):
 @bp.get("/container/schedules/<schedule_id>")
 @validate_response(Schedule)
 async def get_schedule(schedule_id: str):
+    """One schedule with its next and last run."""
     return await services().scheduler.get(schedule_id)
 
 
@@ -68,6 +69,13 @@ async def update_schedule(schedule_id: str, data: ScheduleUpdate):
     current = await scheduler.get(schedule_id)
     await _check_config(data.containerConfig, data.group or current.group)
     return await scheduler.update(schedule_id, data)
+
+
+@bp.post("/container/schedules/<schedule_id>/run")
+@validate_response(Schedule)
+async def run_schedule_now(schedule_id: str):
+    """Fire an active schedule now (its next slot is computed from now); 409 when paused or completed."""
+    return await services().scheduler.run_now(schedule_id)
 
 
 @bp.delete("/container/schedules/<schedule_id>")

@@ -19,4 +19,5 @@ async def get_sender_allowlist():
 @validate_request(SenderAllowlistModel)
 @validate_response(SenderAllowlistModel)
 async def put_sender_allowlist(data: SenderAllowlistModel):
+    """Replace the sender allowlist; it applies to the next message."""
     return await services().senders.set(data)

@@ -21,6 +21,7 @@ from nanoclaw.channels._router import Router
 from nanoclaw.channels._store import ChatStore
 from nanoclaw.clock import Clock, iso
 from nanoclaw.errors import Conflict, Invalid, NotFound, Unavailable, UpstreamError
+from nanoclaw.events import Listeners
 from nanoclaw.secrets import SecretBox, mask
 from nanoclaw.supervisor._types import MessageBatch, MessageSource
 
@@ -59,8 +60,11 @@ class _ChannelLink(Link):
         state = self.state
         if not state.connected or state.account != account:
             state.connected_at = self.channels.clock.now()
+        was_connected = state.connected
         state.connected, state.account, state.last_error = True, account, None
         state.status_message = self.channels.connected_message(state.name, account, state.credentials)
+        if not was_connected:
+            self.channels.listeners("connected", {"channel": state.name, "account": account})
 
     def healthy(self) -> None:
         self.made_progress = True
@@ -118,6 +122,8 @@ class Channels(MessageSource):
         # The supervisor's RunEvent listener (typing indicators, streamed replies).
         self.on_run_event = self.activity.on_run_event
         router.triggered = self.activity.follow_up
+        # Called with (type, data): connected / disconnected / error (live events).
+        self.listeners = Listeners()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -176,6 +182,7 @@ class Channels(MessageSource):
                     if reason != state.last_error:
                         await self.audit.record("warning", "channel", f"{state.name} disconnected: {reason}")
                     log.warning("channel %s: %s (reconnecting)", state.name, reason)
+                    self.listeners("error", {"channel": state.name, "error": reason})
                     state.connected, state.last_error = False, reason
                     state.status_message = f"Reconnecting: {reason}"
                     state.reconnects += 1
@@ -236,6 +243,7 @@ class Channels(MessageSource):
             state.status_message = self.connected_message(name, account, credentials)
             self._start(state, credentials)
         await self.audit.record("info", "channel", f"{name} connected as {account}")
+        self.listeners("connected", {"channel": name, "account": account})
         return self.details(name)
 
     def connected_message(self, name: str, account: str, credentials: dict[str, Any] | None) -> str:
@@ -259,6 +267,7 @@ class Channels(MessageSource):
             self.states[name] = ChannelState(name)
         if forgotten:
             await self.audit.record("info", "channel", f"{name} disconnected")
+            self.listeners("disconnected", {"channel": name})
         return self.details(name)
 
     def credentials(self, name: str) -> dict[str, Any] | None:

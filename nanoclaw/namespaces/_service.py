@@ -70,6 +70,14 @@ class Namespaces:
         self.offload = offload or trio.to_thread.run_sync
         # Called with (old, new) after every write, so caches (routing) stay fresh.
         self.listeners: list[Any] = []
+        # list() is what dashboards poll: kept in memory until the next change (any listener call).
+        self._list_cache: list[Namespace] | None = None
+        self._generation = 0
+        self.listeners.append(self._invalidate)
+
+    async def _invalidate(self) -> None:
+        self._generation += 1
+        self._list_cache = None
 
     # -- records ----------------------------------------------------------
 
@@ -100,7 +108,13 @@ class Namespaces:
             rows = conn.execute("SELECT * FROM namespaces ORDER BY name")
             return [self._load(conn, r, jids.get(r["id"], [])) for r in rows]
 
-        return await self.db.read(_q)
+        if self._list_cache is None:
+            generation = self._generation
+            loaded = await self.db.read(_q)
+            if generation != self._generation:  # changed while we read: do not keep it
+                return loaded
+            self._list_cache = loaded
+        return list(self._list_cache)
 
     async def get(self, name: str) -> Namespace:
         def _q(conn):

@@ -29,11 +29,25 @@ class Build:
     success: bool | None = None
     message: str = "Build running"
     flavor: str = "builtin"
+    # Bytes appended ever, and an event set (then replaced) whenever output arrives or the build ends.
+    total: int = 0
+    changed: trio.Event = field(default_factory=trio.Event)
 
     def append(self, chunk: bytes) -> None:
         self.output += chunk
         if len(self.output) > OUTPUT_KEEP:
             del self.output[: len(self.output) - OUTPUT_KEEP]
+        self.total += len(chunk)
+        self._notify()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def since(self, offset: int) -> tuple[bytes, int]:
+        """The output after byte offset (as far as it is still kept) and the new offset."""
+        kept_from = self.total - len(self.output)
+        return bytes(self.output[max(offset, kept_from) - kept_from:]), self.total
 
     @property
     def text(self) -> str:
@@ -142,6 +156,7 @@ class ImageBuilder:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(shutil.rmtree, own_context, True)
             build.done.set()
+            build._notify()
 
     async def _stream(self, build: Build, command: list[str]) -> int | None:
         """Run command, its output appended to the build's; the exit code, None on timeout."""

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, iso
-from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound, QuotaExceeded
+from nanoclaw.errors import Conflict, Forbidden, Invalid, NanoclawError, NotFound, QuotaExceeded
+from nanoclaw.events import Listeners
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import Namespaces
 from nanoclaw.namespaces._service import check_jid
@@ -112,6 +113,8 @@ class Scheduler:
         self._changed = trio.Event()
         # Schedules whose run has been handed over and has not finished.
         self._running: set[str] = set()
+        # Called with (type, data): fired {latenessMs, ...} / skipped {count, reason, ...} (events, metrics).
+        self.listeners = Listeners()
 
     def _now_ms(self) -> int:
         return round(self.clock.now() * 1000)
@@ -253,6 +256,18 @@ class Scheduler:
         await self.audit.record("info", "config", f"schedule {current.name!r} deleted", group=current.group,
                                 details={"scheduleId": schedule_id, "by": by or "api"})
 
+    async def run_now(self, schedule_id: str, *, by: str | None = None) -> Schedule:
+        """Make an active schedule due now: it fires at once (a run in progress makes it a skipped slot)."""
+        current = await self.get(schedule_id)
+        if current.status != "active":
+            raise Conflict(f"Schedule {current.name!r} is {current.status}: resume it first")
+        await self.db.execute("UPDATE schedules SET next_run_ms = ? WHERE id = ? AND status = 'active'",
+                              (self._now_ms(), schedule_id))
+        self._wake()
+        await self.audit.record("info", "config", f"schedule {current.name!r} run now", group=current.group,
+                                details={"scheduleId": schedule_id, "by": by or "api"})
+        return await self.get(schedule_id)
+
     async def logs(self, schedule_id: str, *, limit: int, offset: int) -> tuple[list[ScheduleLog], int]:
         """Newest first, and the total number of rows."""
         await self.get(schedule_id)
@@ -348,6 +363,7 @@ class Scheduler:
         slots, more, next_ms = due_slots(timing, planned_ms, now_ms)
         busy = schedule.id in self._running
         catch_up = len(slots) > 1 or more or now_ms - planned_ms > CATCH_UP_AFTER_MS
+        skipped: list[int] = []  # how many slots the transaction skipped
 
         def _tx(conn):
             current = conn.execute("SELECT status, next_run_ms FROM schedules WHERE id = ?",
@@ -359,6 +375,7 @@ class Scheduler:
                 "WHERE id = ?",
                 (next_ms, "completed" if next_ms is None else "active", None if busy else now_ms, schedule.id))
             missed = slots if busy else slots[1:]
+            skipped.append(len(missed))
             reason = ("the previous run of this schedule was still going" if busy
                       else "missed while the server was not running; one catch-up run was made")
             for slot in missed:
@@ -370,7 +387,14 @@ class Scheduler:
                 return None
             return _add_log(conn, schedule.id, planned_ms, now_ms, "running", catch_up=catch_up)
 
-        return await self.db.write(_tx)
+        log_id = await self.db.write(_tx)
+        about = {"scheduleId": schedule.id, "name": schedule.name, "group": schedule.group}
+        if skipped and skipped[0]:
+            self.listeners("skipped", {**about, "count": skipped[0],
+                                       "reason": "busy" if busy else "missed while the server was not running"})
+        if log_id is not None:
+            self.listeners("fired", {**about, "latenessMs": now_ms - planned_ms, "catchUp": catch_up})
+        return log_id
 
     async def _run(self, schedule: Schedule, log_id: int) -> None:
         try:

@@ -18,7 +18,9 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid, NanoclawError
+from nanoclaw.events import Listeners
 from nanoclaw.ipc._tree import prepare_audited, write_input_audited
+from nanoclaw.logs import log_context
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespaces
 from nanoclaw.runtime import (InternalNetwork, Runtime, RuntimeUnavailable, container_user, give_to_container,
@@ -137,6 +139,8 @@ class Supervisor:
         # Made on the first "proxy-only" run, removed at shutdown.
         self.internal_network = InternalNetwork(runtime)
         self.disk_mb: dict[str, float] = {}  # group -> its folder's size when last measured
+        # Called with statistics() when maxConcurrent changes (live events).
+        self.limit_listeners = Listeners()
 
     # -- lifecycle --------------------------------------------------------
 
@@ -275,6 +279,7 @@ class Supervisor:
         if not 1 <= value <= 64:
             raise Invalid("maxConcurrent must be between 1 and 64")
         self.limiter.total_tokens = value
+        self.limit_listeners(self.statistics())
 
     async def save_max_concurrent(self, value: int) -> None:
         self.set_max_concurrent(value)
@@ -415,6 +420,7 @@ class Supervisor:
             chat_jid = task.chat_jid
         else:
             chat_jid = ns.chatJids[0] if ns.chatJids else None
+        log_context(group=group, runId=run_id)  # every log line of this run names it
         name = f"nanoclaw-{group}-{self.clock.now_ms()}"
         ipc_dir = self.settings.ipc_dir / group / session_id
         active = ActiveRun(group, run_id, work.kind, name, session_id, ipc_dir, started, chat_jid, ns.isMain,
@@ -432,6 +438,7 @@ class Supervisor:
         self._run_started.set()
         self._run_started = trio.Event()
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
+        log.info("%s run started in container %s", work.kind, name)
         try:
             agent = agent_settings(config.agent, self.settings)
             budget = config.agent.monthlyTokenBudget if config.agent else None
@@ -476,6 +483,7 @@ class Supervisor:
                 self.proxy.unregister_run(token)
             with trio.CancelScope(shield=True):
                 outcome = await self._finish(queue, work, active, state)
+                log.info("run finished: %s in %d ms", outcome.status, outcome.duration_ms)
                 self._emit("finished", run_id, group, work.kind, chat_jid, {
                     "status": outcome.status, "error": outcome.error, "durationMs": outcome.duration_ms,
                     "result": outcome.result, "usage": state.usage.as_dict(), "model": state.usage.model})
