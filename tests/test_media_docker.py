@@ -1,13 +1,15 @@
 """End to end with a real Docker engine: a Telegram photo is downloaded by the host into the
 group's inbox, the container finds it at the path its stdin names, and its send_file IPC
-request reaches the fake Bot API as a sendPhoto with the same bytes.
+request reaches the fake Bot API with the same bytes.
 
-The container runs a small test script in place of the agent runner (the runner's own
-send_file tool and image blocks are tested with the runner): it copies the attachment to
-/workspace/group/out/ and asks the host to send that copy.
+The first test runs a small script in place of the agent runner: it copies the attachment to
+/workspace/group/out/ and asks the host to send that copy (sendPhoto). The second runs the real
+agent image: the fake model sees the photo as an image block, writes a report with write_file
+and sends it with the send_file tool (sendDocument).
 """
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 
@@ -15,12 +17,14 @@ import pytest
 import trio
 
 from conftest import make_settings, start_server
-from docker_support import AGENT_TAG, BASE_IMAGE, docker_engine  # noqa: F401  (fixture)
+from docker_support import AGENT_TAG, BASE_IMAGE, agent_image, docker_engine  # noqa: F401  (fixtures)
+from fakes.anthropic import serve_fake_anthropic, text_reply, tool_reply
 from fakes.telegram import TOKEN, serve_fake_telegram
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
 CHAT = 5151
+REAL_KEY = "sk-real-key-only-the-host-knows-9090"
 SCRIPT = r'''
 import json, os, sys
 request = json.loads(sys.stdin.readline())
@@ -82,3 +86,61 @@ async def test_a_photo_reaches_the_container_and_its_send_file_reaches_telegram(
                       await server.services.db.fetchall("SELECT message FROM audit_log WHERE category = 'ipc'")):
             await trio.sleep(0.05)
     await server.client.aclose()
+
+
+REPORT = "Photo report\nsize: {size} bytes\n"
+
+
+async def test_the_real_agent_sees_a_photo_and_sends_a_file_back(nursery, tmp_path, agent_image):  # noqa: F811
+    """The real runner in the agent image: a caption-less Telegram photo reaches the fake model
+    as an image block (through the credential proxy), and the model's send_file tool call comes
+    back to the fake Bot API as a sendDocument with the file's exact bytes."""
+    tg = await nursery.start(serve_fake_telegram)
+    llm = await nursery.start(lambda task_status: serve_fake_anthropic(api_key=REAL_KEY, task_status=task_status))
+    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
+                             agent_image=agent_image, telegram_api_base=tg.url)
+    server = await start_server(nursery, settings)
+    client = server.client
+    r = await client.post("/container/credential-proxy/mappings", json={
+        "name": "anthropic", "upstreamUrl": llm.url, "credentialType": "api_key", "credential": REAL_KEY})
+    assert r.status_code == 201, r.text
+    assert (await client.post("/container/credential-proxy/start")).json()["running"] is True
+    r = await client.post("/container/namespaces", json={
+        "name": "vision", "chatJids": [f"tg:{CHAT}"], "requiresTrigger": False,
+        "containerConfig": {"idleTimeoutSecs": 5}})
+    assert r.status_code == 201, r.text
+    r = await client.post("/channels/telegram/connect", json={"token": TOKEN})
+    assert r.status_code == 200, r.text
+
+    photo = b"\xff\xd8\xff\xe0" + os.urandom(150_000)
+    report = REPORT.format(size=len(photo))
+    llm.queue(tool_reply("write_file", {"path": "report.txt", "content": report}),
+              tool_reply("send_file", {"path": "report.txt", "caption": "your report"}),
+              text_reply("I looked at your photo and sent a report."))
+    file_id = tg.add_file(photo, "photos/file_7.jpg")
+    tg.push_message(CHAT, None, chat_type="private", photo=[{"file_id": file_id, "width": 640, "height": 480}])
+    await tg.wait_for(lambda: tg.uploads and tg.sent, timeout=180)  # a real container runs in real time
+
+    # The host saved the photo in the group's inbox, byte for byte.
+    [saved] = (settings.groups_dir / "vision" / "inbox").glob("*/*")
+    assert saved.read_bytes() == photo
+    container_path = f"/workspace/group/inbox/{saved.parent.name}/{saved.name}"
+    # The model's first request carries the photo as an image block and the prompt names its path.
+    first = llm.messages_requests[0]
+    assert first.headers["x-api-key"] == REAL_KEY
+    [user] = first.body["messages"]
+    [text] = [b for b in user["content"] if b["type"] == "text"]
+    [image] = [b for b in user["content"] if b["type"] == "image"]
+    assert container_path in text["text"]
+    assert image["source"]["type"] == "base64" and image["source"]["media_type"] == "image/jpeg"
+    assert base64.b64decode(image["source"]["data"]) == photo
+    # The send_file tool call arrived at Telegram as a document with the exact bytes, then the answer.
+    [(method, form, files)] = tg.uploads
+    assert method == "sendDocument" and form == {"chat_id": str(CHAT), "caption": "your report"}
+    [(name, _content_type, data)] = files.values()
+    assert list(files) == ["document"] and name == "report.txt" and data == report.encode()
+    assert tg.sent == [{"chat_id": str(CHAT), "text": "I looked at your photo and sent a report."}]
+    assert len(llm.messages_requests) == 3
+    [run] = await server.services.db.fetchall("SELECT kind, container_name, results FROM run_history")
+    assert run["kind"] == "message" and run["container_name"].startswith("nanoclaw-vision-")
+    await client.aclose()
