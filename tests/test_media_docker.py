@@ -5,7 +5,7 @@ request reaches the fake Bot API with the same bytes.
 The first test runs a small script in place of the agent runner: it copies the attachment to
 /workspace/group/out/ and asks the host to send that copy (sendPhoto). The second runs the real
 agent image: the fake model sees the photo as an image block, writes a report with write_file
-and sends it with the send_file tool (sendDocument).
+and sends it with the send_file tool (sendDocument), then sends a copy of the photo (sendPhoto).
 """
 from __future__ import annotations
 
@@ -93,8 +93,9 @@ REPORT = "Photo report\nsize: {size} bytes\n"
 
 async def test_the_real_agent_sees_a_photo_and_sends_a_file_back(nursery, tmp_path, agent_image):  # noqa: F811
     """The real runner in the agent image: a caption-less Telegram photo reaches the fake model
-    as an image block (through the credential proxy), and the model's send_file tool call comes
-    back to the fake Bot API as a sendDocument with the file's exact bytes."""
+    as an image block (through the credential proxy), and the model's send_file tool calls come
+    back to the fake Bot API as sendDocument (a report it wrote) and sendPhoto (the photo) with
+    the files' exact bytes."""
     tg = await nursery.start(serve_fake_telegram)
     llm = await nursery.start(lambda task_status: serve_fake_anthropic(api_key=REAL_KEY, task_status=task_status))
     settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
@@ -116,10 +117,12 @@ async def test_the_real_agent_sees_a_photo_and_sends_a_file_back(nursery, tmp_pa
     report = REPORT.format(size=len(photo))
     llm.queue(tool_reply("write_file", {"path": "report.txt", "content": report}),
               tool_reply("send_file", {"path": "report.txt", "caption": "your report"}),
+              tool_reply("bash", {"command": "cp /workspace/group/inbox/*/* back.jpg"}),
+              tool_reply("send_file", {"path": "/workspace/group/back.jpg"}),
               text_reply("I looked at your photo and sent a report."))
     file_id = tg.add_file(photo, "photos/file_7.jpg")
     tg.push_message(CHAT, None, chat_type="private", photo=[{"file_id": file_id, "width": 640, "height": 480}])
-    await tg.wait_for(lambda: tg.uploads and tg.sent, timeout=180)  # a real container runs in real time
+    await tg.wait_for(lambda: len(tg.uploads) == 2 and tg.sent, timeout=180)  # a real container runs in real time
 
     # The host saved the photo in the group's inbox, byte for byte.
     [saved] = (settings.groups_dir / "vision" / "inbox").glob("*/*")
@@ -134,13 +137,15 @@ async def test_the_real_agent_sees_a_photo_and_sends_a_file_back(nursery, tmp_pa
     assert container_path in text["text"]
     assert image["source"]["type"] == "base64" and image["source"]["media_type"] == "image/jpeg"
     assert base64.b64decode(image["source"]["data"]) == photo
-    # The send_file tool call arrived at Telegram as a document with the exact bytes, then the answer.
-    [(method, form, files)] = tg.uploads
+    # The send_file tool calls arrived at Telegram with the exact bytes (a document, then the photo), then the answer.
+    [(method, form, files), (method_2, form_2, files_2)] = tg.uploads
     assert method == "sendDocument" and form == {"chat_id": str(CHAT), "caption": "your report"}
     [(name, _content_type, data)] = files.values()
     assert list(files) == ["document"] and name == "report.txt" and data == report.encode()
+    assert method_2 == "sendPhoto" and form_2 == {"chat_id": str(CHAT)}
+    assert files_2 == {"photo": ("back.jpg", "image/jpeg", photo)}
     assert tg.sent == [{"chat_id": str(CHAT), "text": "I looked at your photo and sent a report."}]
-    assert len(llm.messages_requests) == 3
+    assert len(llm.messages_requests) == 5
     [run] = await server.services.db.fetchall("SELECT kind, container_name, results FROM run_history")
     assert run["kind"] == "message" and run["container_name"].startswith("nanoclaw-vision-")
     await client.aclose()
