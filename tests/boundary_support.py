@@ -10,7 +10,8 @@ import trio
 from conftest import make_settings, start_server
 from fake_runtime import FakeRuntime
 from nanoclaw.clock import Clock
-from test_supervisor_queue import START, ListMessages, inline
+from test_ipc import FirstChats
+from test_supervisor_queue import START, inline
 
 
 def make_canary(root: Path) -> Path:
@@ -43,14 +44,16 @@ async def live_server(nursery, tmp_path, **overrides):
     server = await start_server(nursery, make_settings(tmp_path, **overrides), clock=Clock(start=START),
                                 offload=inline, runtime=FakeRuntime(nursery))
     services = server.services
-    messages = ListMessages()
+    messages = FirstChats()
     services.supervisor.messages = messages
     services.messages = messages
     await services.namespaces.create({"name": "boss", "isMain": True, "chatJids": ["tg:1"]})
     await services.namespaces.create({"name": "team", "chatJids": ["tg:2"]})
-    for group in ("boss", "team"):
-        await services.supervisor.submit_prompt(group, "work 0")
+    for group in ("boss", "team"):  # chat containers stay live (on-demand ones close once answered)
+        messages.add(group, "work 0")
+        services.supervisor.notify_messages(group)
     await trio.sleep(1)
+    messages.sent.clear()
     return server
 
 
