@@ -31,7 +31,7 @@ async def test_build_output_streams_line_by_line_then_one_result_and_the_cli_pri
         assert len(output) > 1 and events[-1]["event"] == "result"
         assert [m["event"] for m in events[:-1]] == ["output"] * (len(events) - 1)
         result = events[-1]["data"]
-        assert set(result) == {"success", "imageTag", "message", "output"}
+        assert set(result) == {"success", "imageTag", "flavor", "message", "output"}
         assert result["success"] is True and result["imageTag"] == TAG
         assert result["message"] == "Build completed successfully"
         assert "\n".join(output).strip() in result["output"].replace("\r", "")

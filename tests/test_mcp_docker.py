@@ -94,7 +94,8 @@ async def test_sdk_mcp_servers_over_stdio_and_http_are_called_by_the_model(nurse
 
     events, result = await frames_until_result(runner, timeout=90)
 
-    assert events == [] and result["status"] == "success" and result["result"] == "Both noted.", (events, result)
+    assert not [e for e in events if e["kind"] == "mcp_error"], events
+    assert result["status"] == "success" and result["result"] == "Both noted.", result
     # The side effects, on the host: the stdio server ran in the group folder.
     assert (ws / "group" / "notes.txt").read_text() == "buy milk\n"
     assert (http_dir / "notes.txt").read_text() == "call mum\n"
@@ -123,7 +124,7 @@ async def test_a_server_that_cannot_start_in_the_container_is_reported_and_the_t
 
     events, result = await frames_until_result(runner, timeout=90)
 
-    assert {(e["kind"], e["server"]) for e in events} == {("mcp_error", "broken"), ("mcp_error", "nowhere")}
+    assert {e.get("server") for e in events if e["kind"] == "mcp_error"} == {"broken", "nowhere"}
     assert result["status"] == "success" and result["result"].startswith("2+2 = 4")
     assert "[MCP server 'broken' unavailable: exited with code 5]" in result["result"]
     close(ws)

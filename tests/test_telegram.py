@@ -374,6 +374,7 @@ async def test_a_rate_limited_poll_waits_retry_after_before_polling_again(nurser
 
 async def test_tokens_never_reach_the_log(server, tg, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # the server keeps it at WARNING; here every URL is seen
     await server.client.post("/channels/telegram/validate", json={"token": BAD_TOKEN})
     await connect(server.client)
     await handled(tg, tg.push_message(GROUP_CHAT, "hello"))

@@ -95,10 +95,15 @@ async def _stream_build(data: BuildRequest):
 @streams_with(_stream_build)
 @validate_response(BuildResult)
 async def build_image(data: BuildRequest):
-    """Build the agent image; answers when the build ends (Accept: text/event-stream streams its output).
-    A disconnecting client does not stop it, and concurrent requests for one tag share one build."""
+    """Build the agent image; answers when the build ends (a failure: 422 BUILD_FAILED with the output's
+    tail; Accept: text/event-stream streams the output instead). A disconnecting client does not stop it,
+    and concurrent requests for one tag share one build."""
     build, tag = _start_build(data)
     await build.done.wait()
+    if not build.success:
+        # The tail of the output says why; GET /container/image/status keeps the last 64 KiB.
+        raise ApiError(422, f"{tag}: {build.message}", code="BUILD_FAILED",
+                       details={"imageTag": tag, "flavor": build.flavor, "output": build.text[-OUTPUT_TAIL:]})
     return _build_result(build, tag)
 
 
