@@ -46,7 +46,7 @@ class ChannelState:
 
 
 class _ChannelLink(Link):
-    def __init__(self, channels: "Channels", state: ChannelState) -> None:
+    def __init__(self, channels: Channels, state: ChannelState) -> None:
         self.channels = channels
         self.state = state
         self.made_progress = False

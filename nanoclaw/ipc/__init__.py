@@ -43,7 +43,7 @@ class IpcWatcher:
     each file has its own fault barrier, and a refused file is quarantined and audited.
     """
 
-    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: "Supervisor",
+    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
                  *, offload=None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.audit = audit

@@ -123,7 +123,8 @@ class Runtime:
                 continue
             if done.returncode != 0:
                 reason = done.stderr.decode(errors="replace").strip().splitlines()
-                problems.append(f"{binary}: engine not reachable ({reason[-1] if reason else 'exit ' + str(done.returncode)})")
+                why = reason[-1] if reason else f"exit {done.returncode}"
+                problems.append(f"{binary}: engine not reachable ({why})")
                 continue
             version = done.stdout.decode(errors="replace").strip().splitlines()
             state = RuntimeState(available=True, backend=backend, version=version[0] if version else None)

@@ -117,7 +117,7 @@ class Database:
                 for conn in conns:
                     conn.close()
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:  # type: ignore[return]
         """Run fn(conn, *args) in one IMMEDIATE transaction; writes never interleave."""
         async with self._write_lock:
             conn = self._writer

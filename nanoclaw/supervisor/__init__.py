@@ -4,5 +4,6 @@ from nanoclaw.supervisor._supervisor import ActiveRun, Supervisor, strip_interna
 from nanoclaw.supervisor._types import (MessageBatch, MessageSource, RunEvent, RunHandle, RunListener, RunOutcome,
                                        TaskRequest)
 
-__all__ = ["ActiveRun", "agent_settings", "MessageBatch", "MessageSource", "RunEvent", "RunHandle", "RunListener", "RunOutcome", "Supervisor",
+__all__ = ["ActiveRun", "agent_settings", "MessageBatch", "MessageSource", "RunEvent", "RunHandle", "RunListener",
+           "RunOutcome", "Supervisor",
            "TaskRequest", "strip_internal", "write_follow_up"]

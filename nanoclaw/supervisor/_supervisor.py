@@ -541,7 +541,7 @@ class Supervisor:
     # -- one container --------------------------------------------------------
 
     async def _container(self, active: ActiveRun, args: list[str], stdin: bytes, config: ContainerConfig,
-                         state: "_RunState", deliver) -> None:
+                         state: _RunState, deliver) -> None:
         process = await self.runtime.start_container(args)
         parser = FrameParser()
         timer = _Deadlines(hard=trio.current_time() + config.timeoutSecs)
@@ -626,7 +626,7 @@ class Supervisor:
                 # not only once some other CLI call happens to fail.
                 self.runtime.mark_down(state.error)
 
-    async def _on_frame(self, active: ActiveRun, state: "_RunState", frame: dict, deliver) -> None:
+    async def _on_frame(self, active: ActiveRun, state: _RunState, frame: dict, deliver) -> None:
         if state.usage.add(frame):
             await save_usage(self.db, active.run_id, state.usage)
         new_session = frame.get("newSessionId")
@@ -657,7 +657,7 @@ class Supervisor:
                 self._emit("result", active.run_id, active.group, active.kind, active.chat_jid, {"text": text})
                 await deliver(text)
 
-    async def _deliver(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState", text: str) -> None:
+    async def _deliver(self, queue: GroupQueue, work: Work, active: ActiveRun, state: _RunState, text: str) -> None:
         try:
             if work.kind == "message":
                 await self.messages.send(active.chat_jid, text)
@@ -671,7 +671,7 @@ class Supervisor:
             await self.audit.record("error", "delivery", f"result of run {active.run_id} not delivered: {exc}",
                                     group=queue.name)
 
-    async def _finish(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState") -> RunOutcome:
+    async def _finish(self, queue: GroupQueue, work: Work, active: ActiveRun, state: _RunState) -> RunOutcome:
         if state.status is None:
             if state.last_error is not None:
                 state.fail("error", state.last_error)
@@ -693,7 +693,7 @@ class Supervisor:
         return RunOutcome(active.run_id, state.status, state.results[-1] if state.results else None,
                           state.error, duration)
 
-    async def _schedule_retry(self, queue: GroupQueue, state: "_RunState") -> None:
+    async def _schedule_retry(self, queue: GroupQueue, state: _RunState) -> None:
         queue.retries += 1
         if queue.retries > len(RETRY_DELAYS):
             await self.audit.record(
