@@ -18,7 +18,8 @@ from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError
 from nanoclaw.ipc import _tree
-from nanoclaw.ipc._tree import Pending
+from nanoclaw.ipc._input import write_close, write_follow_up
+from nanoclaw.ipc._tree import Pending, prepare_audited
 from nanoclaw.models import GROUP_NAME_RE
 from nanoclaw.namespaces import Namespaces
 
@@ -169,4 +170,4 @@ class IpcWatcher:
         await self.scheduler.handle_ipc(group, is_main, payload)
 
 
-__all__ = ["IpcWatcher", "ipc_paths"]
+__all__ = ["IpcWatcher", "ipc_paths", "prepare_audited", "write_close", "write_follow_up"]
