@@ -7,7 +7,7 @@ from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
 from nanoclaw.clock import iso
-from nanoclaw.supervisor._quota import measure_disk
+from nanoclaw.supervisor import measure_disk
 
 bp = Blueprint("queue", __name__)
 

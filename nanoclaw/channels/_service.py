@@ -18,7 +18,7 @@ from nanoclaw.channels._store import ChatStore
 from nanoclaw.clock import Clock, iso
 from nanoclaw.errors import Conflict, Invalid, NotFound, Unavailable, UpstreamError
 from nanoclaw.secrets import SecretBox, mask
-from nanoclaw.supervisor._types import MessageBatch, MessageSource
+from nanoclaw.supervisor import MessageBatch, MessageSource
 
 log = logging.getLogger("nanoclaw.channels")
 

@@ -19,8 +19,7 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound, QuotaExceeded
 from nanoclaw.models import ContainerConfig
-from nanoclaw.namespaces import Namespaces
-from nanoclaw.namespaces._service import check_jid
+from nanoclaw.namespaces import Namespaces, check_jid
 from nanoclaw.scheduler._model import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
 from nanoclaw.scheduler._rows import _add_log, _load, _load_log
 from nanoclaw.scheduler._timing import Timing, due_slots, first_run, local_timezone, parse
