@@ -55,7 +55,7 @@ async def _watch_signals(shutdown: trio.Event, root: trio.Nursery) -> None:
 
 
 async def serve(settings: Settings, services: Services | None = None, *, out=sys.stdout,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the whole server until SIGINT/SIGTERM. Supports nursery.start (gives the bound URLs)."""
     services = services or build(settings)
     app = create_app(services)
@@ -75,7 +75,7 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         await root.start(partial(services.serve, check=refuse_insecure_bind))
         auth = await services.api_keys.enabled()
 
-        async def _http(task_status):
+        async def _http(task_status: trio.TaskStatus[list[str]]) -> None:
             await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait,
                                   task_status=task_status)
             # HTTP has drained (within graceful_timeout): now stop the services.

@@ -47,7 +47,8 @@ class Services:
     # Long-lived services in start order (after the store); filled by build().
     long_lived: list[Any] = dataclasses.field(default_factory=list)
 
-    async def serve(self, *, check=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, check=None,
+                    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the store, start every long-lived service in order, run until cancelled.
 
         Supports `scope = await nursery.start(services.serve)`; cancelling the returned

@@ -62,7 +62,7 @@ async def metrics():
     stats = svc.supervisor.statistics()
     now = svc.clock.now()
     return Metrics(
-        running=stats["running"], queued=stats["queued"], maxConcurrent=stats["maxConcurrent"],
+        running=stats.running, queued=stats.queued, maxConcurrent=stats.max_concurrent,
         runtimeAvailable=svc.runtime.state.available,
         securityEvents=SecurityEvents(**await svc.audit.counts_by_severity()),
         runsLastHour=await history.runs_since(svc.db, now - 3600),

@@ -52,7 +52,7 @@ async def list_groups():
 @validate_response(QueueCounts)
 async def counts():
     stats = services().supervisor.statistics()
-    return QueueCounts(queued=stats["queued"], running=stats["running"], total=stats["total"])
+    return QueueCounts(queued=stats.queued, running=stats.running, total=stats.total)
 
 
 @bp.get("/container/queue/groups/<group>")
@@ -71,7 +71,7 @@ async def group_state(group: str):
 @bp.get("/container/queue/max-concurrent")
 @validate_response(MaxConcurrent)
 async def get_max_concurrent():
-    return MaxConcurrent(maxConcurrent=services().supervisor.statistics()["maxConcurrent"])
+    return MaxConcurrent(maxConcurrent=services().supervisor.statistics().max_concurrent)
 
 
 @bp.put("/container/queue/max-concurrent")

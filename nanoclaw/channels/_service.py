@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import trio
@@ -104,7 +104,7 @@ class Channels(MessageSource):
 
     # -- lifecycle ------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http, trio.open_nursery() as nursery:
             self.http, self._nursery = http, nursery
             for row in await self.store.configs():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
@@ -61,7 +61,7 @@ class IpcWatcher:
         supervisor.run_finished_listeners.append(self._after_run)
         supervisor.before_result_listeners.append(self._after_run)
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         task_status.started()
         while True:
             # No stdlib file-change notification exists, so live run folders are scanned every

@@ -5,7 +5,7 @@ import dataclasses
 import logging
 from functools import partial
 from secrets import token_urlsafe
-from typing import Callable
+from typing import Callable, NoReturn
 
 import httpx
 import trio
@@ -89,7 +89,7 @@ class CredentialProxy:
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         saved = await self.db.fetchone("SELECT value FROM settings WHERE key = ?", (PORT_SETTING,))
         if saved is not None:
             self._port = int(saved[0])
@@ -245,7 +245,7 @@ class CredentialProxy:
         reason = getattr(failure, "strerror", None) or str(failure)
         raise Conflict(f"The credential proxy cannot listen on {host}:{port}: {reason}", code="PORT_UNAVAILABLE")
 
-    async def _serve(self, host: str, port: int, *, task_status) -> None:
+    async def _serve(self, host: str, port: int, *, task_status: trio.TaskStatus[_Listener]) -> None:
         config = HypercornConfig()
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         # Draining is governed by the listener's own cancel scope (see _Listener.close).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn
 
 import trio
 from pydantic import ValidationError
@@ -260,7 +260,7 @@ class Scheduler:
 
     # -- firing ----------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Fire schedules until cancelled (nursery start protocol)."""
         await self.db.execute(
             "UPDATE schedule_logs SET status = 'error', error = 'the server stopped before the run finished' "

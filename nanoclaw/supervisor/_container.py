@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from nanoclaw.broadcast import Broadcast
 from nanoclaw.models import ContainerConfig
 from nanoclaw.runtime import Runtime
 from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
@@ -39,15 +40,14 @@ class Deadlines:
     def __init__(self, hard: float) -> None:
         self.hard = hard
         self.idle: float | None = None
-        self.changed = trio.Event()
+        self.changed = Broadcast()
 
     def next(self) -> float:
         return min(self.hard, self.idle if self.idle is not None else float("inf"))
 
     def reset(self, *, hard: float, idle: float) -> None:
         self.hard, self.idle = hard, idle
-        self.changed.set()
-        self.changed = trio.Event()
+        self.changed.fire()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Literal
 
 import trio
 
+from nanoclaw.broadcast import Broadcast
 from nanoclaw.supervisor._types import MessageBatch, RunHandle, TaskRequest
 
 Kind = Literal["message", "task", "adhoc"]
@@ -57,12 +58,11 @@ class GroupQueue:
     waiting: bool = False
     retries: int = 0
     retry_at: float | None = None
-    changed: trio.Event = field(default_factory=trio.Event)
+    changed: Broadcast = field(default_factory=Broadcast)
     pipe_lock: trio.Lock = field(default_factory=trio.Lock)
 
     def has_work(self) -> bool:
         return bool(self.tasks or self.adhoc or self.messages)
 
     def poke(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+        self.changed.fire()

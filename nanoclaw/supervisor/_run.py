@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from nanoclaw.audit import Audit
+from nanoclaw.broadcast import Broadcast
 from nanoclaw.clock import Clock, local_timezone
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid, NanoclawError
@@ -60,7 +61,7 @@ class RunLife:
     queued_runs: dict
     run_finished_listeners: list
     before_result_listeners: list
-    _run_started: trio.Event
+    _run_started: Broadcast
     _emit: Any
     _write_close: Any
     _close_after_turn: Any
@@ -92,8 +93,7 @@ class RunLife:
         state = RunState(session_id=session_id)
         token = None
         queue.active = active
-        self._run_started.set()
-        self._run_started = trio.Event()
+        self._run_started.fire()
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
         try:
             agent = agent_settings(config.agent, self.settings)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
+from typing import NoReturn
 
 import trio
 
 from nanoclaw.audit import Audit
+from nanoclaw.broadcast import Broadcast
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.errors import Invalid
@@ -16,7 +20,8 @@ from nanoclaw.store import Database
 from nanoclaw.supervisor._history import forget_group_session, load_instance_id, mark_interrupted
 from nanoclaw.supervisor._queue import ActiveRun, GroupQueue, Kind, Work, new_id
 from nanoclaw.supervisor._run import SESSION_RE, RunLife, strip_internal
-from nanoclaw.supervisor._types import MessageSource, RunEvent, RunHandle, RunListener, RunOutcome, TaskRequest
+from nanoclaw.supervisor._types import (MessageSource, QueueStatistics, RunEvent, RunHandle, RunListener, RunOutcome,
+                                       TaskRequest)
 
 log = logging.getLogger("nanoclaw.supervisor")
 
@@ -48,9 +53,11 @@ class Supervisor(RunLife):
         self.queues: dict[str, GroupQueue] = {}
         self.queued_runs: dict[str, tuple[str, Kind]] = {}
         self.instance_id = settings.instance_id
-        self._nursery: trio.Nursery | None = None
+        # Synchronous methods start tasks by sending them here; run() starts them in its nursery.
+        self._spawn_send, self._spawn_receive = trio.open_memory_channel[tuple[Callable, tuple]](math.inf)
+        self._running = False
         self._orphans_removed = False
-        self._run_started = trio.Event()
+        self._run_started = Broadcast()
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
         # Called likewise before a result is delivered: what the agent sent meanwhile goes first.
@@ -62,7 +69,7 @@ class Supervisor(RunLife):
 
     # -- lifecycle --------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         self.instance_id = self.instance_id or await load_instance_id(self.db)
         saved = await self.db.fetchone("SELECT value FROM settings WHERE key = 'max_concurrent'")
         if saved:
@@ -70,7 +77,8 @@ class Supervisor(RunLife):
         await mark_interrupted(self.db, self.clock.now())
         await self.remove_orphans()
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            nursery.start_soon(self._start_spawned, nursery)
+            self._running = True
             task_status.started()
             if self.messages is not None:
                 # Messages that arrived before a restart (or during a crash) are not lost.
@@ -80,6 +88,13 @@ class Supervisor(RunLife):
                 await trio.sleep_forever()
             finally:
                 await self.internal_network.remove()
+
+    def _spawn(self, fn: Callable, *args) -> None:
+        self._spawn_send.send_nowait((fn, args))
+
+    async def _start_spawned(self, nursery: trio.Nursery) -> None:
+        async for fn, args in self._spawn_receive:
+            nursery.start_soon(fn, *args)
 
     async def remove_orphans(self) -> list[str]:
         """Remove containers this instance started in an earlier life (once the engine answers)."""
@@ -123,13 +138,13 @@ class Supervisor(RunLife):
         """New chat messages for group: pipe them into its live container, or queue the group."""
         queue = self._queue(group)
         active = queue.active
-        if active is not None and active.kind == "message" and not active.closing and self._nursery:
-            self._nursery.start_soon(self._pipe_messages, queue)
+        if active is not None and active.kind == "message" and not active.closing and self._running:
+            self._spawn(self._pipe_messages, queue)
             return
         queue.messages = True
         self._ensure_runner(queue)
-        if active is not None and self._nursery:
-            self._nursery.start_soon(self._make_way, queue)
+        if active is not None and self._running:
+            self._spawn(self._make_way, queue)
 
     async def submit_task(self, group: str, request: TaskRequest) -> RunHandle:
         """Scheduled-task work: before the group's messages, never receives follow-ups."""
@@ -192,9 +207,9 @@ class Supervisor(RunLife):
 
     def _ensure_runner(self, queue: GroupQueue) -> None:
         queue.poke()
-        if not queue.runner and self._nursery is not None:
+        if not queue.runner and self._running:
             queue.runner = True
-            self._nursery.start_soon(self._serve_group, queue)
+            self._spawn(self._serve_group, queue)
 
     # -- live container input ------------------------------------------------
 
@@ -307,11 +322,11 @@ class Supervisor(RunLife):
 
     # -- statistics -------------------------------------------------------------
 
-    def statistics(self) -> dict:
+    def statistics(self) -> QueueStatistics:
         running = sum(1 for q in self.queues.values() if q.active is not None)
         queued = sum(1 for q in self.queues.values() if q.active is None and q.has_work())
-        return {"running": running, "queued": queued, "total": running + queued,
-                "maxConcurrent": int(self.limiter.total_tokens)}
+        return QueueStatistics(running=running, queued=queued, total=running + queued,
+                               max_concurrent=int(self.limiter.total_tokens))
 
     def group_state(self, group: str) -> dict:
         queue = self.queues.get(group) or GroupQueue(group)
