@@ -37,15 +37,15 @@ class Services:
     namespaces: Namespaces
     mounts: MountPolicy
     senders: SenderAllowlist
-    runtime: Runtime | None = None
-    images: ImageBuilder | None = None
-    supervisor: Supervisor | None = None
-    ipc: IpcWatcher | None = None
-    scheduler: Scheduler | None = None
-    proxy: CredentialProxy | None = None
-    channels: Channels | None = None
-    # Long-lived services in start order (after the store); filled by build().
-    long_lived: list[Any] = dataclasses.field(default_factory=list)
+    runtime: Runtime
+    images: ImageBuilder
+    supervisor: Supervisor
+    ipc: IpcWatcher
+    scheduler: Scheduler
+    proxy: CredentialProxy
+    channels: Channels
+    # Long-lived services in start order (after the store).
+    long_lived: list[Any]
 
     async def serve(self, *, check=None,
                     task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED) -> None:
@@ -75,36 +75,26 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     db = Database(settings.database_path, offload=offload)
     secrets = SecretBox(settings.config_dir)
     audit = Audit(db, clock, secrets)
-    services = Services(
-        settings=settings,
-        clock=clock,
-        db=db,
-        secrets=secrets,
-        audit=audit,
+    namespaces = Namespaces(settings, db, clock, audit, offload=offload)
+    mounts = MountPolicy(settings, audit)
+    senders = SenderAllowlist(db, audit)
+    runtime = runtime or Runtime(settings)
+    images = ImageBuilder(runtime, settings.agent_base_image, work_dir=settings.data_dir / "image-build")
+    proxy = CredentialProxy(settings, db, secrets, clock, audit, bind_host=runtime.proxy_bind_host)
+    supervisor = Supervisor(settings, db, clock, audit, namespaces, mounts, runtime, offload=offload, proxy=proxy)
+    channels = build_channels(settings, db, clock, secrets, audit, namespaces, senders,
+                              notify=supervisor.notify_messages, new_session=supervisor.new_session)
+    # The one link made after construction: the supervisor reads chat batches from the channel
+    # layer, which notifies the supervisor (issue 17 item 1 turns this into one seam).
+    supervisor.messages = channels
+    scheduler = Scheduler(db, clock, audit, namespaces, submit=supervisor.submit_task, send_message=channels.send,
+                          max_per_group=settings.max_schedules_per_group)
+    ipc = IpcWatcher(settings, audit, namespaces, supervisor, scheduler, offload=offload, clock=clock)
+    return Services(
+        settings=settings, clock=clock, db=db, secrets=secrets, audit=audit,
         api_keys=ApiKeys(db, clock, open_without_keys=settings.open_without_keys),
-        namespaces=Namespaces(settings, db, clock, audit, offload=offload),
-        mounts=MountPolicy(settings, audit),
-        senders=SenderAllowlist(db, audit),
+        namespaces=namespaces, mounts=mounts, senders=senders, runtime=runtime, images=images,
+        supervisor=supervisor, ipc=ipc, scheduler=scheduler, proxy=proxy, channels=channels,
+        # Channels start last: inbound messages need every other service ready.
+        long_lived=[runtime, images, supervisor, proxy, ipc, scheduler, channels],
     )
-    services.runtime = runtime or Runtime(settings)
-    services.images = ImageBuilder(services.runtime, settings.agent_base_image,
-                                   work_dir=settings.data_dir / "image-build")
-    services.proxy = CredentialProxy(settings, db, secrets, clock, audit,
-                                     bind_host=services.runtime.proxy_bind_host)
-    services.supervisor = Supervisor(settings, db, clock, audit, services.namespaces, services.mounts,
-                                     services.runtime, offload=offload, proxy=services.proxy)
-    services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor, offload=offload,
-                              clock=clock)
-    services.long_lived += [services.runtime, services.images, services.supervisor, services.proxy,
-                            services.ipc]
-    services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders)
-    services.supervisor.messages = services.channels
-    services.channels.router.notify = services.supervisor.notify_messages
-    services.channels.router.new_session = services.supervisor.new_session
-    services.scheduler = Scheduler(db, clock, audit, services.namespaces, submit=services.supervisor.submit_task,
-                                   send_message=services.channels.send,
-                                   max_per_group=settings.max_schedules_per_group)
-    services.ipc.scheduler = services.scheduler
-    # Channels start last: inbound messages need every other service ready.
-    services.long_lived += [services.scheduler, services.channels]
-    return services

@@ -12,11 +12,12 @@ __all__ = ["CHANNEL_NAMES", "Adapter", "Channels", "ChatStore", "Discord", "Inbo
            "Router", "Slack", "Telegram", "WhatsApp", "build_channels"]
 
 
-def build_channels(settings, db, clock, secrets, audit, namespaces, senders) -> Channels:
-    """The Channels service with every adapter this server has. The router's `notify`
-    is left for the caller to point at the supervisor."""
+def build_channels(settings, db, clock, secrets, audit, namespaces, senders, *, notify=None,
+                   new_session=None) -> Channels:
+    """The Channels service with every adapter this server has; notify and new_session go to
+    the router (the supervisor's notify_messages and new_session)."""
     store = ChatStore(db, clock)
-    router = Router(store, namespaces, senders, audit)
+    router = Router(store, namespaces, senders, audit, notify=notify, new_session=new_session)
     adapters = [Telegram(settings.telegram_api_base), Slack(settings.slack_api_base),
                 Discord(settings.discord_api_base), WhatsApp(settings.whatsapp_api_base)]
     return Channels(store, router, secrets, audit, clock, adapters)

@@ -24,6 +24,7 @@ from nanoclaw.models import GROUP_NAME_RE
 from nanoclaw.namespaces import Namespaces
 
 if TYPE_CHECKING:
+    from nanoclaw.scheduler import Scheduler
     from nanoclaw.supervisor import Supervisor
 
 log = logging.getLogger("nanoclaw.ipc")
@@ -45,13 +46,13 @@ class IpcWatcher:
     """
 
     def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
-                 *, offload=None, clock: Clock | None = None) -> None:
+                 scheduler: Scheduler | None = None, *, offload=None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.audit = audit
         self.namespaces = namespaces
         self.supervisor = supervisor
         self.clock = clock or audit.clock
-        self.scheduler = None  # set when the scheduler exists: handle_ipc(group, is_main, request)
+        self.scheduler = scheduler  # handle_ipc(group, is_main, request)
         self.processed = 0
         self.offload = offload or trio.to_thread.run_sync
         self._lock = trio.Lock()
