@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
 from typing import Any, ClassVar
 
 import httpx
@@ -130,32 +129,3 @@ class Adapter:
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Capped exponential backoff with jitter: about base * 2**attempt, never over cap."""
     return min(cap, base * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` characters, cut at line ends where possible."""
-    parts: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
-        while len(line) > limit:
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(line[:limit])
-            line = line[limit:]
-        if len(current) + len(line) > limit:
-            parts.append(current)
-            current = ""
-        current += line
-    if current:
-        parts.append(current)
-    # Platforms trim a piece's trailing newline and refuse blank text anyway.
-    return [p.rstrip("\n") for p in parts if p.strip()]
-
-
-_INTERNAL = re.compile(r"<internal>.*?</internal>", re.DOTALL)
-
-
-def strip_internal(text: str) -> str:
-    """Remove the agent's <internal>...</internal> notes and surrounding blank space."""
-    return _INTERNAL.sub("", text).strip()

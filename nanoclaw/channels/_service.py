@@ -11,13 +11,13 @@ import httpx
 import trio
 
 from nanoclaw.audit import Audit
-from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, PlatformError, backoff, split_text, \
-    strip_internal
+from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, PlatformError, backoff
 from nanoclaw.channels._router import Router
 from nanoclaw.channels._store import ChatStore
 from nanoclaw.clock import Clock, iso
 from nanoclaw.errors import Conflict, Invalid, NotFound, Unavailable, UpstreamError
 from nanoclaw.secrets import SecretBox, mask
+from nanoclaw.text import split_text, strip_internal
 from nanoclaw.supervisor import MessageBatch, MessageSource
 
 log = logging.getLogger("nanoclaw.channels")

@@ -32,17 +32,13 @@ from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._types import MessageSource, RunOutcome
+from nanoclaw.text import strip_internal
 from nanoclaw.supervisor._usage import RunRefused, budget_refusal, save_usage
 
 log = logging.getLogger("nanoclaw.supervisor")
 
 RETRY_DELAYS = (5, 10, 20, 40, 80)
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-INTERNAL_RE = re.compile(r"<internal>.*?</internal>", re.S)
-
-
-def strip_internal(text: str) -> str:
-    return INTERNAL_RE.sub("", text).strip()
 
 
 class RunLife:

@@ -19,7 +19,8 @@ from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._history import forget_group_session, load_instance_id, mark_interrupted
 from nanoclaw.supervisor._queue import ActiveRun, GroupQueue, Kind, Work, new_id
-from nanoclaw.supervisor._run import SESSION_RE, RunLife, strip_internal
+from nanoclaw.supervisor._run import SESSION_RE, RunLife
+from nanoclaw.text import strip_internal
 from nanoclaw.supervisor._types import (MessageSource, QueueStatistics, RunEvent, RunHandle, RunListener, RunOutcome,
                                        TaskRequest)
 
@@ -71,9 +72,9 @@ class Supervisor(RunLife):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         self.instance_id = self.instance_id or await load_instance_id(self.db)
-        saved = await self.db.fetchone("SELECT value FROM settings WHERE key = 'max_concurrent'")
+        saved = await self.db.get_setting("max_concurrent")
         if saved:
-            self.limiter.total_tokens = int(saved[0])
+            self.limiter.total_tokens = int(saved)
         await mark_interrupted(self.db, self.clock.now())
         await self.remove_orphans()
         async with trio.open_nursery() as nursery:
@@ -200,9 +201,7 @@ class Supervisor(RunLife):
 
     async def save_max_concurrent(self, value: int) -> None:
         self.set_max_concurrent(value)
-        await self.db.execute(
-            "INSERT INTO settings (key, value) VALUES ('max_concurrent', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(value),))
+        await self.db.set_setting("max_concurrent", str(value))
         await self.audit.record("info", "config", f"maxConcurrent set to {value}")
 
     def _ensure_runner(self, queue: GroupQueue) -> None:
