@@ -28,6 +28,20 @@ RECONNECT_CAP = 300.0
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ChannelCounts:
+    name: str
+    connected: bool
+    messages_in: int
+    messages_out: int
+    reconnects: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelStatistics:
+    channels: tuple[ChannelCounts, ...]
+
+
 @dataclasses.dataclass
 class ChannelState:
     name: str
@@ -262,12 +276,11 @@ class Channels(MessageSource):
             "credentials": credentials,
         }
 
-    def statistics(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {"connected": s.connected, "messagesIn": s.messages_in, "messagesOut": s.messages_out,
-                   "reconnects": s.reconnects}
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(tuple(
+            ChannelCounts(name, s.connected, s.messages_in, s.messages_out, s.reconnects)
             for name, s in self.states.items()
-        }
+        ))
 
     # -- outgoing -------------------------------------------------------------
 
