@@ -46,7 +46,7 @@ class IpcWatcher:
     """
 
     def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
-                 scheduler: Scheduler | None = None, *, offload=None, clock: Clock | None = None) -> None:
+                 scheduler: Scheduler, *, offload=None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.audit = audit
         self.namespaces = namespaces
@@ -166,8 +166,6 @@ class IpcWatcher:
     async def _task_request(self, group: str, is_main: bool, payload: dict) -> None:
         if payload.get("type") not in TASK_TYPES:
             raise Invalid(f"unknown task request type {payload.get('type')!r}")
-        if self.scheduler is None:
-            raise Invalid("the scheduler is not running")
         await self.scheduler.handle_ipc(group, is_main, payload)
 
 
