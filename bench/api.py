@@ -183,7 +183,7 @@ def measure(args, tmp: Path) -> tuple[dict, str]:
         wrk = None if args.no_wrk else ensure_wrk()
         tool = f"wrk ({wrk}, 1 thread)" if wrk else "httpx (bench/_load.py)"
         results: dict = {}
-        for label, kind, mode, path in ENDPOINTS:
+        for label, _kind, mode, path in ENDPOINTS:
             use_wrk = wrk is not None and mode != "pair"
 
             def once(target: str, connections: int, duration: float, tag: str) -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from nanoclaw.clock import Clock, iso
-from nanoclaw.events._listeners import Listeners
+from nanoclaw.events import Listeners
 from nanoclaw.secrets import SecretBox
 from nanoclaw.store import Database
 

@@ -9,7 +9,7 @@ from nanoclaw.apikeys import create_key, list_keys, revoke_key
 from nanoclaw.audit import insert_entry
 from nanoclaw.clock import iso
 from nanoclaw.config import ConfigError, load_settings
-from nanoclaw.store._db import sync_connection
+from nanoclaw.store import sync_connection
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -49,3 +49,10 @@ class Unavailable(NanoclawError):
 
 class UpstreamError(NanoclawError):
     status, code = 502, "BAD_GATEWAY"
+
+
+def innermost(error: BaseException) -> BaseException:
+    """The first plain exception inside (possibly nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -35,7 +35,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 def remove_stale_temporaries(directory: Path, name: str) -> list[Path]:
     """Remove the temporaries write_atomic(directory / name) left when the process was
     killed mid-write. Only call it while nothing writes that file (at start-up)."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:

@@ -16,7 +16,7 @@ from nanoclaw.secrets import RedactingFilter, SecretBox
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("nanoclaw_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("nanoclaw_log_context", default={})  # noqa: B039 (never mutated: set() replaces it)
 
 
 def log_context(**fields: Any) -> None:

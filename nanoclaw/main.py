@@ -13,6 +13,8 @@ from hypercorn.trio import serve as hypercorn_serve
 from nanoclaw import __version__, logs
 from nanoclaw.app import create_app
 from nanoclaw.config import Settings
+from nanoclaw.errors import innermost
+from nanoclaw.net import host_port
 from nanoclaw.runtime import running_as_root
 from nanoclaw.services import Services, build
 
@@ -31,8 +33,7 @@ def setup_logging(services: Services) -> None:
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
-    host = f"[{settings.host}]" if ":" in settings.host and not settings.host.startswith("[") else settings.host
-    config.bind = [f"{host}:{settings.port}"]
+    config.bind = [host_port(settings.host, settings.port)]
     config.graceful_timeout = settings.graceful_timeout
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -50,7 +51,7 @@ async def _watch_signals(shutdown: trio.Event, root: trio.Nursery) -> None:
 
 
 async def serve(settings: Settings, services: Services | None = None, *, out=sys.stdout,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the whole server until SIGINT/SIGTERM. Supports nursery.start (gives the bound URLs)."""
     services = services or build(settings)
     app = create_app(services)
@@ -70,7 +71,7 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         await root.start(partial(services.serve, check=refuse_insecure_bind))
         auth = await services.api_keys.enabled()
 
-        async def _http(task_status):
+        async def _http(task_status: trio.TaskStatus[list[str]]) -> None:
             await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown.wait,
                                   task_status=task_status)
             # HTTP has drained (within graceful_timeout): now stop the services.
@@ -91,13 +92,6 @@ async def serve(settings: Settings, services: Services | None = None, *, out=sys
         task_status.started(binds)
 
 
-def _first(group: BaseExceptionGroup) -> BaseException:
-    """The first plain exception inside (possibly nested) exception groups."""
-    while isinstance(group, BaseExceptionGroup):
-        group = group.exceptions[0]
-    return group
-
-
 def run(settings: Settings) -> int:
     services = build(settings)
     setup_logging(services)
@@ -105,10 +99,10 @@ def run(settings: Settings) -> int:
     try:
         trio.run(partial(serve, settings, services))
     except* InsecureBind as group:
-        print(f"error: {_first(group)}", file=sys.stderr)
+        print(f"error: {innermost(group)}", file=sys.stderr)
         code = EXIT_INSECURE
     except* OSError as group:
-        error = _first(group)
+        error = innermost(group)
         print(f"error: {error.strerror or error} ({settings.host}:{settings.port})", file=sys.stderr)
         code = 1
     return code

@@ -28,7 +28,7 @@ class Metrics:
     A long-lived service too: run() measures the event loop's lag.
     """
 
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.runs = Counter("nanoclaw_runs", "Finished agent runs", ["group", "kind", "outcome"], registry=registry)
@@ -64,7 +64,7 @@ class Metrics:
     def _now(self) -> float:
         return self.services.clock.now()
 
-    def _on_run(self, event: "RunEvent") -> None:
+    def _on_run(self, event: RunEvent) -> None:
         if event.type == "started":
             now = self._now()
             self._marks[event.run_id] = (now, now)
@@ -116,7 +116,7 @@ class Metrics:
 class _Live:
     """What is read from the services at scrape time: queue, containers, channels."""
 
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def describe(self):
@@ -125,18 +125,18 @@ class _Live:
     def collect(self):
         services = self.services
         stats = services.supervisor.statistics()
-        yield GaugeMetricFamily("nanoclaw_queue_depth", "Groups waiting for a container slot", value=stats["queued"])
-        yield GaugeMetricFamily("nanoclaw_running_containers", "Agent containers running", value=stats["running"])
-        yield GaugeMetricFamily("nanoclaw_max_concurrent", "The container limit", value=stats["maxConcurrent"])
+        yield GaugeMetricFamily("nanoclaw_queue_depth", "Groups waiting for a container slot", value=stats.queued)
+        yield GaugeMetricFamily("nanoclaw_running_containers", "Agent containers running", value=stats.running)
+        yield GaugeMetricFamily("nanoclaw_max_concurrent", "The container limit", value=stats.max_concurrent)
         yield GaugeMetricFamily("nanoclaw_event_clients", "Clients of GET /api/v1/events",
                                 value=services.events.client_count if services.events else 0)
         messages = CounterMetricFamily("nanoclaw_channel_messages", "Chat messages by channel and direction",
                                        labels=["channel", "direction"])
         connected = GaugeMetricFamily("nanoclaw_channel_connected", "1 when the channel is connected",
                                       labels=["channel"])
-        for name, channel in (services.channels.statistics() if services.channels else {}).items():
-            messages.add_metric([name, "in"], channel["messagesIn"])
-            messages.add_metric([name, "out"], channel["messagesOut"])
-            connected.add_metric([name], 1 if channel["connected"] else 0)
+        for channel in services.channels.statistics().channels:
+            messages.add_metric([channel.name, "in"], channel.messages_in)
+            messages.add_metric([channel.name, "out"], channel.messages_out)
+            connected.add_metric([channel.name], 1 if channel.connected else 0)
         yield messages
         yield connected

@@ -41,20 +41,22 @@ class Services:
     namespaces: Namespaces
     mounts: MountPolicy
     senders: SenderAllowlist
-    auth_guard: AuthGuard | None = None
-    runtime: Runtime | None = None
-    images: ImageBuilder | None = None
-    supervisor: Supervisor | None = None
-    ipc: IpcWatcher | None = None
-    scheduler: Scheduler | None = None
-    proxy: CredentialProxy | None = None
-    channels: Channels | None = None
-    events: EventHub | None = None
-    metrics: Metrics | None = None
-    # Long-lived services in start order (after the store); filled by build().
-    long_lived: list[Any] = dataclasses.field(default_factory=list)
+    auth_guard: AuthGuard
+    runtime: Runtime
+    images: ImageBuilder
+    supervisor: Supervisor
+    ipc: IpcWatcher
+    scheduler: Scheduler
+    proxy: CredentialProxy
+    channels: Channels
+    events: EventHub
+    # Long-lived services in start order (after the store).
+    long_lived: list[Any]
+    # Built over the others (it reads their statistics): made last, by build().
+    metrics: Metrics = dataclasses.field(init=False)
 
-    async def serve(self, *, check=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, check=None,
+                    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the store, start every long-lived service in order, run until cancelled.
 
         Supports `scope = await nursery.start(services.serve)`; cancelling the returned
@@ -85,43 +87,32 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     db = Database(settings.database_path, offload=offload)
     secrets = SecretBox(settings.config_dir)
     audit = Audit(db, clock, secrets, retention_days=settings.audit_retention_days)
+    namespaces = Namespaces(settings, db, clock, audit, offload=offload)
+    mounts = MountPolicy(settings, audit)
+    senders = SenderAllowlist(db, audit)
+    runtime = runtime or Runtime(settings)
+    images = ImageBuilder(runtime, settings.agent_base_image, work_dir=settings.data_dir / "image-build")
+    proxy = CredentialProxy(settings, db, secrets, clock, audit, bind_host=runtime.proxy_bind_host)
+    supervisor = Supervisor(settings, db, clock, audit, namespaces, mounts, runtime, offload=offload, proxy=proxy)
+    channels = build_channels(settings, db, clock, secrets, audit, namespaces, senders, offload,
+                              notify=supervisor.notify_messages, new_session=supervisor.new_session)
+    supervisor.subscribe(channels.on_run_event)  # typing indicators, streamed replies
+    # The one link made after construction: the supervisor reads chat batches from the channel
+    # layer, which notifies the supervisor (issue 17 item 1 turns this into one seam).
+    supervisor.messages = channels
+    scheduler = Scheduler(db, clock, audit, namespaces, submit=supervisor.submit_task, send_message=channels.send,
+                          max_per_group=settings.max_schedules_per_group)
+    ipc = IpcWatcher(settings, audit, namespaces, supervisor, scheduler, offload=offload, clock=clock)
+    auth_guard = AuthGuard(audit, clock)
     services = Services(
-        settings=settings,
-        clock=clock,
-        db=db,
-        secrets=secrets,
-        audit=audit,
+        settings=settings, clock=clock, db=db, secrets=secrets, audit=audit,
         api_keys=ApiKeys(db, clock, open_without_keys=settings.open_without_keys),
-        namespaces=Namespaces(settings, db, clock, audit, offload=offload),
-        mounts=MountPolicy(settings, audit),
-        senders=SenderAllowlist(db, audit),
+        namespaces=namespaces, mounts=mounts, senders=senders, auth_guard=auth_guard, runtime=runtime,
+        images=images, supervisor=supervisor, ipc=ipc, scheduler=scheduler, proxy=proxy, channels=channels,
+        events=EventHub(clock),
+        # Channels start last: inbound messages need every other service ready.
+        long_lived=[audit, auth_guard, runtime, images, supervisor, proxy, ipc, scheduler, channels],
     )
-    services.auth_guard = AuthGuard(audit, clock)
-    services.long_lived += [audit, services.auth_guard]
-    services.runtime = runtime or Runtime(settings)
-    services.images = ImageBuilder(services.runtime, settings.agent_base_image,
-                                   work_dir=settings.data_dir / "image-build")
-    services.proxy = CredentialProxy(settings, db, secrets, clock, audit,
-                                     bind_host=services.runtime.proxy_bind_host)
-    services.supervisor = Supervisor(settings, db, clock, audit, services.namespaces, services.mounts,
-                                     services.runtime, offload=offload, proxy=services.proxy)
-    services.ipc = IpcWatcher(settings, audit, services.namespaces, services.supervisor, offload=offload,
-                              clock=clock)
-    services.long_lived += [services.runtime, services.images, services.supervisor, services.proxy,
-                            services.ipc]
-    services.channels = build_channels(settings, db, clock, secrets, audit, services.namespaces, services.senders,
-                                       offload=offload)
-    services.supervisor.messages = services.channels
-    services.supervisor.subscribe(services.channels.on_run_event)
-    services.channels.router.notify = services.supervisor.notify_messages
-    services.channels.router.new_session = services.supervisor.new_session
-    services.scheduler = Scheduler(db, clock, audit, services.namespaces, submit=services.supervisor.submit_task,
-                                   send_message=services.channels.send,
-                                   max_per_group=settings.max_schedules_per_group)
-    services.ipc.scheduler = services.scheduler
-    # Channels start last: inbound messages need every other service ready.
-    services.long_lived += [services.scheduler, services.channels]
-    services.events = EventHub(clock)
     wire_events(services.events, services)
     services.metrics = Metrics(services)
     services.metrics.wire()

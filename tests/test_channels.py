@@ -7,7 +7,7 @@ import pytest
 
 from conftest import make_settings
 from fakes.telegram import TOKEN, serve_fake_telegram
-from nanoclaw.channels._base import split_text
+from nanoclaw.text import split_text
 
 CHAT = "tg:-100777"
 

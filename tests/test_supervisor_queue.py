@@ -88,8 +88,8 @@ async def test_raising_the_limit_starts_waiting_groups_at_once(env, autojump_clo
     for g in groups:
         await env.supervisor.submit_prompt(g, "once 100")
     await trio.sleep(1)
-    assert env.supervisor.statistics()["running"] == 2
-    assert env.supervisor.statistics()["queued"] == 4
+    assert env.supervisor.statistics().running == 2
+    assert env.supervisor.statistics().queued == 4
     before = trio.current_time()
     env.supervisor.set_max_concurrent(6)
     await trio.testing.wait_all_tasks_blocked()

@@ -89,7 +89,8 @@ class Provider:
                     time.sleep(wait)
                     continue
                 tries = f" (after {attempt + 1} tries)" if attempt else ""
-                raise ProviderError(self._redact(f"{self.name} API answered HTTP {exc.code}{tries}: {detail}")) from None
+                raise ProviderError(
+                    self._redact(f"{self.name} API answered HTTP {exc.code}{tries}: {detail}")) from None
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 raise ProviderError(self._redact(f"could not reach the {self.name} API at {url}: {reason}")) from None

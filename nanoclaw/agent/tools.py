@@ -95,7 +95,7 @@ def int_arg(args: dict, key: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def add_host_tools(box: Toolbox, ws: "Workspace", chat_jid: object) -> None:
+def add_host_tools(box: Toolbox, ws: Workspace, chat_jid: object) -> None:
     """send_message, send_file and the four task tools: each writes one request file for the host."""
     ipc = ws.root / "ipc"
 

@@ -2,6 +2,8 @@
 from nanoclaw.api import audit, channels, health, ipc, monitoring, mounts, namespaces, proxy, queue, runs, runtime, senders
 from nanoclaw.api import events, schedules
 
+__all__ = ["BLUEPRINTS"]
+
 BLUEPRINTS = [
     health.bp,
     namespaces.bp,

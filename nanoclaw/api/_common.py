@@ -22,7 +22,7 @@ class Answer(BaseModel):
     """Response bodies."""
 
 
-def services() -> "Services":
+def services() -> Services:
     return current_app.config["NANOCLAW_SERVICES"]
 
 

@@ -6,8 +6,7 @@ from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
-from nanoclaw.ipc import ipc_paths
-from nanoclaw.ipc._tree import prepare_audited, write_input_audited
+from nanoclaw.ipc import ipc_paths, prepare_audited, write_close
 from nanoclaw.models import GROUP_NAME_PATTERN
 from nanoclaw.supervisor import write_follow_up
 
@@ -72,7 +71,7 @@ async def follow_up(data: FollowUp):
 async def close(data: IpcTarget):
     """Write the _close sentinel: the container finishes its turn and exits."""
     folder = await _folder(data)
-    await write_input_audited(services().audit, data.group, folder, "_close", b"")
+    await write_close(services().audit, data.group, folder)
     run = services().supervisor.live_run(data.group, data.sessionId)
     if run is not None:
         run.closing = True

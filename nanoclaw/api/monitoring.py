@@ -7,7 +7,7 @@ from quart_schema import validate_response
 
 from nanoclaw.api._common import Answer, services
 from nanoclaw.api.runs import TokenUsage
-from nanoclaw.supervisor import _history
+from nanoclaw.supervisor import history
 
 bp = Blueprint("monitoring", __name__)
 ANALYTICS_DAYS = 30
@@ -62,10 +62,10 @@ async def metrics():
     stats = svc.supervisor.statistics()
     now = svc.clock.now()
     return Metrics(
-        running=stats["running"], queued=stats["queued"], maxConcurrent=stats["maxConcurrent"],
+        running=stats.running, queued=stats.queued, maxConcurrent=stats.max_concurrent,
         runtimeAvailable=svc.runtime.state.available,
         securityEvents=SecurityEvents(**await svc.audit.counts_by_severity()),
-        runsLastHour=await _history.runs_since(svc.db, now - 3600),
+        runsLastHour=await history.runs_since(svc.db, now - 3600),
     )
 
 
@@ -74,4 +74,4 @@ async def metrics():
 async def analytics():
     """The last 30 days: runs and tokens per day, tokens per group, success rate, average and p95 duration."""
     svc = services()
-    return Analytics(**await _history.analytics(svc.db, svc.clock.now() - ANALYTICS_DAYS * 86400))
+    return Analytics(**await history.analytics(svc.db, svc.clock.now() - ANALYTICS_DAYS * 86400))

@@ -71,19 +71,12 @@ class DeleteQuery(ApiModel):
     purge: bool = False
 
 
-async def _check_config(config: ContainerConfig | None, group: str) -> None:
+async def check_config(config: ContainerConfig | None, group: str) -> None:
     if config is None:
         return
     if config.agent is not None:
         agent_settings(config.agent, services().settings)  # refuses an agent config no run could use
-    refused = []
-    for mount in config.additionalMounts:
-        decision = await services().mounts.validate(mount, group=group)
-        if not decision.allowed:
-            refused.append({"hostPath": mount.hostPath, "message": decision.message})
-    if refused:
-        raise Invalid("containerConfig.additionalMounts has refused mounts", details=refused,
-                      code="MOUNT_REFUSED")
+    await services().mounts.refuse_any(config.additionalMounts, group=group)
 
 
 @bp.get("/container/namespaces")
@@ -100,7 +93,7 @@ async def create_namespace(data: NamespaceCreate):
     """Create a namespace and its folder <data>/groups/<name>/."""
     if data.name.lower() == GLOBAL:
         raise Invalid("'global' is reserved for the global instructions")
-    await _check_config(data.containerConfig, data.name)
+    await check_config(data.containerConfig, data.name)
     created = await services().namespaces.create(data.model_dump(exclude={"containerConfig"})
                                                  | {"containerConfig": data.containerConfig})
     return created, 201
@@ -140,7 +133,7 @@ async def update_namespace(name: str, data: NamespaceUpdate):
         raise Invalid("Namespaces cannot be renamed; create a new one instead")
     if data.id is not None and data.id != current.id:
         raise Invalid("id is read-only")
-    await _check_config(data.containerConfig, name)
+    await check_config(data.containerConfig, name)
     fields = {k: getattr(data, k) for k in
               ("description", "chatJids", "trigger", "requiresTrigger", "isMain", "containerConfig")}
     return await ns.update(name, fields)

@@ -8,9 +8,9 @@ from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
-from nanoclaw.proxy import PLACEHOLDER
+from nanoclaw.proxy import (ALLOWED_PATH_PATTERN, CREDENTIAL_PATTERN, CREDENTIAL_TYPE_PATTERN, NAME_PATTERN,
+                            PLACEHOLDER)
 from nanoclaw.models import GROUP_NAME_PATTERN
-from nanoclaw.proxy._mappings import ALLOWED_PATH_PATTERN, CREDENTIAL_PATTERN, CREDENTIAL_TYPE_PATTERN, NAME_PATTERN
 
 bp = Blueprint("credential_proxy", __name__)
 PREFIX = "/container/credential-proxy"

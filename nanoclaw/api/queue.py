@@ -7,7 +7,7 @@ from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
 from nanoclaw.clock import iso
-from nanoclaw.supervisor._quota import measure_disk
+from nanoclaw.supervisor import measure_disk
 
 bp = Blueprint("queue", __name__)
 
@@ -53,7 +53,7 @@ async def list_groups():
 async def counts():
     """How many groups have a running container and how many wait for a slot."""
     stats = services().supervisor.statistics()
-    return QueueCounts(queued=stats["queued"], running=stats["running"], total=stats["total"])
+    return QueueCounts(queued=stats.queued, running=stats.running, total=stats.total)
 
 
 @bp.get("/container/queue/groups/<group>")
@@ -74,7 +74,7 @@ async def group_state(group: str):
 @validate_response(MaxConcurrent)
 async def get_max_concurrent():
     """The limit on containers running at once."""
-    return MaxConcurrent(maxConcurrent=services().supervisor.statistics()["maxConcurrent"])
+    return MaxConcurrent(maxConcurrent=services().supervisor.statistics().max_concurrent)
 
 
 @bp.put("/container/queue/max-concurrent")

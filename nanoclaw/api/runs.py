@@ -8,7 +8,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from nanoclaw.api._common import Answer, ApiModel, clamp, services
 from nanoclaw.errors import NotFound
 from nanoclaw.models import GROUP_NAME_PATTERN
-from nanoclaw.supervisor import _history
+from nanoclaw.supervisor import history
 
 bp = Blueprint("runs", __name__)
 
@@ -78,7 +78,7 @@ async def start_run(data: RunRequest):
 async def get_run(run_id: str):
     """One run: status, results, timing (queued runs included)."""
     svc = services()
-    record = await _history.get_run(svc.db, run_id)
+    record = await history.get_run(svc.db, run_id)
     if record is not None:
         return Run(**record)
     queued = svc.supervisor.queued_runs.get(run_id)
@@ -93,5 +93,5 @@ async def get_run(run_id: str):
 async def run_history(query_args: HistoryQuery):
     """Newest first."""
     limit = clamp(query_args.limit, default=50, maximum=500)
-    runs = await _history.list_runs(services().db, limit=limit, group=query_args.group)
+    runs = await history.list_runs(services().db, limit=limit, group=query_args.group)
     return RunHistory(runs=[Run(**r) for r in runs])

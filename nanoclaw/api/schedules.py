@@ -6,7 +6,7 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from nanoclaw.api._common import Answer, clamp, services
-from nanoclaw.api.namespaces import _check_config
+from nanoclaw.api.namespaces import check_config
 from nanoclaw.scheduler import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
 
 bp = Blueprint("schedules", __name__)
@@ -49,7 +49,7 @@ async def list_schedules(query_args: ListQuery):
 @validate_response(Schedule, 201)
 async def create_schedule(data: ScheduleCreate):
     """Create a schedule; nextRun is computed at once (null while disabled)."""
-    await _check_config(data.containerConfig, data.group)
+    await check_config(data.containerConfig, data.group)
     return await services().scheduler.create(data), 201
 
 
@@ -67,7 +67,7 @@ async def update_schedule(schedule_id: str, data: ScheduleUpdate):
     """Change the given fields and recompute nextRun; enabled false pauses, true resumes."""
     scheduler = services().scheduler
     current = await scheduler.get(schedule_id)
-    await _check_config(data.containerConfig, data.group or current.group)
+    await check_config(data.containerConfig, data.group or current.group)
     return await scheduler.update(schedule_id, data)
 
 

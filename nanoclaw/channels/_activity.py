@@ -14,7 +14,7 @@ import trio
 
 from nanoclaw.channels._base import PlatformError
 from nanoclaw.errors import NanoclawError
-from nanoclaw.supervisor._types import RunEvent
+from nanoclaw.supervisor import RunEvent
 
 if TYPE_CHECKING:
     from nanoclaw.channels._service import Channels
@@ -29,7 +29,7 @@ QUEUE = 1000
 class Stream:
     """One reply message edited as the agent's text grows."""
 
-    def __init__(self, channels: "Channels", chat_jid: str) -> None:
+    def __init__(self, channels: Channels, chat_jid: str) -> None:
         self.channels = channels
         self.chat_jid = chat_jid
         self.message_id: str | None = None
@@ -117,7 +117,7 @@ class Stream:
 
 
 class Activity:
-    def __init__(self, channels: "Channels") -> None:
+    def __init__(self, channels: Channels) -> None:
         self.channels = channels
         self._in, self._out = trio.open_memory_channel[tuple[int, RunEvent]](QUEUE)
         # chat -> results seen so far. Set as the supervisor emits (before it sends the

@@ -15,7 +15,7 @@ from nanoclaw.channels._store import ChatStore, attachments
 from nanoclaw.clock import iso
 from nanoclaw.namespaces import Namespace, Namespaces
 from nanoclaw.security.senders import SenderAllowlist
-from nanoclaw.supervisor._types import MessageBatch
+from nanoclaw.supervisor import MessageBatch
 
 log = logging.getLogger("nanoclaw.channels")
 

@@ -6,14 +6,13 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import trio
 
 from nanoclaw.audit import Audit
-from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, PlatformError, backoff, split_text, \
-    strip_internal
+from nanoclaw.channels._base import CHANNEL_NAMES, Adapter, Inbound, Link, PlatformError, backoff
 from nanoclaw.channels._activity import Activity
 from nanoclaw.channels._inbox import fetch_media
 from nanoclaw.channels._media import OutFile, remove_partial_downloads
@@ -23,7 +22,8 @@ from nanoclaw.clock import Clock, iso
 from nanoclaw.errors import Conflict, Invalid, NotFound, Unavailable, UpstreamError
 from nanoclaw.events import Listeners
 from nanoclaw.secrets import SecretBox, mask
-from nanoclaw.supervisor._types import MessageBatch, MessageSource
+from nanoclaw.text import split_text, strip_internal
+from nanoclaw.supervisor import MessageBatch, MessageSource
 
 log = logging.getLogger("nanoclaw.channels")
 
@@ -31,6 +31,20 @@ log = logging.getLogger("nanoclaw.channels")
 SEND_ATTEMPTS = 5
 RECONNECT_CAP = 300.0
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelCounts:
+    name: str
+    connected: bool
+    messages_in: int
+    messages_out: int
+    reconnects: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelStatistics:
+    channels: tuple[ChannelCounts, ...]
 
 
 @dataclasses.dataclass
@@ -51,7 +65,7 @@ class ChannelState:
 
 
 class _ChannelLink(Link):
-    def __init__(self, channels: "Channels", state: ChannelState) -> None:
+    def __init__(self, channels: Channels, state: ChannelState) -> None:
         self.channels = channels
         self.state = state
         self.made_progress = False
@@ -127,7 +141,7 @@ class Channels(MessageSource):
 
     # -- lifecycle ------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http, trio.open_nursery() as nursery:
             self.http, self._nursery = http, nursery
             nursery.start_soon(self.activity.run)
@@ -307,12 +321,11 @@ class Channels(MessageSource):
             "credentials": credentials,
         }
 
-    def statistics(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {"connected": s.connected, "messagesIn": s.messages_in, "messagesOut": s.messages_out,
-                   "reconnects": s.reconnects}
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(tuple(
+            ChannelCounts(name, s.connected, s.messages_in, s.messages_out, s.reconnects)
             for name, s in self.states.items()
-        }
+        ))
 
     # -- outgoing -------------------------------------------------------------
 

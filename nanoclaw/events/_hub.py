@@ -48,7 +48,7 @@ class Subscription:
     (or one this process never issued): it missed events and should reload its state.
     """
 
-    def __init__(self, hub: "EventHub", replay: list[Event], gap: dict[str, Any] | None,
+    def __init__(self, hub: EventHub, replay: list[Event], gap: dict[str, Any] | None,
                  send: trio.MemorySendChannel, receive: trio.MemoryReceiveChannel) -> None:
         self.hub = hub
         self.replay = replay
@@ -62,7 +62,7 @@ class Subscription:
         self._send.close()
         self.receive.close()
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,24 +8,26 @@ from nanoclaw.events._hub import EventHub
 
 if TYPE_CHECKING:
     from nanoclaw.services import Services
-    from nanoclaw.supervisor import RunEvent
+    from nanoclaw.supervisor import QueueStatistics, RunEvent
 
 # Audit entries at these severities become live events.
 AUDIT_SEVERITIES = {"warning", "violation", "error"}
 
 
-def wire(hub: EventHub, services: "Services") -> None:
+def wire(hub: EventHub, services: Services) -> None:
     """Subscribe the hub to every source the services have (call once, after build)."""
     supervisor = services.supervisor
     last_queue: list[dict] = [{}]
 
-    def queue_changed(stats: dict) -> None:
-        if stats != last_queue[0]:
-            last_queue[0] = stats
-            hub.publish("queue", stats)
+    def queue_changed(stats: QueueStatistics) -> None:
+        data = {"running": stats.running, "queued": stats.queued, "total": stats.total,
+                "maxConcurrent": stats.max_concurrent}
+        if data != last_queue[0]:
+            last_queue[0] = data
+            hub.publish("queue", data)
 
     if supervisor is not None:
-        def on_run(event: "RunEvent") -> None:
+        def on_run(event: RunEvent) -> None:
             data = {"runId": event.run_id, "group": event.group, "kind": event.kind, "chatJid": event.chat_jid}
             if event.type == "progress":
                 data["event"] = event.data  # the runner's object: the hub bounds its size

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
-from nanoclaw.channels._media import read_group_file
+from nanoclaw.channels import read_group_file
 from nanoclaw.config import Settings
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError
 from nanoclaw.ipc import _tree
-from nanoclaw.ipc._tree import Pending
+from nanoclaw.ipc._input import write_close, write_follow_up
+from nanoclaw.ipc._tree import Pending, prepare_audited
 from nanoclaw.models import GROUP_NAME_RE
 from nanoclaw.namespaces import Namespaces
 
 if TYPE_CHECKING:
+    from nanoclaw.scheduler import Scheduler
     from nanoclaw.supervisor import Supervisor
 
 log = logging.getLogger("nanoclaw.ipc")
@@ -45,14 +47,14 @@ class IpcWatcher:
     each file has its own fault barrier, and a refused file is quarantined and audited.
     """
 
-    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: "Supervisor",
-                 *, offload=None, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
+                 scheduler: Scheduler, *, offload=None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.audit = audit
         self.namespaces = namespaces
         self.supervisor = supervisor
         self.clock = clock or audit.clock
-        self.scheduler = None  # set when the scheduler exists: handle_ipc(group, is_main, request)
+        self.scheduler = scheduler  # handle_ipc(group, is_main, request)
         self.processed = 0
         self.offload = offload or trio.to_thread.run_sync
         self._lock = trio.Lock()
@@ -62,7 +64,7 @@ class IpcWatcher:
         supervisor.run_finished_listeners.append(self._after_run)
         supervisor.before_result_listeners.append(self._after_run)
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         task_status.started()
         while True:
             # No stdlib file-change notification exists, so live run folders are scanned every
@@ -186,9 +188,7 @@ class IpcWatcher:
     async def _task_request(self, group: str, is_main: bool, payload: dict) -> None:
         if payload.get("type") not in TASK_TYPES:
             raise Invalid(f"unknown task request type {payload.get('type')!r}")
-        if self.scheduler is None:
-            raise Invalid("the scheduler is not running")
         await self.scheduler.handle_ipc(group, is_main, payload)
 
 
-__all__ = ["IpcWatcher", "ipc_paths"]
+__all__ = ["IpcWatcher", "ipc_paths", "prepare_audited", "write_close", "write_follow_up"]

@@ -245,7 +245,7 @@ class Namespaces:
         conn.execute("DELETE FROM namespace_chats WHERE namespace_id = ?", (ns_id,))
         conn.executemany(
             "INSERT INTO namespace_chats (jid, namespace_id, position) VALUES (?, ?, ?)",
-            [(jid, ns_id, i) for i, jid in enumerate(jids)],
+            [(jid, ns_id, i) for i, jid in enumerate(jids)],  # type: ignore[var-annotated]
         )
 
     async def _notify(self) -> None:

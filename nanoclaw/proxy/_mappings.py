@@ -106,7 +106,7 @@ def check_upstream(url: str) -> str:
         raise Invalid("upstreamUrl must be printable ASCII without spaces or control characters")
     try:
         parts = urlsplit(url)
-        parts.port  # a port that is not a number or out of range raises here
+        parts.port  # noqa: B018  a port that is not a number or out of range raises here
     except ValueError:
         raise Invalid("upstreamUrl is not a valid URL") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:

@@ -5,7 +5,7 @@ import dataclasses
 import logging
 from functools import partial
 from secrets import token_urlsafe
-from typing import Callable
+from typing import Callable, NoReturn
 
 import httpx
 import trio
@@ -15,7 +15,8 @@ from hypercorn.trio import serve as hypercorn_serve
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
-from nanoclaw.errors import Conflict, NotFound
+from nanoclaw.errors import Conflict, NotFound, innermost
+from nanoclaw.net import bracketed, host_port
 from nanoclaw.proxy._forward import CATEGORY, Forwarder
 from nanoclaw.proxy._mappings import PLACEHOLDER, Mapping, MappingStore
 from nanoclaw.secrets import SecretBox
@@ -56,12 +57,6 @@ class _Listener:
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + grace)
 
 
-def _innermost(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
 class CredentialProxy:
     """HTTP reverse proxy that lends live container runs an upstream API with the real credential.
 
@@ -89,10 +84,10 @@ class CredentialProxy:
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        saved = await self.db.fetchone("SELECT value FROM settings WHERE key = ?", (PORT_SETTING,))
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        saved = await self.db.get_setting(PORT_SETTING)
         if saved is not None:
-            self._port = int(saved[0])
+            self._port = int(saved)
         self._routes.update((m.name, m) for m in await self.store.load())
         async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT, trust_env=False,
                                      limits=httpx.Limits(max_connections=256)) as client:
@@ -128,7 +123,7 @@ class CredentialProxy:
         group = self._runs.get(token)
         if self._listener is None or group is None:
             return {}
-        host = f"[{host_gateway}]" if ":" in host_gateway else host_gateway
+        host = bracketed(host_gateway)
         key = f"{PLACEHOLDER}.{token}"
         env: dict[str, str] = {}
         for mapping in self._routes.values():
@@ -229,8 +224,7 @@ class CredentialProxy:
                 await self._open_extras()
                 await self.audit.record("info", CATEGORY, f"moved from port {old.port} to {self._listener.port}")
             self._port = port
-            await self.db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (PORT_SETTING, str(port)))
+            await self.db.set_setting(PORT_SETTING, str(port))
 
     # -- listeners ----------------------------------------------------------
 
@@ -241,13 +235,13 @@ class CredentialProxy:
         try:
             return await self._nursery.start(self._serve, host, port)
         except* OSError as group:
-            failure = _innermost(group)
+            failure = innermost(group)
         reason = getattr(failure, "strerror", None) or str(failure)
         raise Conflict(f"The credential proxy cannot listen on {host}:{port}: {reason}", code="PORT_UNAVAILABLE")
 
-    async def _serve(self, host: str, port: int, *, task_status) -> None:
+    async def _serve(self, host: str, port: int, *, task_status: trio.TaskStatus[_Listener]) -> None:
         config = HypercornConfig()
-        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.bind = [host_port(host, port)]
         # Draining is governed by the listener's own cancel scope (see _Listener.close).
         config.graceful_timeout = DRAIN_LIMIT
         config.accesslog = None

@@ -63,3 +63,24 @@ def give_to_container(folders: list[Path], user: tuple[int, int]) -> list[Path]:
         finally:
             os.close(fd)
     return refused
+
+
+def run_args(*, name: str, labels: dict[str, str], network: str, memory_mb: int, cpus: float,
+             extra: list[str], mounts: list[tuple[Path, str, bool]], env: dict[str, str],
+             image: str) -> tuple[list[str], list[Path]]:
+    """The `run` arguments of one agent container, and the host paths left out because the
+    engine's -v syntax cannot carry them (':' or ',' in the path)."""
+    args = ["run", "-i", "--rm", "--pull", "never", "--name", name]
+    for key, value in labels.items():
+        args += ["--label", f"{key}={value}"]
+    args += ["--network", network, *hardening_args(memory_mb, cpus, container_user()), *extra]
+    skipped = []
+    for host, target, read_only in mounts:
+        if ":" in str(host) or "," in str(host):
+            skipped.append(host)
+            continue
+        args += ["-v", f"{host}:{target}" + (":ro" if read_only else "")]
+    for key, value in env.items():
+        args += ["-e", f"{key}={value}"]
+    args.append(image)
+    return args, skipped

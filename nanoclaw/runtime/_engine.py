@@ -6,10 +6,12 @@ import logging
 import shutil
 import subprocess
 import sys
+from typing import NoReturn
 from dataclasses import dataclass, field
 
 import trio
 
+from nanoclaw.broadcast import Broadcast
 from nanoclaw.config import Settings
 from nanoclaw.errors import Unavailable
 
@@ -86,7 +88,7 @@ class Runtime:
         self.settings = settings
         self.state = RuntimeState()
         self._recheck = trio.Event()
-        self._changed = trio.Event()
+        self._changed = Broadcast()
 
     # -- detection -----------------------------------------------------
 
@@ -123,7 +125,8 @@ class Runtime:
                 continue
             if done.returncode != 0:
                 reason = done.stderr.decode(errors="replace").strip().splitlines()
-                problems.append(f"{binary}: engine not reachable ({reason[-1] if reason else 'exit ' + str(done.returncode)})")
+                why = reason[-1] if reason else f"exit {done.returncode}"
+                problems.append(f"{binary}: engine not reachable ({why})")
                 continue
             version = done.stdout.decode(errors="replace").strip().splitlines()
             state = RuntimeState(available=True, backend=backend, version=version[0] if version else None)
@@ -188,7 +191,7 @@ class Runtime:
         while not self.state.available:
             await self._changed.wait()
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Detect, report ready, then re-detect with capped backoff while the engine is down."""
         self._set(await self.detect())
         task_status.started()
@@ -208,8 +211,7 @@ class Runtime:
         if state.available != self.state.available:
             log.info("container runtime: %s", state.message)
         self.state = state
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.fire()
 
     # -- CLI -----------------------------------------------------------
 

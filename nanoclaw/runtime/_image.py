@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import trio
 
@@ -67,13 +69,17 @@ class ImageBuilder:
         self.work_dir = work_dir  # wheel cache and build contexts of flavours that install packages
         self._inspected: dict[str, tuple[float, dict | None]] = {}
         self.builds: dict[str, Build] = {}
-        self._nursery: trio.Nursery | None = None
+        # start() sends each new build here; run() starts it in its nursery.
+        self._send_build, self._receive_build = trio.open_memory_channel[Build](math.inf)
+        self._running = False
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self._running = True
             task_status.started()
-            await trio.sleep_forever()
+            async for build in self._receive_build:
+                nursery.start_soon(self._build, build)
+        raise AssertionError("the build channel never closes")
 
     def building(self, tag: str) -> bool:
         build = self.builds.get(tag)
@@ -104,11 +110,11 @@ class ImageBuilder:
         current = self.builds.get(tag)
         if current is not None and not current.done.is_set():
             return current
-        if self._nursery is None:
+        if not self._running:
             raise RuntimeError("ImageBuilder is not running")
         build = Build(tag=tag, base_image=base_image or self.default_base, pull=pull, flavor=flavor)
         self.builds[tag] = build
-        self._nursery.start_soon(self._build, build)
+        self._send_build.send_nowait(build)
         return build
 
     async def _build(self, build: Build) -> None:

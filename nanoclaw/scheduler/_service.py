@@ -7,23 +7,22 @@ supervisor, so a crash or restart can never run a slot twice.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn
 
 import trio
 from pydantic import ValidationError
 
 from nanoclaw.audit import Audit
-from nanoclaw.clock import Clock, iso
+from nanoclaw.clock import Clock
 from nanoclaw.errors import Conflict, Forbidden, Invalid, NanoclawError, NotFound, QuotaExceeded
 from nanoclaw.events import Listeners
 from nanoclaw.models import ContainerConfig
-from nanoclaw.namespaces import Namespaces
-from nanoclaw.namespaces._service import check_jid
-from nanoclaw.scheduler._model import Schedule, ScheduleCreate, ScheduleLog, ScheduleSpec, ScheduleUpdate
+from nanoclaw.namespaces import Namespaces, check_jid
+from nanoclaw.scheduler._model import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
+from nanoclaw.scheduler._rows import _add_log, _load, _load_log
 from nanoclaw.scheduler._timing import Timing, due_slots, first_run, local_timezone, parse
 from nanoclaw.store import Database
 from nanoclaw.supervisor import RunHandle, RunOutcome, TaskRequest
@@ -38,56 +37,6 @@ CATCH_UP_AFTER_MS = 10_000
 LAST_RESULT_CHARS = 200
 LOG_TEXT_CHARS = 10_000
 READ_ONLY = {"id", "status", "nextRun", "lastRun", "lastResult", "createdAt", "updatedAt"}
-
-
-def _sec(ms: int | None) -> float | None:
-    return None if ms is None else ms / 1000
-
-
-def _load(row: sqlite3.Row) -> Schedule:
-    value = int(row["schedule_value"]) if row["schedule_type"] == "interval" else row["schedule_value"]
-    return Schedule(
-        id=row["id"],
-        name=row["name"],
-        group=row["group_name"],
-        prompt=row["prompt"],
-        schedule=ScheduleSpec(type=row["schedule_type"], value=value),
-        containerConfig=json.loads(row["container_config"]) if row["container_config"] else None,
-        contextMode=row["context_mode"],
-        enabled=row["status"] != "paused",
-        timezone=row["timezone"],
-        chatJid=row["chat_jid"],
-        status=row["status"],
-        nextRun=iso(_sec(row["next_run_ms"])),
-        lastRun=iso(_sec(row["last_run_ms"])),
-        lastResult=row["last_result"],
-        createdAt=iso(row["created_at"]),
-        updatedAt=iso(row["updated_at"]),
-    )
-
-
-def _load_log(row: sqlite3.Row) -> ScheduleLog:
-    return ScheduleLog(
-        id=row["id"],
-        scheduleId=row["schedule_id"],
-        runAt=iso(_sec(row["run_at_ms"])),
-        plannedAt=iso(_sec(row["planned_ms"])),
-        durationMs=row["duration_ms"],
-        status=row["status"],
-        catchUp=bool(row["catch_up"]),
-        result=row["result"],
-        error=row["error"],
-        runId=row["run_id"],
-    )
-
-
-def _add_log(conn: sqlite3.Connection, schedule_id: str, planned_ms: int, run_at_ms: int, status: str, *,
-             catch_up: bool = False, error: str | None = None) -> int:
-    return conn.execute(
-        "INSERT INTO schedule_logs (schedule_id, planned_ms, run_at_ms, status, catch_up, error) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (schedule_id, planned_ms, run_at_ms, status, int(catch_up), error),
-    ).lastrowid
 
 
 class Scheduler:
@@ -326,7 +275,7 @@ class Scheduler:
 
     # -- firing ----------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Fire schedules until cancelled (nursery start protocol)."""
         await self.db.execute(
             "UPDATE schedule_logs SET status = 'error', error = 'the server stopped before the run finished' "

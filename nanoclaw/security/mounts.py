@@ -94,6 +94,17 @@ class MountPolicy:
                                          "blockedPatterns": len(allowlist.blockedPatterns)})
         return await self.allowlist()
 
+    async def refuse_any(self, requests: list[MountRequest], *, group: str) -> None:
+        """Raise one Invalid (MOUNT_REFUSED) naming every mount of requests this policy refuses."""
+        refused = []
+        for mount in requests:
+            decision = await self.validate(mount, group=group)
+            if not decision.allowed:
+                refused.append({"hostPath": mount.hostPath, "message": decision.message})
+        if refused:
+            raise Invalid("containerConfig.additionalMounts has refused mounts", details=refused,
+                          code="MOUNT_REFUSED")
+
     async def validate(self, request: MountRequest, *, group: str | None = None) -> MountDecision:
         """Decide on one mount; a refusal is audited as a violation."""
         try:

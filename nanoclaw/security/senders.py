@@ -32,18 +32,14 @@ class SenderAllowlist:
 
     async def get(self) -> SenderAllowlistModel:
         if self._cache is None:
-            row = await self.db.fetchone("SELECT value FROM settings WHERE key = ?", (SETTINGS_KEY,))
+            saved = await self.db.get_setting(SETTINGS_KEY)
             self._cache = (
-                SenderAllowlistModel.model_validate_json(row[0]) if row else SenderAllowlistModel()
+                SenderAllowlistModel.model_validate_json(saved) if saved is not None else SenderAllowlistModel()
             )
         return self._cache
 
     async def set(self, value: SenderAllowlistModel) -> SenderAllowlistModel:
-        await self.db.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (SETTINGS_KEY, value.model_dump_json()),
-        )
+        await self.db.set_setting(SETTINGS_KEY, value.model_dump_json())
         self._cache = value
         await self.audit.record("info", "config", "sender allowlist updated",
                                 details={"enabled": value.enabled, "entries": len(value.entries)})

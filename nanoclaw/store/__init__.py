@@ -1,4 +1,4 @@
 """SQLite store: one file in WAL mode, numbered migrations, never on the event loop."""
-from nanoclaw.store._db import Database, StoreError
+from nanoclaw.store._db import Database, StoreError, sync_connection
 
-__all__ = ["Database", "StoreError"]
+__all__ = ["Database", "StoreError", "sync_connection"]

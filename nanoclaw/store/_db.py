@@ -118,7 +118,7 @@ class Database:
                 for conn in conns:
                     conn.close()
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:  # type: ignore[return]
         """Run fn(conn, *args) in one IMMEDIATE transaction; writes never interleave."""
         async with self._write_lock:
             conn = self._writer
@@ -160,6 +160,15 @@ class Database:
 
     async def fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         return await self.read(lambda c: c.execute(sql, params).fetchone())
+
+    async def get_setting(self, key: str) -> str | None:
+        """One value of the settings table (None when it was never set)."""
+        row = await self.fetchone("SELECT value FROM settings WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    async def set_setting(self, key: str, value: str) -> None:
+        await self.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
-"""Reading run history: lists, one run, aggregates."""
+"""Run history and group sessions: what the supervisor records of each run, and reading it back
+(lists, one run, aggregates)."""
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 
 from nanoclaw.clock import iso
@@ -88,3 +90,69 @@ def _analytics(conn: sqlite3.Connection, since: float) -> dict:
 
 async def analytics(db: Database, since: float) -> dict:
     return await db.read(_analytics, since)
+
+
+# -- what the supervisor records ------------------------------------------------
+
+
+async def load_instance_id(db: Database) -> str:
+    def _tx(conn):
+        row = conn.execute("SELECT value FROM settings WHERE key = 'instance_id'").fetchone()
+        if row:
+            return row[0]
+        value = secrets.token_hex(8)
+        conn.execute("INSERT INTO settings (key, value) VALUES ('instance_id', ?)", (value,))
+        return value
+
+    return await db.write(_tx)
+
+
+async def mark_interrupted(db: Database, now: float) -> None:
+    """Runs still 'running' at start-up were cut short by the last stop (or crash)."""
+    await db.execute(
+        "UPDATE run_history SET status = 'interrupted', finished_at = ?, "
+        "error = 'the server stopped during this run' WHERE status = 'running'",
+        (now,),
+    )
+
+
+async def stored_session(db: Database, group: str) -> str | None:
+    row = await db.fetchone("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,))
+    return row[0] if row else None
+
+
+async def forget_group_session(db: Database, group: str) -> None:
+    await db.execute("DELETE FROM group_sessions WHERE group_name = ?", (group,))
+
+
+async def save_group_session(db: Database, group: str, session_id: str, now: float) -> None:
+    await db.execute(
+        "INSERT INTO group_sessions VALUES (?, ?, ?) ON CONFLICT (group_name) DO UPDATE "
+        "SET session_id = excluded.session_id, updated_at = excluded.updated_at",
+        (group, session_id, now))
+
+
+async def insert_run(db: Database, run_id: str, group: str, kind: str, container_name: str, session_id: str,
+                     schedule_id: str | None, prompt: str, started: float) -> None:
+    await db.execute(
+        "INSERT INTO run_history (id, group_name, kind, status, container_name, session_id, "
+        "schedule_id, prompt, started_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+        (run_id, group, kind, container_name, session_id, schedule_id, prompt, started),
+    )
+
+
+async def set_run_session(db: Database, run_id: str, session_id: str) -> None:
+    await db.execute("UPDATE run_history SET session_id = ? WHERE id = ?", (session_id, run_id))
+
+
+async def set_run_results(db: Database, run_id: str, results: list[str]) -> None:
+    await db.execute("UPDATE run_history SET results = ? WHERE id = ?", (json.dumps(results), run_id))
+
+
+async def finish_run(db: Database, run_id: str, *, status: str, finished: float, duration_ms: int,
+                     exit_code: int | None, results: list[str], error: str | None) -> None:
+    await db.execute(
+        "UPDATE run_history SET status = ?, finished_at = ?, duration_ms = ?, exit_code = ?, "
+        "results = ?, error = ? WHERE id = ?",
+        (status, finished, duration_ms, exit_code, json.dumps(results), error, run_id),
+    )

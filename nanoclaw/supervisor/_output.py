@@ -34,7 +34,7 @@ class FrameParser:
         if self.total > self.cap:
             raise OutputTooLarge(f"stdout passed {self.cap // (1024 * 1024)} MiB")
         self._buffer += chunk
-        results = []
+        results: list[dict] = []
         while True:
             if not self._in_frame:
                 at = self._buffer.find(START)

@@ -1,110 +1,37 @@
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
-import secrets
-import time
-import uuid
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+import math
+from collections.abc import Callable
+from typing import NoReturn
 
 import trio
 
 from nanoclaw.audit import Audit
-from nanoclaw.clock import Clock, local_timezone
+from nanoclaw.broadcast import Broadcast
+from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
-from nanoclaw.errors import Invalid, NanoclawError
+from nanoclaw.errors import Invalid
 from nanoclaw.events import Listeners
-from nanoclaw.ipc._tree import prepare_audited, write_input_audited
-from nanoclaw.logs import log_context
-from nanoclaw.models import ContainerConfig
-from nanoclaw.namespaces import GLOBAL, Namespaces
-from nanoclaw.runtime import (InternalNetwork, Runtime, RuntimeUnavailable, container_user, give_to_container,
-                              hardening_args)
+from nanoclaw.ipc import write_close, write_follow_up
+from nanoclaw.namespaces import Namespaces
+from nanoclaw.runtime import InternalNetwork, Runtime, RuntimeUnavailable
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
-from nanoclaw.supervisor._agent import agent_settings
-from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
-from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk
-from nanoclaw.supervisor._types import (MessageBatch, MessageSource, RunEvent, RunHandle, RunListener, RunOutcome,
+from nanoclaw.supervisor._history import forget_group_session, load_instance_id, mark_interrupted
+from nanoclaw.supervisor._queue import ActiveRun, GroupQueue, Kind, Work, new_id
+from nanoclaw.supervisor._run import SESSION_RE, RunLife
+from nanoclaw.text import strip_internal
+from nanoclaw.supervisor._types import (MessageSource, QueueStatistics, RunEvent, RunHandle, RunListener, RunOutcome,
                                        TaskRequest)
-from nanoclaw.supervisor._usage import RunRefused, Usage, budget_refusal, save_usage
 
 log = logging.getLogger("nanoclaw.supervisor")
 
-RETRY_DELAYS = (5, 10, 20, 40, 80)
-# What `docker run` / `podman run` exit with when the engine, not the container, failed.
-ENGINE_ERROR_EXIT = 125
-STDERR_CAP = 10 * 1024 * 1024
-SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-INTERNAL_RE = re.compile(r"<internal>.*?</internal>", re.S)
-Kind = Literal["message", "task", "adhoc"]
 NEW_SESSION_TEXT = "Started a new session: earlier messages are forgotten."
+__all__ = ["NEW_SESSION_TEXT", "ActiveRun", "Supervisor", "strip_internal", "write_follow_up"]
 
 
-def strip_internal(text: str) -> str:
-    return INTERNAL_RE.sub("", text).strip()
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass
-class Work:
-    kind: Kind
-    handle: RunHandle
-    prompt: str = ""
-    task: TaskRequest | None = None
-    batch: MessageBatch | None = None
-    # An on-demand run's named session (else it gets a fresh one).
-    session_id: str | None = None
-
-
-@dataclass
-class ActiveRun:
-    group: str
-    run_id: str
-    kind: Kind
-    container_name: str
-    session_id: str
-    ipc_dir: Path
-    started_at: float
-    chat_jid: str | None
-    is_main: bool
-    idle: bool = False
-    closing: bool = False
-    # Continues (and updates) the group's stored session; /new turns this off.
-    group_session: bool = False
-
-
-@dataclass
-class GroupQueue:
-    name: str
-    tasks: deque = field(default_factory=deque)
-    adhoc: deque = field(default_factory=deque)
-    messages: bool = False
-    active: ActiveRun | None = None
-    runner: bool = False
-    waiting: bool = False
-    retries: int = 0
-    retry_at: float | None = None
-    changed: trio.Event = field(default_factory=trio.Event)
-    pipe_lock: trio.Lock = field(default_factory=trio.Lock)
-
-    def has_work(self) -> bool:
-        return bool(self.tasks or self.adhoc or self.messages)
-
-    def poke(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-
-class Supervisor:
+class Supervisor(RunLife):
     """Per-group queues under one global CapacityLimiter; one container per group at a time.
 
     `await nursery.start(supervisor.run)`; cancelling it stops every container by name.
@@ -128,9 +55,11 @@ class Supervisor:
         self.queues: dict[str, GroupQueue] = {}
         self.queued_runs: dict[str, tuple[str, Kind]] = {}
         self.instance_id = settings.instance_id
-        self._nursery: trio.Nursery | None = None
+        # Synchronous methods start tasks by sending them here; run() starts them in its nursery.
+        self._spawn_send, self._spawn_receive = trio.open_memory_channel[tuple[Callable, tuple]](math.inf)
+        self._running = False
         self._orphans_removed = False
-        self._run_started = trio.Event()
+        self._run_started = Broadcast()
         # Called with (group, ActiveRun) when a run ends, so the IPC watcher can sweep its folder.
         self.run_finished_listeners: list = []
         # Called likewise before a result is delivered: what the agent sent meanwhile goes first.
@@ -144,19 +73,16 @@ class Supervisor:
 
     # -- lifecycle --------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        self.instance_id = self.instance_id or await self._load_instance_id()
-        saved = await self.db.fetchone("SELECT value FROM settings WHERE key = 'max_concurrent'")
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        self.instance_id = self.instance_id or await load_instance_id(self.db)
+        saved = await self.db.get_setting("max_concurrent")
         if saved:
-            self.limiter.total_tokens = int(saved[0])
-        await self.db.execute(
-            "UPDATE run_history SET status = 'interrupted', finished_at = ?, "
-            "error = 'the server stopped during this run' WHERE status = 'running'",
-            (self.clock.now(),),
-        )
+            self.limiter.total_tokens = int(saved)
+        await mark_interrupted(self.db, self.clock.now())
         await self.remove_orphans()
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            nursery.start_soon(self._start_spawned, nursery)
+            self._running = True
             task_status.started()
             if self.messages is not None:
                 # Messages that arrived before a restart (or during a crash) are not lost.
@@ -167,16 +93,12 @@ class Supervisor:
             finally:
                 await self.internal_network.remove()
 
-    async def _load_instance_id(self) -> str:
-        def _tx(conn):
-            row = conn.execute("SELECT value FROM settings WHERE key = 'instance_id'").fetchone()
-            if row:
-                return row[0]
-            value = secrets.token_hex(8)
-            conn.execute("INSERT INTO settings (key, value) VALUES ('instance_id', ?)", (value,))
-            return value
+    def _spawn(self, fn: Callable, *args) -> None:
+        self._spawn_send.send_nowait((fn, args))
 
-        return await self.db.write(_tx)
+    async def _start_spawned(self, nursery: trio.Nursery) -> None:
+        async for fn, args in self._spawn_receive:
+            nursery.start_soon(fn, *args)
 
     async def remove_orphans(self) -> list[str]:
         """Remove containers this instance started in an earlier life (once the engine answers)."""
@@ -220,13 +142,13 @@ class Supervisor:
         """New chat messages for group: pipe them into its live container, or queue the group."""
         queue = self._queue(group)
         active = queue.active
-        if active is not None and active.kind == "message" and not active.closing and self._nursery:
-            self._nursery.start_soon(self._pipe_messages, queue)
+        if active is not None and active.kind == "message" and not active.closing and self._running:
+            self._spawn(self._pipe_messages, queue)
             return
         queue.messages = True
         self._ensure_runner(queue)
-        if active is not None and self._nursery:
-            self._nursery.start_soon(self._make_way, queue)
+        if active is not None and self._running:
+            self._spawn(self._make_way, queue)
 
     async def submit_task(self, group: str, request: TaskRequest) -> RunHandle:
         """Scheduled-task work: before the group's messages, never receives follow-ups."""
@@ -260,7 +182,7 @@ class Supervisor:
 
         The next run starts a fresh session; chat_jid, when given, is told so.
         """
-        await self.db.execute("DELETE FROM group_sessions WHERE group_name = ?", (group,))
+        await forget_group_session(self.db, group)
         queue = self.queues.get(group)
         active = queue.active if queue else None
         if active is not None and active.group_session:
@@ -283,16 +205,14 @@ class Supervisor:
 
     async def save_max_concurrent(self, value: int) -> None:
         self.set_max_concurrent(value)
-        await self.db.execute(
-            "INSERT INTO settings (key, value) VALUES ('max_concurrent', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(value),))
+        await self.db.set_setting("max_concurrent", str(value))
         await self.audit.record("info", "config", f"maxConcurrent set to {value}")
 
     def _ensure_runner(self, queue: GroupQueue) -> None:
         queue.poke()
-        if not queue.runner and self._nursery is not None:
+        if not queue.runner and self._running:
             queue.runner = True
-            self._nursery.start_soon(self._serve_group, queue)
+            self._spawn(self._serve_group, queue)
 
     # -- live container input ------------------------------------------------
 
@@ -335,7 +255,7 @@ class Supervisor:
 
     async def _write_close(self, active: ActiveRun) -> None:
         active.closing = True
-        await write_input_audited(self.audit, active.group, active.ipc_dir, "_close", b"", offload=self.offload)
+        await write_close(self.audit, active.group, active.ipc_dir, offload=self.offload)
 
     async def _make_way(self, queue: GroupQueue) -> None:
         """Work waits for the group's slot: an idle container must not hold it until its idle timeout."""
@@ -404,326 +324,13 @@ class Supervisor:
                 outcome = RunOutcome(work.handle.run_id, "cancelled", None, "the server stopped", 0)
             work.handle.finish(outcome)
 
-    async def _run(self, queue: GroupQueue, work: Work, ns, started: float) -> RunOutcome:
-        group = queue.name
-        run_id = work.handle.run_id
-        task = work.task
-        config: ContainerConfig = (task.container_config if task and task.container_config else ns.containerConfig)
-        group_session = work.kind == "message" or (task is not None and task.context_mode == "group")
-        # None: the group has no session (yet, or since /new); the runner starts one and names it.
-        resume = await self._group_session(group) if group_session else None
-        # Also the IPC folder's name, so even a session the runner has yet to name has one here.
-        session_id = (work.session_id if work.kind == "adhoc" else resume) or new_id()
-        if work.kind == "message":
-            chat_jid = work.batch.chat_jid
-        elif task is not None and task.chat_jid:
-            chat_jid = task.chat_jid
-        else:
-            chat_jid = ns.chatJids[0] if ns.chatJids else None
-        log_context(group=group, runId=run_id)  # every log line of this run names it
-        name = f"nanoclaw-{group}-{self.clock.now_ms()}"
-        ipc_dir = self.settings.ipc_dir / group / session_id
-        active = ActiveRun(group, run_id, work.kind, name, session_id, ipc_dir, started, chat_jid, ns.isMain,
-                           group_session=group_session)
-        await self.db.execute(
-            "INSERT INTO run_history (id, group_name, kind, status, container_name, session_id, "
-            "schedule_id, prompt, started_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-            (run_id, group, work.kind, name, session_id, task.schedule_id if task else None,
-             work.prompt[:2000], started),
-        )
-        self.queued_runs.pop(run_id, None)
-        state = _RunState(session_id=session_id)
-        token = None
-        queue.active = active
-        self._run_started.set()
-        self._run_started = trio.Event()
-        self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
-        log.info("%s run started in container %s", work.kind, name)
-        try:
-            agent = agent_settings(config.agent, self.settings)
-            budget = config.agent.monthlyTokenBudget if config.agent else None
-            refusal = await budget_refusal(self.db, group, budget, self.clock.now())
-            if refusal is not None:
-                raise RunRefused(refusal)
-            await self.remove_orphans()  # the engine may have been down at start-up
-            await prepare_audited(self.audit, group, ipc_dir, fresh=True, offload=self.offload)
-            refused = await self.offload(self._prepare_folders, group, ipc_dir)
-            if refused:
-                await self.audit.record("violation", "container", "not a folder (a link or a file?), left as it is: "
-                                        + ", ".join(map(str, refused)), group=group)
-            await check_disk(self, active, config)
-            if self.proxy is not None:
-                token = self.proxy.register_run(group)
-            args = await self._run_args(active, ns, config, token)
-            stdin = json.dumps({
-                "prompt": work.prompt, "sessionId": None if group_session and resume is None else session_id,
-                "group": group, "chatJid": chat_jid,
-                "isMain": ns.isMain, "isScheduledTask": work.kind == "task", "agent": agent,
-                **({"attachments": work.batch.attachments} if work.batch and work.batch.attachments else {}),
-            }).encode() + b"\n"
-            await self._container(active, args, stdin, config, state,
-                                  lambda text: self._deliver(queue, work, active, state, text))
-        except (RunRefused, Invalid) as exc:
-            # No container: the chat (or the task's chat) hears why, as it would hear an answer.
-            state.fail("error", str(exc))
-            await self._deliver(queue, work, active, state, str(exc))
-        except (RuntimeUnavailable, DiskQuotaExceeded) as exc:
-            state.fail("error", str(exc))
-        except NanoclawError as exc:  # e.g. the proxy cannot listen on the internal network
-            state.fail("error", exc.message)
-        except OSError as exc:
-            self.runtime.mark_down(str(exc))
-            state.fail("error", f"could not start the container: {exc.strerror or exc}")
-        except trio.Cancelled:
-            state.fail("cancelled", "the server stopped during this run")
-            raise
-        finally:
-            queue.active = None
-            if token is not None:
-                self.proxy.unregister_run(token)
-            with trio.CancelScope(shield=True):
-                outcome = await self._finish(queue, work, active, state)
-                log.info("run finished: %s in %d ms", outcome.status, outcome.duration_ms)
-                self._emit("finished", run_id, group, work.kind, chat_jid, {
-                    "status": outcome.status, "error": outcome.error, "durationMs": outcome.duration_ms,
-                    "result": outcome.result, "usage": state.usage.as_dict(), "model": state.usage.model})
-                for listener in self.run_finished_listeners:
-                    await listener(group, active)
-        return outcome
-
-    def _prepare_folders(self, group: str, ipc_dir: Path) -> list[Path]:
-        for path in (self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
-                     self.settings.sessions_dir / group):
-            path.mkdir(parents=True, exist_ok=True)
-        if container_user() != (os.getuid(), os.getgid()):  # a root server: hand them to the agent user
-            return give_to_container([self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
-                                      self.settings.sessions_dir / group, ipc_dir, ipc_dir / "input",
-                                      ipc_dir / "messages", ipc_dir / "tasks"], container_user())
-        return []
-
-    async def _group_session(self, group: str) -> str | None:
-        row = await self.db.fetchone("SELECT session_id FROM group_sessions WHERE group_name = ?", (group,))
-        return row[0] if row else None
-
-    async def _run_args(self, active: ActiveRun, ns, config: ContainerConfig, token: str | None) -> list[str]:
-        group = ns.name
-        settings = self.settings
-        env = {"TZ": local_timezone(), "NANOCLAW_GROUP": group, "NANOCLAW_RUN_ID": active.run_id}
-        for item in config.env:
-            key, _, value = item.partition("=")
-            env[key] = value
-        network, gateway = settings.container_network, self.runtime.state.host_gateway or "127.0.0.1"
-        if config.network == "proxy-only":
-            network, gateway = await self.internal_network.ensure(self.instance_id)
-            if self.proxy is not None:
-                await self.proxy.listen_also(gateway)
-        if token is not None:
-            env.update(self.proxy.container_env(token, gateway))
-        mounts = [
-            (settings.groups_dir / group, "/workspace/group", False),
-            (settings.groups_dir / GLOBAL, "/workspace/global", not ns.isMain),
-            (active.ipc_dir, "/workspace/ipc", False),
-            (settings.sessions_dir / group, "/workspace/sessions", False),
-        ]
-        for request in config.additionalMounts:
-            decision = await self.mounts.validate(request, group=group)
-            if decision.allowed:
-                mounts.append((Path(decision.canonicalHostPath), decision.containerPath, decision.readOnly))
-        args = [
-            "run", "-i", "--rm", "--pull", "never", "--name", active.container_name,
-            "--label", f"nanoclaw.instance={self.instance_id}",
-            "--label", f"nanoclaw.group={group}",
-            "--label", f"nanoclaw.run={active.run_id}",
-            "--network", network,
-            *hardening_args(config.memoryMb, config.cpus, container_user()),
-            *self.runtime.state.extra_run_args,
-        ]
-        for host, target, read_only in mounts:
-            if ":" in str(host) or "," in str(host):
-                await self.audit.record("violation", "mount", f"host path with ':' or ',' skipped: {host}", group=group)
-                continue
-            args += ["-v", f"{host}:{target}" + (":ro" if read_only else "")]
-        for key, value in env.items():
-            args += ["-e", f"{key}={value}"]
-        args.append(config.image or settings.agent_image)
-        return args
-
-    # -- one container --------------------------------------------------------
-
-    async def _container(self, active: ActiveRun, args: list[str], stdin: bytes, config: ContainerConfig,
-                         state: "_RunState", deliver) -> None:
-        process = await self.runtime.start_container(args)
-        parser = FrameParser()
-        timer = _Deadlines(hard=trio.current_time() + config.timeoutSecs)
-        stderr_tail = bytearray()
-        exited = False
-        try:
-            async with trio.open_nursery() as nursery:
-                async def feed_stdin():
-                    try:
-                        await process.stdin.send_all(stdin)
-                        await process.stdin.aclose()
-                    except trio.BrokenResourceError:
-                        pass
-
-                async def drain_stderr():
-                    total = 0
-                    async for chunk in process.stderr:
-                        total += len(chunk)
-                        stderr_tail.extend(chunk)
-                        del stderr_tail[:-16384]
-                        if total > STDERR_CAP:
-                            state.fail("error", "stderr passed 10 MiB; the container was stopped")
-                            nursery.start_soon(self.runtime.stop_container, active.container_name)
-                            return
-
-                async def watch_deadlines():
-                    while True:
-                        with trio.move_on_at(timer.next()):
-                            await timer.changed.wait()
-                            continue
-                        now = trio.current_time()
-                        if now >= timer.hard:
-                            state.fail("timeout", f"no result within {config.timeoutSecs} s; the container was stopped")
-                            await self.runtime.stop_container(active.container_name)
-                            return
-                        if timer.idle is not None and now >= timer.idle:
-                            timer.idle = None
-                            await self._write_close(active)
-
-                nursery.start_soon(feed_stdin)
-                nursery.start_soon(drain_stderr)
-                nursery.start_soon(watch_deadlines)
-                try:
-                    async for chunk in process.stdout:
-                        for frame in parser.feed(chunk):
-                            if frame["status"] == "progress":
-                                # Progress is not a result: it neither resets nor starts a deadline.
-                                event = frame.get("event")
-                                if isinstance(event, dict):
-                                    self._emit("progress", active.run_id, active.group, active.kind,
-                                               active.chat_jid, event)
-                                continue
-                            await self._on_frame(active, state, frame, deliver)
-                            now = trio.current_time()
-                            # Once the turn is done, waiting out the idle timeout would only hold the
-                            # group's slot when no follow-up can come or other work waits for it.
-                            idle = 0 if self._close_after_turn(active) else config.idleTimeoutSecs
-                            timer.reset(hard=now + config.timeoutSecs, idle=now + idle)
-                except OutputTooLarge as exc:
-                    state.fail("error", f"{exc}; the container was stopped")
-                    nursery.start_soon(self.runtime.stop_container, active.container_name)
-                    # Keep draining meanwhile: the engine cannot stop a container whose output backs up.
-                    async for _ in process.stdout:
-                        pass
-                state.exit_code = await process.wait()
-                exited = True
-                nursery.cancel_scope.cancel()
-        finally:
-            if not exited:
-                with trio.CancelScope(shield=True):
-                    await self.runtime.stop_container(active.container_name)
-                    process.kill()
-                    with trio.move_on_after(5):
-                        await process.wait()
-        if state.exit_code not in (0, None) and state.status is None:
-            # The agent's own reason beats the last lines of stderr.
-            tail = stderr_tail.decode(errors="replace").strip().splitlines()[-3:]
-            reason = state.last_error or " | ".join(tail)
-            state.fail("error", f"container exited with code {state.exit_code}" + (f": {reason}" if reason else ""))
-            if state.exit_code == ENGINE_ERROR_EXIT:
-                # `run` itself failed, as when the engine is gone: the watchdog should look now,
-                # not only once some other CLI call happens to fail.
-                self.runtime.mark_down(state.error)
-
-    async def _on_frame(self, active: ActiveRun, state: "_RunState", frame: dict, deliver) -> None:
-        if state.usage.add(frame):
-            await save_usage(self.db, active.run_id, state.usage)
-        new_session = frame.get("newSessionId")
-        if isinstance(new_session, str) and SESSION_RE.match(new_session) and new_session != state.session_id:
-            state.session_id = new_session
-            # The run record names the session the conversation is kept under.
-            await self.db.execute("UPDATE run_history SET session_id = ? WHERE id = ?", (new_session, active.run_id))
-            if active.group_session:
-                await self.db.execute(
-                    "INSERT INTO group_sessions VALUES (?, ?, ?) ON CONFLICT (group_name) DO UPDATE "
-                    "SET session_id = excluded.session_id, updated_at = excluded.updated_at",
-                    (active.group, new_session, self.clock.now()))
-        if frame["status"] == "error":
-            state.last_error = str(frame.get("error") or "the agent reported an error")[:2000]
-            return
-        state.last_error = None
-        active.idle = True
-        result = frame.get("result")
-        if isinstance(result, str):
-            text = strip_internal(result)
-            if text:
-                state.results.append(text[:10000])
-                del state.results[:-50]
-                await self.db.execute("UPDATE run_history SET results = ? WHERE id = ?",
-                                      (json.dumps(state.results), active.run_id))
-                for listener in self.before_result_listeners:
-                    await listener(active.group, active)
-                self._emit("result", active.run_id, active.group, active.kind, active.chat_jid, {"text": text})
-                await deliver(text)
-
-    async def _deliver(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState", text: str) -> None:
-        try:
-            if work.kind == "message":
-                await self.messages.send(active.chat_jid, text)
-                if not state.delivered:
-                    await self.messages.advance(queue.name, work.batch.cursor)
-            elif work.kind == "task" and work.task.on_result is not None:
-                await work.task.on_result(text)
-            state.delivered += 1
-        except Exception as exc:  # a failed send must not kill the run
-            log.exception("delivering a result of %s failed", queue.name)
-            await self.audit.record("error", "delivery", f"result of run {active.run_id} not delivered: {exc}",
-                                    group=queue.name)
-
-    async def _finish(self, queue: GroupQueue, work: Work, active: ActiveRun, state: "_RunState") -> RunOutcome:
-        if state.status is None:
-            if state.last_error is not None:
-                state.fail("error", state.last_error)
-            else:
-                state.status = "success"
-        finished = self.clock.now()
-        duration = int((finished - active.started_at) * 1000)
-        await self.db.execute(
-            "UPDATE run_history SET status = ?, finished_at = ?, duration_ms = ?, exit_code = ?, "
-            "results = ?, error = ? WHERE id = ?",
-            (state.status, finished, duration, state.exit_code, json.dumps(state.results), state.error,
-             active.run_id),
-        )
-        if work.kind == "message":
-            if state.status in ("success", "cancelled") or state.delivered:
-                queue.retries, queue.retry_at = 0, None
-            else:
-                await self._schedule_retry(queue, state)
-        return RunOutcome(active.run_id, state.status, state.results[-1] if state.results else None,
-                          state.error, duration)
-
-    async def _schedule_retry(self, queue: GroupQueue, state: "_RunState") -> None:
-        queue.retries += 1
-        if queue.retries > len(RETRY_DELAYS):
-            await self.audit.record(
-                "error", "container", f"giving up on {queue.name} after {len(RETRY_DELAYS)} retries: {state.error}",
-                group=queue.name)
-            queue.retries, queue.retry_at = 0, None
-            return
-        delay = RETRY_DELAYS[queue.retries - 1]
-        queue.retry_at = self.clock.now() + delay
-        queue.messages = True
-        await self.audit.record("warning", "container",
-                                f"run failed ({state.error}); retry {queue.retries} in {delay} s", group=queue.name)
-
     # -- statistics -------------------------------------------------------------
 
-    def statistics(self) -> dict:
+    def statistics(self) -> QueueStatistics:
         running = sum(1 for q in self.queues.values() if q.active is not None)
         queued = sum(1 for q in self.queues.values() if q.active is None and q.has_work())
-        return {"running": running, "queued": queued, "total": running + queued,
-                "maxConcurrent": int(self.limiter.total_tokens)}
+        return QueueStatistics(running=running, queued=queued, total=running + queued,
+                               max_concurrent=int(self.limiter.total_tokens))
 
     def group_state(self, group: str) -> dict:
         queue = self.queues.get(group) or GroupQueue(group)
@@ -744,48 +351,3 @@ class Supervisor:
             "nextRetryAt": queue.retry_at,
             "diskMb": self.disk_mb.get(group),
         }
-
-
-@dataclass
-class _RunState:
-    status: str | None = None
-    error: str | None = None
-    last_error: str | None = None
-    exit_code: int | None = None
-    results: list = field(default_factory=list)
-    delivered: int = 0
-    usage: Usage = field(default_factory=Usage)
-    # The session the runner last reported (the run's own id until it does).
-    session_id: str | None = None
-
-    def fail(self, status: str, error: str) -> None:
-        if self.status is None:
-            self.status, self.error = status, error
-
-
-class _Deadlines:
-    """The hard and idle deadlines of one container, in Trio time."""
-
-    def __init__(self, hard: float) -> None:
-        self.hard = hard
-        self.idle: float | None = None
-        self.changed = trio.Event()
-
-    def next(self) -> float:
-        return min(self.hard, self.idle if self.idle is not None else float("inf"))
-
-    def reset(self, *, hard: float, idle: float) -> None:
-        self.hard, self.idle = hard, idle
-        self.changed.set()
-        self.changed = trio.Event()
-
-
-async def write_follow_up(ipc_dir: Path, text: str, *, audit: Audit | None = None, offload=None,
-                         attachments: list[dict] | None = None) -> str:
-    """Write one follow-up atomically into the container's input folder (never through a link the
-    container planted: see nanoclaw.ipc._tree); returns its file name."""
-    name = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
-    message = {"type": "message", "text": text, **({"attachments": attachments} if attachments else {})}
-    data = json.dumps(message).encode()
-    await write_input_audited(audit, ipc_dir.parent.name, ipc_dir, name, data, offload=offload)
-    return name

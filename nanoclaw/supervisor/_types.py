@@ -13,6 +13,16 @@ RunStatus = Literal["success", "error", "timeout", "cancelled"]
 ResultCallback = Callable[[str], Awaitable[None]]
 
 
+@dataclasses.dataclass(frozen=True)
+class QueueStatistics:
+    """Containers live now, groups waiting for one, and the limit."""
+
+    running: int
+    queued: int
+    total: int
+    max_concurrent: int
+
+
 @dataclasses.dataclass
 class TaskRequest:
     """Scheduled-task work for a group: runs before the group's messages, never receives follow-ups."""

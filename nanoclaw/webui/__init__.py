@@ -14,6 +14,8 @@ from swagger_ui_bundle import swagger_ui_path
 
 from nanoclaw.webui._reference import render_reference
 
+__all__ = ["install", "static_file"]
+
 STATIC = resources.files("nanoclaw.webui") / "static"
 # The Swagger UI files /docs needs, from the packaged distribution.
 SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"}

@@ -1,0 +1,2 @@
+"""Numbered SQL migrations, read as package data."""
+__all__: list[str] = []
