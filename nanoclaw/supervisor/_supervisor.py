@@ -64,7 +64,7 @@ class Supervisor(RunLife):
         self.run_finished_listeners: list = []
         # Called likewise before a result is delivered: what the agent sent meanwhile goes first.
         self.before_result_listeners: list = []
-        self._listeners: list[RunListener] = []
+        self._listeners = Listeners()  # of RunEvents; one that raises is logged, the run goes on
         # Made on the first "proxy-only" run, removed at shutdown.
         self.internal_network = InternalNetwork(runtime)
         self.disk_mb: dict[str, float] = {}  # group -> its folder's size when last measured
@@ -119,16 +119,11 @@ class Supervisor(RunLife):
 
     def subscribe(self, listener: RunListener) -> None:
         """Call listener with every RunEvent from now on (it must not block)."""
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def _emit(self, type_: str, run_id: str, group: str, kind: str, chat_jid: str | None,
               data: dict | None = None) -> None:
-        event = RunEvent(type_, run_id, group, kind, chat_jid, data or {})
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:  # a listener's bug must not stop a run
-                log.exception("run event listener failed")
+        self._listeners(RunEvent(type_, run_id, group, kind, chat_jid, data or {}))
 
     # -- submitting work ----------------------------------------------------
 
