@@ -22,10 +22,12 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -37,12 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 TITLE = "API throughput vs the framework ceiling"
 TARGET_RATIO = 0.80
 MAX_REQUESTS = 200_000
+RUNS = 200
 INSTRUCTIONS = {"instructions": "# Bench group\n\nAnswer briefly. " + "x" * 400}
 # (label, kind, mode, path); kind "read" is held to the target.
 ENDPOINTS = [
     ("GET /health", "read", "get", "/health"),
     ("GET /container/namespaces", "read", "get", "/container/namespaces"),
     ("GET /container/queue/counts", "read", "get", "/container/queue/counts"),
+    ("GET /container/run-history", "read", "get", "/container/run-history"),
+    ("GET /container/metrics", "read", "get", "/container/metrics"),
+    ("GET /container/schedules", "read", "get", "/container/schedules"),
     ("PUT /container/namespaces/{name}/instructions", "write", "put", "/container/namespaces/bench/instructions"),
     ("POST + DELETE /container/namespaces", "write", "pair", "/container/namespaces"),
 ]
@@ -147,13 +153,32 @@ def run_httpx(base: str, mode: str, path: str, connections: int, duration: float
     return summarise(data["requests"], data["errors"], data["elapsed"], quantiles, max(values, default=0.0))
 
 
-def seed(base: str) -> dict:
-    """20 namespaces with 2 chats each plus 'bench'; returns the bodies the bare app will give."""
+def seed_runs(database: Path) -> None:
+    """RUNS finished runs in the run history (no container engine here to make real ones)."""
+    now = time.time()
+    with sqlite3.connect(database, timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO run_history (id, group_name, kind, status, container_name, schedule_id, prompt, started_at, "
+            "finished_at, duration_ms, exit_code, results, input_tokens, output_tokens, model) "
+            "VALUES (?, ?, ?, ?, ?, NULL, 'prompt', ?, ?, 4000, 0, ?, 1200, 300, 'bench-model')",
+            [(f"run-{i:04d}", f"team-{i % 20:02d}", "message", "success" if i % 10 else "error",
+              f"nanoclaw-team-{i % 20:02d}-{i}", now - 60 * i, now - 60 * i + 4, json.dumps([f"answer {i}"]))
+             for i in range(RUNS)])
+    conn.close()
+
+
+def seed(base: str, database: Path) -> dict:
+    """20 namespaces with 2 chats each plus 'bench', 20 schedules and RUNS runs; returns the bodies the
+    bare app will give."""
     with httpx.Client(base_url=base + "/api/v1", timeout=30, trust_env=False) as client:
         for i in range(20):
             r = client.post("/container/namespaces", json={
                 "name": f"team-{i:02d}", "description": f"Team {i}", "chatJids": [f"tg:-100{i}", f"wa:{i}@g.us"]})
             r.raise_for_status()
+            client.post("/container/schedules", json={
+                "name": f"daily {i}", "group": f"team-{i:02d}", "prompt": "Summarise the day",
+                "schedule": {"type": "cron", "value": "0 9 * * *"}}).raise_for_status()
+        seed_runs(database)
         client.post("/container/namespaces", json={"name": "bench"}).raise_for_status()
         client.put("/container/namespaces/bench/instructions", json=INSTRUCTIONS).raise_for_status()
         created = client.post("/container/namespaces", json={"name": "shape"})
@@ -163,6 +188,9 @@ def seed(base: str) -> dict:
             "health": client.get("/health").json(),
             "namespaces": client.get("/container/namespaces").json(),
             "queue_counts": client.get("/container/queue/counts").json(),
+            "run_history": client.get("/container/run-history").json(),
+            "metrics": client.get("/container/metrics").json(),
+            "schedules": client.get("/container/schedules").json(),
             "created": created.json(),
         }
 
@@ -175,7 +203,7 @@ def measure(args, tmp: Path) -> tuple[dict, str]:
          "--config-dir", str(tmp / "config")], env, tmp / "nanoclaw.log")
     bare = None
     try:
-        canned = seed(nano_url)
+        canned = seed(nano_url, tmp / "data" / "nanoclaw.db")
         (tmp / "canned.json").write_text(json.dumps(canned))
         bare, bare_url = start_process([sys.executable, "-m", "bench._bare", str(tmp / "canned.json")], env,
                                        tmp / "bare.log")
@@ -216,7 +244,7 @@ def plots(results: dict, connections: list[int]) -> list[str]:
     def throughput(fig):
         labels = list(results)
         for i, label in enumerate(labels, 1):
-            ax = fig.add_subplot(2, 3, i)
+            ax = fig.add_subplot(3, 3, i)
             for target, style in (("nanoclaw", "o-"), ("bare", "s--")):
                 ax.plot(connections, [results[label][c][target]["rps"] for c in connections], style,
                         label="NanoClaw" if target == "nanoclaw" else "bare Quart-Trio")
@@ -235,7 +263,7 @@ def plots(results: dict, connections: list[int]) -> list[str]:
     def latency(fig):
         labels = list(results)
         for i, label in enumerate(labels, 1):
-            ax = fig.add_subplot(2, 3, i)
+            ax = fig.add_subplot(3, 3, i)
             for target, style in (("nanoclaw", "-"), ("bare", "--")):
                 cdf = results[label][pick][target]["cdf"]
                 ax.plot([ms for ms, _ in cdf], [q for _, q in cdf], style,
@@ -249,7 +277,7 @@ def plots(results: dict, connections: list[int]) -> list[str]:
             if i == 1:
                 ax.legend(fontsize=7)
 
-    return [draw("api_throughput", throughput, size=(11, 6.5)), draw("api_latency", latency, size=(11, 6.5))]
+    return [draw("api_throughput", throughput, size=(11, 9.5)), draw("api_latency", latency, size=(11, 9.5))]
 
 
 def report(results: dict, tool: str, args, load: tuple) -> str:
@@ -274,7 +302,7 @@ def report(results: dict, tool: str, args, load: tuple) -> str:
     tools = sorted({r[c][t]["tool"] for r in results.values() for c in r for t in r[c]})
     return "\n".join([
         "Requests per second and latency of NanoClaw (`nanoclaw serve`, no container engine, 20 namespaces of",
-        "2 chats) against a bare Quart-Trio app on the same Hypercorn settings that answers the same routes",
+        f"2 chats, 20 schedules, {RUNS} runs in the history) against a bare Quart-Trio app on the same Hypercorn settings that answers the same routes",
         "with the same bodies and does no work (`bench/_bare.py`): the framework ceiling. Both servers and the",
         f"load generator run in separate processes on loopback; load generator: {tool}",
         f"({', '.join(tools)} used; POST + DELETE pairs always use httpx). Each endpoint and connection count",

@@ -93,5 +93,10 @@ async def get_run(run_id: str):
 async def run_history(query_args: HistoryQuery):
     """Newest first."""
     limit = clamp(query_args.limit, default=50, maximum=500)
-    runs = await _history.list_runs(services().db, limit=limit, group=query_args.group)
-    return RunHistory(runs=[Run(**r) for r in runs])
+    db = services().db
+
+    async def build() -> RunHistory:
+        runs = await _history.list_runs(db, limit=limit, group=query_args.group)
+        return RunHistory(runs=[Run(**r) for r in runs])
+
+    return await db.cached(("run-history", limit, query_args.group), build)

@@ -40,8 +40,13 @@ async def list_schedules(query_args: ListQuery):
     """Schedules, oldest first, a page at a time (`total` counts them all)."""
     limit = clamp(query_args.limit, default=500, maximum=5000)
     offset = clamp(query_args.offset, default=0, maximum=2**31, minimum=0)
-    schedules, total = await services().scheduler.list(limit=limit, offset=offset, group=query_args.group)
-    return ScheduleList(schedules=schedules, total=total)
+    svc = services()
+
+    async def build() -> ScheduleList:
+        schedules, total = await svc.scheduler.list(limit=limit, offset=offset, group=query_args.group)
+        return ScheduleList(schedules=schedules, total=total)
+
+    return await svc.db.cached(("schedules", limit, offset, query_args.group), build)
 
 
 @bp.post("/container/schedules")
