@@ -5,14 +5,14 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from nanoclaw.api._common import Answer, clamp, services
+from nanoclaw.api._common import Answer, Kept, clamp, services
 from nanoclaw.api.namespaces import _check_config
 from nanoclaw.scheduler import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
 
 bp = Blueprint("schedules", __name__)
 
 
-class ScheduleList(Answer):
+class ScheduleList(Kept):
     schedules: list[Schedule]
     total: int
 
