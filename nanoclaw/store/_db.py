@@ -103,6 +103,7 @@ class Database:
         # Bumped when each write() ends; answers cached under an older value are stale.
         self.generation = 0
         self._cache: dict[Any, tuple[int, float, Any]] = {}
+        self._building: dict[Any, trio.Lock] = {}
 
     async def open(self) -> None:
         def _open() -> None:
@@ -162,19 +163,31 @@ class Database:
 
     async def cached(self, key: Any, build: Callable[[], Awaitable[T]]) -> T:
         """build()'s answer for key, kept until the next write through this Database or for
-        CACHE_SECONDS, whichever comes first: what polled reads (dashboards) use. An answer
-        whose reads raced a write is given but not kept. Callers must not change it."""
-        now = trio.current_time()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == self.generation and now - hit[1] < CACHE_SECONDS:
+        CACHE_SECONDS, whichever comes first: what polled reads (dashboards) use. One build at a
+        time per key (concurrent polls wait for it). An answer whose reads raced a write is given
+        but not kept. Callers must not change it."""
+        hit = self._cache_hit(key)
+        if hit is not None:
             return hit[2]
-        generation = self.generation
-        value = await build()
-        if generation == self.generation:
-            if len(self._cache) >= CACHE_ENTRIES:
-                self._cache.clear()
-            self._cache[key] = (generation, now, value)
-        return value
+        if len(self._building) >= CACHE_ENTRIES:
+            self._building.clear()
+        async with self._building.setdefault(key, trio.Lock()):
+            hit = self._cache_hit(key)
+            if hit is not None:
+                return hit[2]
+            generation, started = self.generation, trio.current_time()
+            value = await build()
+            if generation == self.generation:
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[key] = (generation, started, value)
+            return value
+
+    def _cache_hit(self, key: Any) -> tuple[int, float, Any] | None:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == self.generation and trio.current_time() - hit[1] < CACHE_SECONDS:
+            return hit
+        return None
 
     # Small conveniences for the common one-statement cases.
     async def execute(self, sql: str, params: Any = ()) -> int:
