@@ -1,6 +1,6 @@
 """API throughput and latency under concurrent load, against the bare-framework ceiling.
 
-    python -m bench.api [--duration 3] [--connections 1,8,32,64] [--no-wrk]
+    python -m bench.api [--duration 3] [--connections 1,8,32,64] [--no-wrk] [--rounds 1]
 
 Two servers, each in its own process, on 127.0.0.1:
   NanoClaw: `nanoclaw serve` (temporary data dir, NANOCLAW_CONTAINER_RUNTIME=none),
@@ -225,7 +225,7 @@ def measure(args, tmp: Path) -> tuple[dict, str]:
             for connections in args.connections:
                 # NanoClaw, bare, bare, NanoClaw: the better of each pair is kept, so a burst of
                 # other work on the machine during one run does not decide the ratio.
-                for k, target in enumerate(["nanoclaw", "bare", "bare", "nanoclaw"]):
+                for k, target in enumerate(["nanoclaw", "bare", "bare", "nanoclaw"] * args.rounds):
                     result = once(target, connections, args.duration, f"{target}-c{connections}-{k}")
                     result["tool"] = "wrk" if use_wrk else "httpx"
                     slot = results.setdefault(label, {}).setdefault(connections, {})
@@ -315,8 +315,9 @@ def report(results: dict, tool: str, args, load: tuple) -> str:
         "with the same bodies and does no work (`bench/_bare.py`): the framework ceiling. Both servers and the",
         f"load generator run in separate processes on loopback; load generator: {tool}",
         f"({', '.join(tools)} used; POST + DELETE pairs always use httpx). Each endpoint and connection count",
-        f"is measured four times, {args.duration:g} s each, in the order NanoClaw, bare, bare, NanoClaw; the",
-        "table shows the better run of each server (a burst of other work during one run does not decide).",
+        f"is measured {4 * args.rounds} times, {args.duration:g} s each, in the order NanoClaw, bare, bare, NanoClaw"
+        f"{f' (repeated {args.rounds} times)' if args.rounds > 1 else ''}; the table shows the best run of each",
+        "server (a burst of other work during one run does not decide).",
         "Writes do their real work: the PUT writes CLAUDE.md atomically and an audit row; POST creates the",
         "namespace row, its folder and an audit row, DELETE removes the row and writes an audit row.",
         "The ratio is NanoClaw's throughput over the bare app's. Errors: non-2xx or transport errors",
@@ -341,13 +342,18 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     parser.add_argument("--connections", default="1,8,32,64")
     parser.add_argument("--no-wrk", action="store_true", help="use the httpx load generator for everything")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the NanoClaw, bare, bare, NanoClaw order this often (a loaded machine)")
     args = parser.parse_args()
     args.connections = [int(c) for c in args.connections.split(",")]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         results, tool = measure(args, Path(tmp))
     body = report(results, tool, args, (load_before, os.getloadavg()))
-    command = "python -m bench api" + (" --no-wrk" if args.no_wrk else "")
+    options = (" --no-wrk" if args.no_wrk else "") + \
+        (f" --duration {args.duration:g}" if args.duration != 2.0 else "") + \
+        (f" --rounds {args.rounds}" if args.rounds != 1 else "")
+    command = "python -m bench.api" + options if options else "python -m bench api"
     write_section(TITLE, body, command)
     print(body)
     return 0
