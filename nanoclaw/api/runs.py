@@ -5,7 +5,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from nanoclaw.api._common import Answer, Kept, ApiModel, clamp, services
+from nanoclaw.api._common import Answer, ApiModel, Kept, clamp, services
 from nanoclaw.errors import NotFound
 from nanoclaw.models import GROUP_NAME_PATTERN
 from nanoclaw.supervisor import _history
