@@ -41,6 +41,18 @@ def create_bare_app(canned: dict) -> QuartTrio:
     async def queue_counts():
         return canned["queue_counts"]
 
+    @app.get(PREFIX + "/container/run-history")
+    async def run_history():
+        return canned["run_history"]
+
+    @app.get(PREFIX + "/container/metrics")
+    async def metrics():
+        return canned["metrics"]
+
+    @app.get(PREFIX + "/container/schedules")
+    async def schedules():
+        return canned["schedules"]
+
     @app.post(PREFIX + "/container/namespaces")
     async def create_namespace():
         data = await request.get_json()

@@ -1,6 +1,7 @@
 """The Quart-Trio application factory: routes, conventions, auth, docs."""
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -160,7 +161,11 @@ def _on_loopback(scope) -> bool:
     """Did the request arrive on a loopback address? (scope["server"] is the listening side;
     None, e.g. a Unix socket, counts as local.)"""
     server = scope.get("server")
-    return not server or is_loopback(str(server[0]))
+    return not server or _is_loopback(str(server[0]))
+
+
+# Parsing the address costs more than the rest of the request checks; few distinct ones arrive.
+_is_loopback = functools.lru_cache(maxsize=1024)(is_loopback)
 
 
 def _valid_text_path(asgi_app):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 
@@ -139,6 +140,39 @@ async def test_queue_views_follow_runs(fake_server, autojump_clock):
     analytics = (await client.get("/container/analytics")).json()
     assert analytics["totalRuns"] == 3 and analytics["successRate"] == 1.0
     assert analytics["averageDurationMs"] == pytest.approx(10_000, abs=200)
+
+
+async def test_polled_reads_follow_each_write_with_no_time_passing(fake_server, autojump_clock):
+    """Run history, metrics and schedules are kept between polls, but a write shows in the next read."""
+    client, services = fake_server.client, fake_server.services
+    await client.post("/container/namespaces", json={"name": "a"})
+    started = trio.current_time()
+    assert (await client.get("/container/run-history")).json()["runs"] == []
+    assert (await client.get("/container/schedules")).json()["total"] == 0
+    warnings = (await client.get("/container/metrics")).json()["securityEvents"]["warning"]
+    await services.db.write(lambda conn: conn.execute(
+        "INSERT INTO run_history (id, group_name, kind, status, container_name, started_at, results) "
+        "VALUES ('r1', 'a', 'adhoc', 'success', 'nanoclaw-a-1', ?, '[\"hi\"]')", (services.clock.now(),)))
+    await services.audit.record("warning", "test", "a warning")
+    created = await client.post("/container/schedules", json={
+        "name": "daily", "group": "a", "prompt": "p", "schedule": {"type": "cron", "value": "0 9 * * *"}})
+    assert created.status_code == 201
+    assert [r["runId"] for r in (await client.get("/container/run-history")).json()["runs"]] == ["r1"]
+    metrics = (await client.get("/container/metrics")).json()
+    assert metrics["runsLastHour"] == 1 and metrics["securityEvents"]["warning"] == warnings + 1
+    assert (await client.get("/container/schedules")).json()["total"] == 1
+    assert trio.current_time() == started  # the answers changed because of the writes, not of time
+
+
+async def test_polled_reads_see_another_processs_writes_within_a_second(fake_server, autojump_clock):
+    client, settings = fake_server.client, fake_server.settings
+    assert (await client.get("/container/run-history")).json()["runs"] == []
+    with sqlite3.connect(settings.database_path) as conn:  # as the CLI would, from another process
+        conn.execute("INSERT INTO run_history (id, group_name, kind, status, container_name, started_at) "
+                     "VALUES ('r2', 'a', 'adhoc', 'success', 'nanoclaw-a-2', 0)")
+    conn.close()
+    await trio.sleep(1)
+    assert [r["runId"] for r in (await client.get("/container/run-history")).json()["runs"]] == ["r2"]
 
 
 async def test_unknown_group_and_run_are_404(fake_server):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 from quart import current_app
 
 from nanoclaw.clock import iso  # noqa: F401  (re-exported for blueprints)
@@ -20,6 +20,20 @@ class ApiModel(BaseModel):
 
 class Answer(BaseModel):
     """Response bodies."""
+
+
+class Kept(Answer):
+    """A response body kept between requests (Database.cached): dumped once, that dump reused,
+    so a poll costs the JSON encoding and no model work. Never change a Kept answer."""
+
+    _dumped: dict | None = PrivateAttr(default=None)
+
+    def model_dump(self, **kwargs) -> dict:
+        if kwargs:
+            return super().model_dump(**kwargs)
+        if self._dumped is None:
+            self._dumped = super().model_dump()
+        return self._dumped
 
 
 def services() -> Services:

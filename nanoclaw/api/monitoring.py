@@ -59,13 +59,16 @@ class Analytics(Answer):
 async def metrics():
     """Running and queued containers, the limit, audit events by severity, runs in the last hour."""
     svc = services()
+
+    async def stored() -> tuple[SecurityEvents, int]:
+        return (SecurityEvents(**await svc.audit.counts_by_severity()),
+                await history.runs_since(svc.db, svc.clock.now() - 3600))
+
+    security, runs_last_hour = await svc.db.cached("metrics", stored)
     stats = svc.supervisor.statistics()
-    now = svc.clock.now()
     return Metrics(
         running=stats.running, queued=stats.queued, maxConcurrent=stats.max_concurrent,
-        runtimeAvailable=svc.runtime.state.available,
-        securityEvents=SecurityEvents(**await svc.audit.counts_by_severity()),
-        runsLastHour=await history.runs_since(svc.db, now - 3600),
+        runtimeAvailable=svc.runtime.state.available, securityEvents=security, runsLastHour=runs_last_hour,
     )
 
 

@@ -5,7 +5,7 @@ from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from nanoclaw.api._common import Answer, ApiModel, services
+from nanoclaw.api._common import Answer, ApiModel, Kept, services
 from nanoclaw.errors import Invalid
 from nanoclaw.models import GROUP_NAME_PATTERN, ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespace
@@ -41,7 +41,7 @@ class NamespaceUpdate(ApiModel):
     updatedAt: str | None = None
 
 
-class NamespaceList(Answer):
+class NamespaceList(Kept):
     namespaces: list[Namespace]
 
 
@@ -83,7 +83,12 @@ async def check_config(config: ContainerConfig | None, group: str) -> None:
 @validate_response(NamespaceList)
 async def list_namespaces():
     """All group namespaces, by name."""
-    return NamespaceList(namespaces=await services().namespaces.list())
+    svc = services()
+
+    async def build() -> NamespaceList:
+        return NamespaceList(namespaces=await svc.namespaces.list())
+
+    return await svc.db.cached("namespaces", build)
 
 
 @bp.post("/container/namespaces")

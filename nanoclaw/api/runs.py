@@ -5,7 +5,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from nanoclaw.api._common import Answer, ApiModel, clamp, services
+from nanoclaw.api._common import Answer, ApiModel, Kept, clamp, services
 from nanoclaw.errors import NotFound
 from nanoclaw.models import GROUP_NAME_PATTERN
 from nanoclaw.supervisor import history
@@ -53,7 +53,7 @@ class Run(Answer):
     model: str | None = Field(default=None, description="The model that answered (as the runner reported it)")
 
 
-class RunHistory(Answer):
+class RunHistory(Kept):
     runs: list[Run]
 
 
@@ -93,5 +93,10 @@ async def get_run(run_id: str):
 async def run_history(query_args: HistoryQuery):
     """Newest first."""
     limit = clamp(query_args.limit, default=50, maximum=500)
-    runs = await history.list_runs(services().db, limit=limit, group=query_args.group)
-    return RunHistory(runs=[Run(**r) for r in runs])
+    db = services().db
+
+    async def build() -> RunHistory:
+        runs = await history.list_runs(db, limit=limit, group=query_args.group)
+        return RunHistory(runs=[Run(**r) for r in runs])
+
+    return await db.cached(("run-history", limit, query_args.group), build)

@@ -5,14 +5,14 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from nanoclaw.api._common import Answer, clamp, services
+from nanoclaw.api._common import Answer, Kept, clamp, services
 from nanoclaw.api.namespaces import check_config
 from nanoclaw.scheduler import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
 
 bp = Blueprint("schedules", __name__)
 
 
-class ScheduleList(Answer):
+class ScheduleList(Kept):
     schedules: list[Schedule]
     total: int
 
@@ -40,8 +40,13 @@ async def list_schedules(query_args: ListQuery):
     """Schedules, oldest first, a page at a time (`total` counts them all)."""
     limit = clamp(query_args.limit, default=500, maximum=5000)
     offset = clamp(query_args.offset, default=0, maximum=2**31, minimum=0)
-    schedules, total = await services().scheduler.list(limit=limit, offset=offset, group=query_args.group)
-    return ScheduleList(schedules=schedules, total=total)
+    svc = services()
+
+    async def build() -> ScheduleList:
+        schedules, total = await svc.scheduler.list(limit=limit, offset=offset, group=query_args.group)
+        return ScheduleList(schedules=schedules, total=total)
+
+    return await svc.db.cached(("schedules", limit, offset, query_args.group), build)
 
 
 @bp.post("/container/schedules")

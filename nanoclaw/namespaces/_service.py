@@ -72,12 +72,13 @@ class Namespaces:
         self.listeners: list[Any] = []
         # list() is what dashboards poll: kept in memory until the next change (any listener call).
         self._list_cache: list[Namespace] | None = None
+        self._by_name: dict[str, Namespace] | None = None
         self._generation = 0
         self.listeners.append(self._invalidate)
 
     async def _invalidate(self) -> None:
         self._generation += 1
-        self._list_cache = None
+        self._list_cache = self._by_name = None
 
     # -- records ----------------------------------------------------------
 
@@ -117,6 +118,13 @@ class Namespaces:
         return list(self._list_cache)
 
     async def get(self, name: str) -> Namespace:
+        if self._list_cache is not None:  # every namespace, as list() keeps it: no thread hop
+            if self._by_name is None:
+                self._by_name = {namespace.name: namespace for namespace in self._list_cache}
+            if name not in self._by_name:
+                raise NotFound(f"No namespace named {name!r}")
+            return self._by_name[name]
+
         def _q(conn):
             row = conn.execute("SELECT * FROM namespaces WHERE name = ?", (name,)).fetchone()
             return self._load(conn, row) if row else None
@@ -169,7 +177,7 @@ class Namespaces:
             self._ensure_folder(name)
             return self._load(conn, conn.execute("SELECT * FROM namespaces WHERE id = ?", (ns_id,)).fetchone())
 
-        created = await self.db.write(_tx)
+        created = await self._write(_tx)
         await self.audit.record("info", "config", f"namespace {name} created", group=name)
         await self._notify()
         return created
@@ -204,7 +212,7 @@ class Namespaces:
             conn.execute("UPDATE namespaces SET updated_at = ? WHERE id = ?", (now, row["id"]))
             return self._load(conn, conn.execute("SELECT * FROM namespaces WHERE id = ?", (row["id"],)).fetchone())
 
-        updated = await self.db.write(_tx)
+        updated = await self._write(_tx)
         await self.audit.record("info", "config", f"namespace {name} updated", group=name,
                                 details={"fields": sorted(k for k, v in fields.items() if v is not None)})
         await self._notify()
@@ -214,7 +222,7 @@ class Namespaces:
         def _tx(conn):
             return conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount
 
-        if name == GLOBAL or not await self.db.write(_tx):
+        if name == GLOBAL or not await self._write(_tx):
             raise NotFound(f"No namespace named {name!r}")
         if purge:
             await self.offload(self._purge_folders, name)
@@ -247,6 +255,13 @@ class Namespaces:
             "INSERT INTO namespace_chats (jid, namespace_id, position) VALUES (?, ?, ?)",
             [(jid, ns_id, i) for i, jid in enumerate(jids)],  # type: ignore[var-annotated]
         )
+
+    async def _write(self, tx):
+        """A namespace write: the kept list is dropped as soon as the write ends (listeners run later)."""
+        try:
+            return await self.db.write(tx)
+        finally:
+            await self._invalidate()
 
     async def _notify(self) -> None:
         for listener in self.listeners:

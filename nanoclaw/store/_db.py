@@ -12,6 +12,10 @@ from nanoclaw.filemodes import private_database
 
 T = TypeVar("T")
 Offload = Callable[..., Awaitable[Any]]
+# Database.cached: how long an answer may be kept when no write went through this Database
+# (writes by another process, e.g. the CLI, and answers that depend on the time).
+CACHE_SECONDS = 1.0
+CACHE_ENTRIES = 256
 
 
 class StoreError(Exception):
@@ -96,6 +100,10 @@ class Database:
         self._writer: sqlite3.Connection | None = None
         self._pool: list[sqlite3.Connection] = []
         self._read_slots = trio.CapacityLimiter(readers)
+        # Bumped when each write() ends; answers cached under an older value are stale.
+        self.generation = 0
+        self._cache: dict[Any, tuple[int, float, Any]] = {}
+        self._building: dict[Any, trio.Lock] = {}
 
     async def open(self) -> None:
         def _open() -> None:
@@ -138,7 +146,10 @@ class Database:
             # Shielded so that a cancelled caller cannot leave the transaction
             # half-open on the shared writer connection.
             with trio.CancelScope(shield=True):
-                return await self._offload(_tx)
+                try:
+                    return await self._offload(_tx)
+                finally:
+                    self.generation += 1
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._read_slots:
@@ -149,6 +160,34 @@ class Database:
                 return await self._offload(fn, conn, *args)
             finally:
                 self._pool.append(conn)
+
+    async def cached(self, key: Any, build: Callable[[], Awaitable[T]]) -> T:
+        """build()'s answer for key, kept until the next write through this Database or for
+        CACHE_SECONDS, whichever comes first: what polled reads (dashboards) use. One build at a
+        time per key (concurrent polls wait for it). An answer whose reads raced a write is given
+        but not kept. Callers must not change it."""
+        hit = self._cache_hit(key)
+        if hit is not None:
+            return hit[2]
+        if len(self._building) >= CACHE_ENTRIES:
+            self._building.clear()
+        async with self._building.setdefault(key, trio.Lock()):
+            hit = self._cache_hit(key)
+            if hit is not None:
+                return hit[2]
+            generation, started = self.generation, trio.current_time()
+            value = await build()
+            if generation == self.generation:
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[key] = (generation, started, value)
+            return value
+
+    def _cache_hit(self, key: Any) -> tuple[int, float, Any] | None:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == self.generation and trio.current_time() - hit[1] < CACHE_SECONDS:
+            return hit
+        return None
 
     # Small conveniences for the common one-statement cases.
     async def execute(self, sql: str, params: Any = ()) -> int:
