@@ -16,7 +16,7 @@ from fakes.discord import serve_fake_discord
 from fakes.slack import APP_TOKEN, BOT_TOKEN, message_event, serve_fake_slack
 from fakes.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, media_delivery, \
     serve_fake_whatsapp
-from nanoclaw.channels._base import split_text
+from nanoclaw.text import split_text
 from nanoclaw.clock import Clock
 
 CUSTOMER = "15551230000"
