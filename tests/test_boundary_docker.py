@@ -37,6 +37,13 @@ async def exec_in(container: str, script: str, *, python: bool = False) -> None:
     assert done.returncode == 0, done.stderr.decode()
 
 
+async def swap_for_link(container: str, path: str, target) -> None:
+    """Replace a folder by a link from inside. The host re-makes a missing IPC folder within a scan,
+    so between `rm` and `ln` it may come back (and `ln` would then link inside it): retry until the
+    entry itself is the link."""
+    await exec_in(container, f"until [ -L {path} ]; do rm -rf {path}; ln -sn {target} {path}; done")
+
+
 async def until(check, timeout: float = 30) -> None:
     """Poll a plain predicate (bounded: the container runs in real time)."""
     with trio.fail_after(timeout):
@@ -93,14 +100,14 @@ async def test_ipc_and_instructions_attacks_from_a_live_container(server, tmp_pa
 
     # tasks/ and messages/ swapped for links: to the canary, to another file system.
     for kind, target in (("tasks", canary), ("messages", canary), ("tasks", "/dev/shm"), ("messages", "/proc")):
-        await exec_in(name, f"rm -rf /workspace/ipc/{kind} && ln -s {target} /workspace/ipc/{kind}")
+        await swap_for_link(name, f"/workspace/ipc/{kind}", target)
         await until(lambda: _is_folder(ipc / kind))
         await unharmed()
     violations = [e["message"] for e in await audit(client, "victim", "violation")]
     assert sum("was a symbolic link; removed and made a folder again" in m for m in violations) == 4
 
     # input/ swapped for a link to the canary, then a follow-up and a close from the API.
-    await exec_in(name, f"rm -rf /workspace/ipc/input && ln -s {canary} /workspace/ipc/input")
+    await swap_for_link(name, "/workspace/ipc/input", canary)
     session = {"group": "victim", "sessionId": ipc.name}
     assert (await client.post("/container/ipc/follow-up", json={**session, "content": "hi"})).status_code == 200
     assert _is_folder(ipc / "input")
