@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any
 
 import trio
-from . import serve_on_loopback
+from . import Observable, serve_on_loopback
 
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -105,19 +105,20 @@ def _block_text(content: Any) -> str:
     return str(content)
 
 
-class FakeAnthropic:
-    """The fake's state: `.url`, `.requests`, `.queue(...)`. Also an ASGI app."""
+class RecordingLlm(Observable):
+    """What the fake LLM servers share: `.url`, `.requests` (every one recorded), `.queue(...)`
+    of replies, and the ASGI entry point; a subclass answers in `_answer`."""
 
     def __init__(self, api_key: str | None = None) -> None:
-        self.api_key = api_key  # when set, any other x-api-key gets 401
+        self.api_key = api_key  # when set, requests with another key get 401
         self.url = ""
         self.requests: list[Recorded] = []
-        self.replies: list[Reply] = []
+        self.replies: list = []
         self.streaming = True  # False: answer JSON even when the request asks for a stream
         self._count = 0
         self._changed = trio.Event()
 
-    def queue(self, *replies: Reply) -> None:
+    def queue(self, *replies) -> None:
         self.replies.extend(replies)
 
     async def wait_for_requests(self, count: int) -> list[Recorded]:
@@ -125,10 +126,6 @@ class FakeAnthropic:
         while len(self.requests) < count:
             await self._changed.wait()
         return self.requests
-
-    @property
-    def messages_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.path == "/v1/messages"]
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -152,9 +149,19 @@ class FakeAnthropic:
             body = None
         self.requests.append(Recorded(scope["method"], scope["path"], scope["query_string"].decode(),
                                       headers, raw, body))
-        self._changed.set()
-        self._changed = trio.Event()
+        self._touch()
         await self._answer(scope, headers, body, send)
+
+    async def _answer(self, scope, headers: dict, body: Any, send) -> None:
+        raise NotImplementedError
+
+
+class FakeAnthropic(RecordingLlm):
+    """The fake's state: `.url`, `.requests`, `.queue(...)`. Also an ASGI app."""
+
+    @property
+    def messages_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path == "/v1/messages"]
 
     async def _answer(self, scope, headers: dict, body: Any, send) -> None:
         if scope["path"] != "/v1/messages" or scope["method"] != "POST":

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from . import serve_on_loopback
-from .anthropic import Recorded, default_answer
+from .anthropic import Recorded, RecordingLlm, default_answer
 
 _call_ids = itertools.count(1)
 
@@ -71,53 +71,12 @@ def default_text(messages: list) -> str:
     return default_answer([{"role": "user", "content": last or ""}])
 
 
-class FakeOpenAI:
-    def __init__(self, api_key: str | None = None) -> None:
-        self.api_key = api_key  # when set, any other bearer token gets 401
-        self.url = ""
-        self.requests: list[Recorded] = []
-        self.replies: list[Reply] = []
-        self.streaming = True  # False: answer JSON even when the request asks for a stream
-        self._count = 0
-        self._changed = trio.Event()
-
-    def queue(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
+class FakeOpenAI(RecordingLlm):
+    """The fake OpenAI-compatible server's state (`.url`, `.requests`, `.queue(...)`); an ASGI app."""
 
     @property
     def completions(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
-
-    async def wait_for_requests(self, count: int) -> list[Recorded]:
-        while len(self.requests) < count:
-            await self._changed.wait()
-        return self.requests
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                event = (await receive())["type"]
-                await send({"type": event + ".complete"})
-                if event == "lifespan.shutdown":
-                    return
-        if scope["type"] != "http":
-            return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        self.requests.append(Recorded(scope["method"], scope["path"], scope["query_string"].decode(),
-                                      headers, raw, body))
-        self._changed.set()
-        self._changed = trio.Event()
-        await self._answer(scope, headers, body, send)
 
     async def _answer(self, scope, headers: dict, body: Any, send) -> None:
         if scope["method"] != "POST" or scope["path"] not in ("/v1/chat/completions", "/chat/completions"):
