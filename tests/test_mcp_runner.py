@@ -1,17 +1,13 @@
 """The runner's MCP client against stdio servers, run as local python3 subprocesses."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import trio
 
-from fakes.anthropic import serve_fake_anthropic, tool_reply
-from test_agent_runner import API_KEY, RUNNER, START, Runner, close, make_workspace, request
+from fakes.anthropic import tool_reply
+from test_agent_runner import START, Runner, close, fake, make_workspace, request, start  # noqa: F401 (fixtures)
 
 FAKE_SERVER = Path(__file__).parent / "fakes" / "mcp_stdio.py"
 
@@ -27,40 +23,15 @@ async def frames_until_result(runner: Runner, timeout: float = 30) -> tuple[list
     return runner.events[seen:], frame
 
 
-@pytest.fixture
-async def fake(nursery):
-    return await nursery.start(serve_fake_anthropic)
-
-
-@pytest.fixture
-async def start(tmp_path, fake):
-    started: list[Runner] = []
-
-    async def start(ws: Path, stdin: dict) -> Runner:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NANOCLAW_WORKSPACE": str(ws),
-               "ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "NANOCLAW_MCP_START_TIMEOUT": "3"}
-        stderr_path = tmp_path / f"stderr-{len(started)}.txt"
-        with stderr_path.open("wb") as stderr:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-I", str(RUNNER)], env=env,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-        await process.stdin.send_all(json.dumps(stdin).encode() + b"\n")
-        runner = Runner(process, stderr_path)
-        started.append(runner)
-        return runner
-
-    yield start
-    for runner in started:
-        if runner.process.returncode is None:
-            runner.process.kill()
-            await runner.process.wait()
+# A hanging server costs its start timeout once: 3 s here.
+MCP_ENV = {"NANOCLAW_MCP_START_TIMEOUT": "3"}
 
 
 async def test_mcp_tools_are_offered_called_and_their_results_reach_the_model(tmp_path, fake, start):
     ws = make_workspace(tmp_path / "ws")
     fake.queue(tool_reply("mcp__notes__note", {"text": "buy milk"}, id="toolu_note"),
                tool_reply("mcp__notes__picture", {}, id="toolu_pic"))
-    runner = await start(ws, request("remember milk", agent={"mcpServers": {"notes": server("good")}}))
+    runner = await start(ws, request("remember milk", agent={"mcpServers": {"notes": server("good")}}), env=MCP_ENV)
 
     events, result = await frames_until_result(runner)
 
@@ -85,7 +56,7 @@ async def test_broken_servers_are_reported_and_left_out_while_the_turn_goes_on(t
     servers = {"good": server("good"), "junk": server("garbage"), "dead": server("exit"),
                "slow": server("hang"), "old": server("oldversion"),
                "missing": {"command": "/nonexistent/mcp-server"}, "bad": {"command": 7}}
-    runner = await start(ws, request("what is 2+2?", agent={"mcpServers": servers}))
+    runner = await start(ws, request("what is 2+2?", agent={"mcpServers": servers}), env=MCP_ENV)
 
     with trio.fail_after(20):  # the hanging server costs its 3 s start timeout once
         events, result = await frames_until_result(runner)
@@ -107,7 +78,7 @@ async def test_a_server_that_dies_mid_run_gives_an_error_tool_result(tmp_path, f
     ws = make_workspace(tmp_path / "ws")
     (ws / "group" / "notes.txt").mkdir()  # the note tool's write fails: the server crashes
     fake.queue(tool_reply("mcp__notes__note", {"text": "x"}, id="toolu_1"))
-    runner = await start(ws, request("note it", agent={"mcpServers": {"notes": server("good")}}))
+    runner = await start(ws, request("note it", agent={"mcpServers": {"notes": server("good")}}), env=MCP_ENV)
 
     _, result = await frames_until_result(runner)
 
