@@ -60,3 +60,15 @@ def agent_image(docker_engine: str) -> str:
     if build.returncode != 0:
         pytest.fail(f"building {AGENT_TAG} failed (exit {build.returncode}):\n{(build.stdout + build.stderr)[-4000:]}")
     return AGENT_TAG
+
+
+def build_script_image(engine: str, context: Path, tag: str, script: str) -> str:
+    """Build the base image plus `script` as its Python entrypoint (a stand-in agent); returns tag."""
+    (context / "agent.py").write_text(script)
+    (context / "Dockerfile").write_text(
+        f'FROM {BASE_IMAGE}\nCOPY agent.py /agent.py\nENTRYPOINT ["python3", "-u", "/agent.py"]\n')
+    build = subprocess.run([engine, "build", "--pull=false", "-q", "-t", tag, str(context)],
+                           capture_output=True, text=True, timeout=600)
+    if build.returncode != 0:
+        pytest.fail(f"building {tag} failed:\n{(build.stdout + build.stderr)[-4000:]}")
+    return tag

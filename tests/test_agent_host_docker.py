@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import trio
 
-from docker_support import AGENT_TAG, BASE_IMAGE, agent_image, docker_engine  # noqa: F401  (fixtures)
+from docker_support import AGENT_TAG, agent_image, build_script_image, docker_engine  # noqa: F401  (fixtures)
 from test_containers_docker import docker_server, fake_llm, make_group, wait_run  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
@@ -27,13 +27,7 @@ print("---NANOCLAW_OUTPUT_START---\n" + json.dumps(frame) + "\n---NANOCLAW_OUTPU
 @pytest.fixture(scope="session")
 def probe_image(docker_engine, tmp_path_factory):
     """An image whose container keeps the stdin JSON in its group folder and answers once with usage."""
-    context = tmp_path_factory.mktemp("probe")
-    (context / "probe.py").write_text(PROBE)
-    (context / "Dockerfile").write_text(
-        f"FROM {BASE_IMAGE}\nCOPY probe.py /probe.py\nENTRYPOINT [\"python3\", \"-u\", \"/probe.py\"]\n")
-    subprocess.run([docker_engine, "build", "--pull=false", "-q", "-t", PROBE_TAG, str(context)],
-                   check=True, capture_output=True, timeout=300)
-    yield PROBE_TAG
+    yield build_script_image(docker_engine, tmp_path_factory.mktemp("probe"), PROBE_TAG, PROBE)
     subprocess.run([docker_engine, "rmi", "-f", PROBE_TAG], capture_output=True)
 
 

@@ -18,11 +18,11 @@ from conftest import make_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import text_reply, tool_reply
 from fakes.anthropic_stream import serve_claude_code_fake
-from fakes.telegram import TOKEN, serve_fake_telegram
+from fakes.telegram import TOKEN
 from image_support import WHEEL_WORK, claude_image  # noqa: F401  (fixture)
 from test_agent_image import image_workspace
 from test_agent_runner import close, request
-from test_end_to_end import container_env
+from test_end_to_end import container_env, proxied_telegram_server
 from test_mcp_docker import containers, free_port, wait_for_port  # noqa: F401  (containers: a fixture)
 from test_mcp_runner import frames_until_result
 
@@ -71,16 +71,8 @@ async def test_build_api_makes_a_labelled_claude_code_image_and_namespaces_show_
 
 async def test_a_chat_runs_claude_code_with_bash_send_message_and_a_follow_up_in_the_same_session(
         nursery, tmp_path, claude_image):
-    tg = await nursery.start(serve_fake_telegram)
-    llm = await nursery.start(lambda task_status: serve_claude_code_fake(api_key=REAL_KEY, task_status=task_status))
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=claude_image, telegram_api_base=tg.url)
-    server = await start_server(nursery, settings)
-    client = server.client
-    r = await client.post("/container/credential-proxy/mappings", json={
-        "name": "anthropic", "upstreamUrl": llm.url, "credentialType": "api_key", "credential": REAL_KEY})
-    assert r.status_code == 201, r.text
-    assert (await client.post("/container/credential-proxy/start")).json()["running"] is True
+    server, tg, llm = await proxied_telegram_server(nursery, tmp_path, claude_image, serve_claude_code_fake, REAL_KEY)
+    settings, client = server.settings, server.client
     r = await client.post("/container/namespaces", json={
         "name": "coders", "chatJids": [f"tg:{GROUP}"],
         "containerConfig": {"image": claude_image, "idleTimeoutSecs": 120, "timeoutSecs": 300}})

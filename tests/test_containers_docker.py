@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from conftest import make_settings, start_server
-from docker_support import BASE_IMAGE, agent_image, docker_engine  # noqa: F401  (fixtures)
+from docker_support import agent_image, build_script_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic, tool_reply
 from test_supervisor_queue import ListMessages
 
@@ -39,13 +39,7 @@ time.sleep(3600)
 @pytest.fixture(scope="session")
 def misbehaving_image(docker_engine, tmp_path_factory):
     """An image whose container floods stdout or just sleeps, never answering."""
-    context = tmp_path_factory.mktemp("misbehaving")
-    (context / "agent.py").write_text(MISBEHAVING)
-    (context / "Dockerfile").write_text(
-        f"FROM {BASE_IMAGE}\nCOPY agent.py /agent.py\nENTRYPOINT [\"python3\", \"-u\", \"/agent.py\"]\n")
-    subprocess.run([docker_engine, "build", "--pull=false", "-q", "-t", MISBEHAVING_TAG, str(context)],
-                   check=True, capture_output=True, timeout=300)
-    return MISBEHAVING_TAG
+    return build_script_image(docker_engine, tmp_path_factory.mktemp("misbehaving"), MISBEHAVING_TAG, MISBEHAVING)
 
 
 def _seconds(stamp: str) -> float:

@@ -30,18 +30,24 @@ def container_env(name: str) -> list[str]:
     return json.loads(out)
 
 
-async def test_a_telegram_group_talks_to_its_agent_end_to_end(nursery, tmp_path, agent_image):
+async def proxied_telegram_server(nursery, tmp_path, image: str, serve_llm, real_key: str):
+    """A server on the real engine with a fake Telegram and a fake LLM that takes only `real_key`,
+    reached through the started credential proxy's `anthropic` mapping: (server, tg, llm)."""
     tg = await nursery.start(serve_fake_telegram)
-    llm = await nursery.start(lambda task_status: serve_fake_anthropic(api_key=REAL_KEY, task_status=task_status))
+    llm = await nursery.start(lambda task_status: serve_llm(api_key=real_key, task_status=task_status))
     settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image, telegram_api_base=tg.url)
+                             agent_image=image, telegram_api_base=tg.url)
     server = await start_server(nursery, settings)
-    client = server.client
-
-    r = await client.post("/container/credential-proxy/mappings", json={
-        "name": "anthropic", "upstreamUrl": llm.url, "credentialType": "api_key", "credential": REAL_KEY})
+    r = await server.client.post("/container/credential-proxy/mappings", json={
+        "name": "anthropic", "upstreamUrl": llm.url, "credentialType": "api_key", "credential": real_key})
     assert r.status_code == 201, r.text
-    assert (await client.post("/container/credential-proxy/start")).json()["running"] is True
+    assert (await server.client.post("/container/credential-proxy/start")).json()["running"] is True
+    return server, tg, llm
+
+
+async def test_a_telegram_group_talks_to_its_agent_end_to_end(nursery, tmp_path, agent_image):
+    server, tg, llm = await proxied_telegram_server(nursery, tmp_path, agent_image, serve_fake_anthropic, REAL_KEY)
+    client = server.client
     r = await client.post("/container/namespaces", json={
         "name": "family", "chatJids": [f"tg:{GROUP}"], "containerConfig": {"idleTimeoutSecs": 120}})
     assert r.status_code == 201, r.text

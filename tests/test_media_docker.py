@@ -17,9 +17,10 @@ import pytest
 import trio
 
 from conftest import make_settings, start_server
-from docker_support import AGENT_TAG, BASE_IMAGE, agent_image, docker_engine  # noqa: F401  (fixtures)
+from docker_support import AGENT_TAG, agent_image, build_script_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic, text_reply, tool_reply
 from fakes.telegram import TOKEN, serve_fake_telegram
+from test_end_to_end import proxied_telegram_server
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -48,14 +49,7 @@ print("---NANOCLAW_OUTPUT_END---", flush=True)
 @pytest.fixture(scope="module")
 def echo_image(docker_engine, tmp_path_factory):  # noqa: F811
     tag = AGENT_TAG.replace("nanoclaw-agent", "nanoclaw-media-echo")
-    context = tmp_path_factory.mktemp("echo-image")
-    (context / "echo.py").write_text(SCRIPT)
-    (context / "Dockerfile").write_text(f'FROM {BASE_IMAGE}\nCOPY echo.py /echo.py\nENTRYPOINT ["python3", "/echo.py"]\n')
-    build = subprocess.run([docker_engine, "build", "--pull=false", "-t", tag, str(context)],
-                           capture_output=True, text=True, timeout=600)
-    if build.returncode != 0:
-        pytest.fail(f"building {tag} failed:\n{(build.stdout + build.stderr)[-4000:]}")
-    yield tag
+    yield build_script_image(docker_engine, tmp_path_factory.mktemp("echo-image"), tag, SCRIPT)
     subprocess.run([docker_engine, "image", "rm", tag], capture_output=True)
 
 
@@ -96,16 +90,8 @@ async def test_the_real_agent_sees_a_photo_and_sends_a_file_back(nursery, tmp_pa
     as an image block (through the credential proxy), and the model's send_file tool calls come
     back to the fake Bot API as sendDocument (a report it wrote) and sendPhoto (the photo) with
     the files' exact bytes."""
-    tg = await nursery.start(serve_fake_telegram)
-    llm = await nursery.start(lambda task_status: serve_fake_anthropic(api_key=REAL_KEY, task_status=task_status))
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image, telegram_api_base=tg.url)
-    server = await start_server(nursery, settings)
-    client = server.client
-    r = await client.post("/container/credential-proxy/mappings", json={
-        "name": "anthropic", "upstreamUrl": llm.url, "credentialType": "api_key", "credential": REAL_KEY})
-    assert r.status_code == 201, r.text
-    assert (await client.post("/container/credential-proxy/start")).json()["running"] is True
+    server, tg, llm = await proxied_telegram_server(nursery, tmp_path, agent_image, serve_fake_anthropic, REAL_KEY)
+    settings, client = server.settings, server.client
     r = await client.post("/container/namespaces", json={
         "name": "vision", "chatJids": [f"tg:{CHAT}"], "requiresTrigger": False,
         "containerConfig": {"idleTimeoutSecs": 5}})
