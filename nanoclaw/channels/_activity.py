@@ -46,13 +46,6 @@ class Stream:
         self.latest = text
         self.changed.set()
 
-    def follow_up(self, jid: str) -> None:
-        """A triggering message came for a chat: if a run for it is live, the agent gets it as a
-        follow-up and works on it; show typing (queued like a progress event of that run)."""
-        run_id = next((run for run, chat in self._runs.items() if chat == jid), None)
-        if run_id is not None:
-            self.on_run_event(RunEvent("progress", run_id, "", "message", jid, {"kind": "follow_up"}))
-
     async def run(self) -> None:
         with self.scope:
             while True:

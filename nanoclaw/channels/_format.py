@@ -52,13 +52,18 @@ def _slack_escape(text: str) -> str:
 _SLACK_SEQUENCE = re.compile(r"(<(?:[@#!]|https?://)[^<>\s]+>)")
 
 
-def _slack_prose(text: str) -> str:
-    text = "".join(part if i % 2 else _slack_escape(part) for i, part in enumerate(_SLACK_SEQUENCE.split(text)))
-    text = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
+def _single_char_markup(text: str) -> str:
+    """Headings and bold as *x*, italics _x_, strike-through ~x~: what Slack and WhatsApp share."""
     text = _HEADING.sub(lambda m: f"\x00{m.group(1)}\x00", text)
     text = _ITALIC.sub(lambda m: f"_{_either(m)}_", text)
     text = _BOLD.sub(lambda m: f"\x00{_either(m)}\x00", text)
     return _STRIKE.sub(lambda m: f"~{m.group(1)}~", text).replace("\x00", "*")
+
+
+def _slack_prose(text: str) -> str:
+    text = "".join(part if i % 2 else _slack_escape(part) for i, part in enumerate(_SLACK_SEQUENCE.split(text)))
+    text = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
+    return _single_char_markup(text)
 
 
 def slack_mrkdwn(text: str) -> str:
@@ -67,10 +72,7 @@ def slack_mrkdwn(text: str) -> str:
 
 def _whatsapp_prose(text: str) -> str:
     text = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", text)
-    text = _HEADING.sub(lambda m: f"\x00{m.group(1)}\x00", text)
-    text = _ITALIC.sub(lambda m: f"_{_either(m)}_", text)
-    text = _BOLD.sub(lambda m: f"\x00{_either(m)}\x00", text)
-    return _STRIKE.sub(lambda m: f"~{m.group(1)}~", text).replace("\x00", "*")
+    return _single_char_markup(text)
 
 
 def whatsapp_text(text: str) -> str:
