@@ -25,33 +25,24 @@ from nanoclaw.main import hypercorn_config
 PREFIX = "/api/v1"
 
 
+# The reads the bench measures: path -> key of its canned answer.
+CANNED_READS = {"/health": "health", "/container/namespaces": "namespaces", "/container/queue/counts": "queue_counts",
+                "/container/run-history": "run_history", "/container/metrics": "metrics",
+                "/container/schedules": "schedules"}
+
+
+def _canned(body):
+    async def read():
+        return body
+    return read
+
+
 def create_bare_app(canned: dict) -> QuartTrio:
     app = QuartTrio("bare")
     app.json.sort_keys = False
 
-    @app.get(PREFIX + "/health")
-    async def health():
-        return canned["health"]
-
-    @app.get(PREFIX + "/container/namespaces")
-    async def namespaces():
-        return canned["namespaces"]
-
-    @app.get(PREFIX + "/container/queue/counts")
-    async def queue_counts():
-        return canned["queue_counts"]
-
-    @app.get(PREFIX + "/container/run-history")
-    async def run_history():
-        return canned["run_history"]
-
-    @app.get(PREFIX + "/container/metrics")
-    async def metrics():
-        return canned["metrics"]
-
-    @app.get(PREFIX + "/container/schedules")
-    async def schedules():
-        return canned["schedules"]
+    for path, key in CANNED_READS.items():
+        app.add_url_rule(PREFIX + path, key, _canned(canned[key]), methods=["GET"])
 
     @app.post(PREFIX + "/container/namespaces")
     async def create_namespace():
