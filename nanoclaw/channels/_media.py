@@ -12,12 +12,13 @@ import mimetypes
 import os
 import re
 import secrets
-import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
 import trio
+
+from nanoclaw import safefs
 
 # The largest file taken from or sent to a chat.
 MAX_MEDIA = 20 * 1024 * 1024
@@ -191,8 +192,8 @@ class OutFile:
 
 def read_group_file(group_dir: Path, requested: Any, *, limit: int = MAX_MEDIA) -> OutFile:
     """The file a container names by its container path, read from inside its group folder only.
-    Each path component is opened relative to the one before with O_NOFOLLOW, so no link
-    anywhere leads out. ValueError says why a request is refused. Blocking."""
+    Each path component is opened relative to the one before with O_NOFOLLOW (nanoclaw.safefs),
+    so no link anywhere leads out. ValueError says why a request is refused. Blocking."""
     if not isinstance(requested, str) or not requested or "\x00" in requested:
         raise ValueError("send_file needs a path")
     path = PurePosixPath(requested)
@@ -204,30 +205,16 @@ def read_group_file(group_dir: Path, requested: Any, *, limit: int = MAX_MEDIA) 
         raise ValueError(f"only files under {CONTAINER_GROUP} can be sent, not {requested}") from None
     if not parts or any(p in ("..", ".") for p in parts):
         raise ValueError(f"{requested} does not name a file inside {CONTAINER_GROUP}")
-    fd = os.open(group_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for part in parts[:-1]:
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError:
-                raise ValueError(f"{requested}: {part} is not a folder (links are not followed)") from None
-            os.close(fd)
-            fd = nxt
-        try:
-            nxt = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-        except OSError as exc:
-            raise ValueError(f"{requested}: cannot open ({os.strerror(exc.errno)}; links are not followed)") from None
-        os.close(fd)
-        fd = nxt
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{requested} is not a regular file")
-        if info.st_size > limit:
-            raise ValueError(f"{requested} is {human_size(info.st_size)}, over the {human_size(limit)} limit")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            data = fh.read(limit + 1)
-        if len(data) > limit:
-            raise ValueError(f"{requested} is over the {human_size(limit)} limit")
+        fd = safefs.open_dir(group_dir, parts[:-1], create=False)
+    except OSError as exc:
+        raise ValueError(f"{requested}: {exc.strerror or exc} (links are not followed)") from None
+    try:
+        data = safefs.read_regular(fd, parts[-1], limit)
+    except safefs.UnsafeEntry as exc:
+        raise ValueError(f"{requested}: {exc.strerror}") from None
+    except OSError as exc:
+        raise ValueError(f"{requested}: cannot open ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
     name = parts[-1]
