@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import trio
 
+from bench._feed import BenchFeed
 from bench._report import percentile, write_section
 from nanoclaw.app import create_app
 from nanoclaw.config import Settings
 from nanoclaw.main import hypercorn_config
 from nanoclaw.services import build
-from nanoclaw.supervisor import MessageBatch, MessageSource
 
 RUNS = 200
 BASE = "nanoclaw-test-base:bookworm-tools"
@@ -34,28 +34,6 @@ TRIVIAL_AGENT = (
     "print('---NANOCLAW_OUTPUT_START---'); print(json.dumps({'status': 'success', 'result': 'ok'}));"
     " print('---NANOCLAW_OUTPUT_END---')\n"
 )
-
-
-class BenchMessages(MessageSource):
-    """Messages arrive one at a time; each answer sets an event."""
-
-    def __init__(self) -> None:
-        self.inbox: list[str] = []
-        self.cursor = 0
-        self.answered = trio.Event()
-        self.answers = 0
-
-    async def pending(self, group):
-        if self.cursor >= len(self.inbox):
-            return None
-        return MessageBatch(self.inbox[-1], "tg:1", len(self.inbox))
-
-    async def advance(self, group, cursor):
-        self.cursor = cursor
-
-    async def send(self, chat_jid, text):
-        self.answers += 1
-        self.answered.set()
 
 
 def build_images() -> None:
@@ -76,9 +54,8 @@ async def measure(tmp: Path) -> tuple[list[float], list[float]]:
     settings = Settings(host="127.0.0.1", port=0, data_dir=tmp / "data", config_dir=tmp / "config",
                         container_runtime="docker", container_network="host", agent_image=TRIVIAL,
                         max_concurrent=5)
-    services = build(settings)
-    messages = BenchMessages()
-    services.supervisor.messages = messages
+    feed = BenchFeed()
+    services = build(settings, feed=feed)
     spawned: list[float] = []
     real_start = services.runtime.start_container
 
@@ -98,13 +75,12 @@ async def measure(tmp: Path) -> tuple[list[float], list[float]]:
         binds = await nursery.start(lambda task_status: serve(app, hypercorn_config(settings), task_status=task_status))
         await services.namespaces.create({"name": "bench"})
         for i in range(RUNS):
-            messages.inbox.append(f"message {i}")
-            messages.answered = trio.Event()
+            answered = feed.say("bench", f"message {i}")
             before = len(spawned)
             start = time.perf_counter()
-            services.supervisor.notify_messages("bench")
+            services.supervisor.notify("bench")
             with trio.fail_after(30):
-                await messages.answered.wait()
+                await answered.wait()
                 while services.supervisor.live_run("bench") is not None:
                     await trio.sleep(0.005)
             dispatch.append(spawned[before] - start)
@@ -115,21 +91,20 @@ async def measure(tmp: Path) -> tuple[list[float], list[float]]:
             "name": "chat", "containerConfig": ContainerConfig(
                 image=AGENT, idleTimeoutSecs=600,
                 env=[f"ANTHROPIC_BASE_URL={fake.url}", "ANTHROPIC_API_KEY=bench"])})
-        messages.inbox.append("hello")
-        messages.answered = trio.Event()
-        services.supervisor.notify_messages("chat")
+        answered = feed.say("chat", "hello")
+        services.supervisor.notify("chat")
         with trio.fail_after(60):
-            await messages.answered.wait()
+            await answered.wait()
         session = services.supervisor.live_run("chat").session_id
         async with httpx.AsyncClient(base_url=binds[0] + "/api/v1") as client:
             for i in range(RUNS):
-                messages.answered = trio.Event()
+                answered = feed.next_answer("chat")
                 start = time.perf_counter()
                 r = await client.post("/container/ipc/follow-up",
                                       json={"group": "chat", "sessionId": session, "content": f"ping {i}"})
                 assert r.json()["containerAttached"], r.text
                 with trio.fail_after(30):
-                    await messages.answered.wait()
+                    await answered.wait()
                 follow_up.append(time.perf_counter() - start)
         nursery.cancel_scope.cancel()
     return dispatch, follow_up
@@ -150,7 +125,7 @@ def main() -> None:
         lines.append(f"| {name} | {len(values)} | {ms(percentile(values, 50))} | {ms(p99)} | {ms(max(values))} "
                      f"| < {ms(target)} | {'yes' if p99 < target else 'no'} |")
     body = "\n".join(lines) + (
-        "\n\nDispatch is measured sequentially (one group, one run at a time) from `notify_messages` to the "
+        "\n\nDispatch is measured sequentially (one group, one run at a time) from `Supervisor.notify` to the "
         "moment the `docker run` process exists. Follow-up is measured from the HTTP call to the answer frame "
         "arriving on the host, so it includes the runner's input poll (every 50 ms), the fake LLM round trip "
         "and the output path: an upper bound on the time until the file is visible in the container.")

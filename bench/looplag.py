@@ -41,32 +41,6 @@ CONTAINERS = 5
 PROBE_S = 0.010
 
 
-class Inbox:
-    """The supervisor's message source: one inbox per group; answers are counted."""
-
-    def __init__(self) -> None:
-        self.inbox: dict[str, list[str]] = {}
-        self.cursor: dict[str, int] = {}
-        self.answers: Counter = Counter()
-        self.first_answer: dict[str, trio.Event] = {}
-
-    async def pending(self, group):
-        from nanoclaw.supervisor import MessageBatch
-
-        messages = self.inbox.get(group, [])
-        if self.cursor.get(group, 0) >= len(messages):
-            return None
-        return MessageBatch(messages[-1], f"tg:{group}", len(messages))
-
-    async def advance(self, group, cursor):
-        self.cursor[group] = cursor
-
-    async def send(self, chat_jid, text):
-        group = chat_jid.split(":", 1)[1]
-        self.answers[group] += 1
-        self.first_answer.setdefault(group, trio.Event()).set()
-
-
 def docker_problem() -> str | None:
     try:
         out = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
@@ -100,6 +74,7 @@ async def probe(samples: list[tuple[float, float, float]], until: float) -> None
 
 
 async def measure(tmp: Path, llm_url: str, args) -> dict:
+    from bench._feed import BenchFeed
     from bench.containers import AGENT, TRIVIAL
     from nanoclaw.app import create_app
     from nanoclaw.config import Settings
@@ -112,9 +87,8 @@ async def measure(tmp: Path, llm_url: str, args) -> dict:
     settings = Settings(host="127.0.0.1", port=0, data_dir=tmp / "data", config_dir=tmp / "config",
                         container_runtime="docker", container_network="host", agent_image=TRIVIAL,
                         max_concurrent=CONTAINERS + args.schedules + 2, proxy_port=0)
-    services = build(settings)
-    inbox = Inbox()
-    services.supervisor.messages = inbox
+    feed = BenchFeed()
+    services = build(settings, feed=feed)
     groups = [f"agent-{i}" for i in range(CONTAINERS)]
     out: dict = {"idle": [], "load": [], "followups": 0, "followup_errors": 0}
     async with trio.open_nursery() as nursery:
@@ -133,13 +107,12 @@ async def measure(tmp: Path, llm_url: str, args) -> dict:
         await probe(out["idle"], time.perf_counter() + args.idle)
 
         # 5 live agent containers.
+        first_answers = [feed.say(group, "hello") for group in groups]
         for group in groups:
-            inbox.inbox[group] = ["hello"]
-            inbox.first_answer.setdefault(group, trio.Event())
-            services.supervisor.notify_messages(group)
+            services.supervisor.notify(group)
         with trio.fail_after(120):
-            for group in groups:
-                await inbox.first_answer[group].wait()
+            for answered in first_answers:
+                await answered.wait()
         sessions = {g: services.supervisor.live_run(g).session_id for g in groups}
         schedules = []
         for i in range(args.schedules):
@@ -168,7 +141,7 @@ async def measure(tmp: Path, llm_url: str, args) -> dict:
                 for k, group in enumerate(groups):
                     load.start_soon(follow_ups, client, group, k / CONTAINERS)
         out["load_start"] = load_start
-        out["answers"] = sum(inbox.answers.values())
+        out["answers"] = sum(feed.answers.values())
         out["live"] = sum(services.supervisor.live_run(g) is not None for g in groups)
         statuses: Counter = Counter()
         for schedule in schedules:

@@ -9,8 +9,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from nanoclaw.services import Services
-    from nanoclaw.supervisor import RunEvent
+    from nanoclaw.audit import Audit
+    from nanoclaw.channels import Channels
+    from nanoclaw.clock import Clock
+    from nanoclaw.events import EventHub
+    from nanoclaw.scheduler import Scheduler
+    from nanoclaw.supervisor import RunEvent, Supervisor
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -28,8 +32,9 @@ class Metrics:
     A long-lived service too: run() measures the event loop's lag.
     """
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, clock: Clock, audit: Audit, supervisor: Supervisor, scheduler: Scheduler,
+                 channels: Channels, events: EventHub) -> None:
+        self.clock = clock
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.runs = Counter("nanoclaw_runs", "Finished agent runs", ["group", "kind", "outcome"], registry=registry)
         self.turn_duration = Histogram("nanoclaw_turn_duration_seconds",
@@ -51,18 +56,15 @@ class Metrics:
                               registry=registry)
         self.loop_lag_histogram = Histogram("nanoclaw_event_loop_lag_distribution_seconds",
                                             "Event loop lag samples", buckets=LAG_BUCKETS, registry=registry)
-        registry.register(_Live(services))
+        registry.register(_Live(supervisor, channels, events))
         # run id -> (container start, previous result or start)
         self._marks: dict[str, tuple[float, float]] = {}
-
-    def wire(self) -> None:
-        services = self.services
-        services.supervisor.subscribe(self._on_run)
-        services.scheduler.listeners.add(self._on_schedule)
-        services.audit.listeners.add(self._on_audit)
+        supervisor.subscribe(self._on_run)
+        scheduler.listeners.add(self._on_schedule)
+        audit.listeners.add(self._on_audit)
 
     def _now(self) -> float:
-        return self.services.clock.now()
+        return self.clock.now()
 
     def _on_run(self, event: RunEvent) -> None:
         if event.type == "started":
@@ -116,25 +118,26 @@ class Metrics:
 class _Live:
     """What is read from the services at scrape time: queue, containers, channels."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, supervisor: Supervisor, channels: Channels, events: EventHub) -> None:
+        self.supervisor = supervisor
+        self.channels = channels
+        self.events = events
 
     def describe(self):
         return []
 
     def collect(self):
-        services = self.services
-        stats = services.supervisor.statistics()
+        stats = self.supervisor.statistics()
         yield GaugeMetricFamily("nanoclaw_queue_depth", "Groups waiting for a container slot", value=stats.queued)
         yield GaugeMetricFamily("nanoclaw_running_containers", "Agent containers running", value=stats.running)
         yield GaugeMetricFamily("nanoclaw_max_concurrent", "The container limit", value=stats.max_concurrent)
         yield GaugeMetricFamily("nanoclaw_event_clients", "Clients of GET /api/v1/events",
-                                value=services.events.client_count if services.events else 0)
+                                value=self.events.client_count)
         messages = CounterMetricFamily("nanoclaw_channel_messages", "Chat messages by channel and direction",
                                        labels=["channel", "direction"])
         connected = GaugeMetricFamily("nanoclaw_channel_connected", "1 when the channel is connected",
                                       labels=["channel"])
-        for channel in services.channels.statistics().channels:
+        for channel in self.channels.statistics().channels:
             messages.add_metric([channel.name, "in"], channel.messages_in)
             messages.add_metric([channel.name, "out"], channel.messages_out)
             connected.add_metric([channel.name], 1 if channel.connected else 0)

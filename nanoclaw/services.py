@@ -10,7 +10,7 @@ import trio
 from nanoclaw.apikeys import ApiKeys
 from nanoclaw.audit import Audit
 from nanoclaw.authguard import AuthGuard
-from nanoclaw.channels import Channels, build_channels
+from nanoclaw.channels import ChatFeed, ChatStore, Channels, Outbox, Router, platform_adapters
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 from nanoclaw.events import EventHub, wire_events
@@ -25,7 +25,7 @@ from nanoclaw.secrets import SecretBox
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.security.senders import SenderAllowlist
 from nanoclaw.store import Database
-from nanoclaw.supervisor import Supervisor
+from nanoclaw.supervisor import Supervisor, WorkFeed
 
 log = logging.getLogger("nanoclaw")
 
@@ -48,12 +48,13 @@ class Services:
     ipc: IpcWatcher
     scheduler: Scheduler
     proxy: CredentialProxy
+    outbox: Outbox
+    feed: WorkFeed
     channels: Channels
     events: EventHub
+    metrics: Metrics
     # Long-lived services in start order (after the store).
     long_lived: list[Any]
-    # Built over the others (it reads their statistics): made last, by build().
-    metrics: Metrics = dataclasses.field(init=False)
 
     async def serve(self, *, check=None,
                     task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED) -> None:
@@ -80,9 +81,10 @@ class Services:
             await self.db.close()
 
 
-def build(settings: Settings, *, clock: Clock | None = None, offload=None,
-          runtime: Runtime | None = None) -> Services:
-    """Construct every service (no I/O happens here). runtime: a stand-in engine for tests."""
+def build(settings: Settings, *, clock: Clock | None = None, offload=None, runtime: Runtime | None = None,
+          feed: WorkFeed | None = None, outbox: Outbox | None = None) -> Services:
+    """Construct every service in dependency order (no I/O happens here). runtime, feed and
+    outbox: stand-ins for tests (a fake engine; chat work and sends reduced to lists)."""
     clock = clock or Clock()
     db = Database(settings.database_path, offload=offload)
     secrets = SecretBox(settings.config_dir)
@@ -93,28 +95,31 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None,
     runtime = runtime or Runtime(settings)
     images = ImageBuilder(runtime, settings.agent_base_image, work_dir=settings.data_dir / "image-build")
     proxy = CredentialProxy(settings, db, secrets, clock, audit, bind_host=runtime.proxy_bind_host)
-    supervisor = Supervisor(settings, db, clock, audit, namespaces, mounts, runtime, offload=offload, proxy=proxy)
-    channels = build_channels(settings, db, clock, secrets, audit, namespaces, senders, offload,
-                              notify=supervisor.notify_messages, new_session=supervisor.new_session)
-    supervisor.subscribe(channels.on_run_event)  # typing indicators, streamed replies
-    # The one link made after construction: the supervisor reads chat batches from the channel
-    # layer, which notifies the supervisor (issue 17 item 1 turns this into one seam).
-    supervisor.messages = channels
-    scheduler = Scheduler(db, clock, audit, namespaces, submit=supervisor.submit_task, send_message=channels.send,
+    chats = ChatStore(db, clock)
+    real_outbox = Outbox(chats, namespaces, audit, platform_adapters(settings))
+    outbox = outbox or real_outbox
+    feed = feed or ChatFeed(chats, namespaces, outbox)
+    supervisor = Supervisor(settings, db, clock, audit, namespaces, mounts, runtime, proxy, feed, offload=offload)
+    supervisor.subscribe(real_outbox.activity.on_run_event)  # typing indicators, streamed replies
+    router = Router(chats, namespaces, senders, audit, supervisor, outbox, real_outbox.activity)
+    channels = Channels(chats, router, real_outbox, secrets, audit, clock, groups_dir=settings.groups_dir,
+                        offload=offload)
+    scheduler = Scheduler(db, clock, audit, namespaces, supervisor, outbox,
                           max_per_group=settings.max_schedules_per_group)
-    ipc = IpcWatcher(settings, audit, namespaces, supervisor, scheduler, offload=offload, clock=clock)
+    ipc = IpcWatcher(settings, audit, namespaces, supervisor, scheduler, outbox, offload=offload, clock=clock)
+    events = EventHub(clock)
+    wire_events(events, supervisor=supervisor, scheduler=scheduler, channels=channels, namespaces=namespaces,
+                audit=audit)
+    metrics = Metrics(clock, audit, supervisor, scheduler, channels, events)
     auth_guard = AuthGuard(audit, clock)
-    services = Services(
+    return Services(
         settings=settings, clock=clock, db=db, secrets=secrets, audit=audit,
         api_keys=ApiKeys(db, clock, open_without_keys=settings.open_without_keys),
         namespaces=namespaces, mounts=mounts, senders=senders, auth_guard=auth_guard, runtime=runtime,
-        images=images, supervisor=supervisor, ipc=ipc, scheduler=scheduler, proxy=proxy, channels=channels,
-        events=EventHub(clock),
-        # Channels start last: inbound messages need every other service ready.
-        long_lived=[audit, auth_guard, runtime, images, supervisor, proxy, ipc, scheduler, channels],
+        images=images, supervisor=supervisor, ipc=ipc, scheduler=scheduler, proxy=proxy, outbox=real_outbox,
+        feed=feed, channels=channels, events=events, metrics=metrics,
+        # The outbox's HTTP client serves the channels too; channels start last: inbound
+        # messages need every other service ready.
+        long_lived=[audit, auth_guard, runtime, images, real_outbox, supervisor, proxy, ipc, scheduler, channels,
+                    metrics],
     )
-    wire_events(services.events, services)
-    services.metrics = Metrics(services)
-    services.metrics.wire()
-    services.long_lived.append(services.metrics)
-    return services

@@ -41,17 +41,16 @@ def snapshot(folder: Path) -> dict:
 
 async def live_server(nursery, tmp_path, **overrides):
     """A real HTTP server whose containers are FakeRuntime tasks; groups boss (main) and team are live."""
-    server = await start_server(nursery, make_settings(tmp_path, **overrides), clock=Clock(start=START),
-                                offload=inline, runtime=FakeRuntime(nursery))
-    services = server.services
     messages = FirstChats()
-    services.supervisor.messages = messages
+    server = await start_server(nursery, make_settings(tmp_path, **overrides), clock=Clock(start=START),
+                                offload=inline, runtime=FakeRuntime(nursery), feed=messages, outbox=messages)
+    services = server.services
     services.messages = messages
     await services.namespaces.create({"name": "boss", "isMain": True, "chatJids": ["tg:1"]})
     await services.namespaces.create({"name": "team", "chatJids": ["tg:2"]})
     for group in ("boss", "team"):  # chat containers stay live (on-demand ones close once answered)
         messages.add(group, "work 0")
-        services.supervisor.notify_messages(group)
+        services.supervisor.notify(group)
     await trio.sleep(1)
     messages.sent.clear()
     return server

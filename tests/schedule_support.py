@@ -1,5 +1,5 @@
 """Helpers for the scheduler tests: the server's services on an injected clock, and a
-recording stand-in for the container supervisor's submit_task (the container runtime)."""
+recording stand-in for the container supervisor (the container runtime)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -29,10 +29,10 @@ async def inline(fn, *args):
 
 
 class RecordingSupervisor:
-    """Stands in for Supervisor.submit_task: records when each run arrives.
+    """Stands in for Supervisor.submit: records when each run arrives.
 
     finish: end each run at once with `outcome` (after passing `results` to
-    request.on_result, as the supervisor does); otherwise the run stays open
+    the work's sink, as the supervisor does); otherwise the run stays open
     until release() (hold=True) or forever (hang=True: submit never returns,
     like a server dying while handing over).
     """
@@ -49,8 +49,8 @@ class RecordingSupervisor:
     def times(self) -> list[int]:
         return [ms for ms, _, _ in self.received]
 
-    async def submit_task(self, group, request):
-        self.received.append((round(self.clock.now() * 1000), group, request))
+    async def submit(self, group, work):
+        self.received.append((round(self.clock.now() * 1000), group, work))
         if self.hang:
             await trio.sleep_forever()
         handle = RunHandle(f"run-{len(self.received)}")
@@ -58,8 +58,7 @@ class RecordingSupervisor:
             self.open.append(handle)
         else:
             for text in self.results:
-                if request.on_result is not None:
-                    await request.on_result(text)
+                await work.sink.result(None, text)
             handle.finish(RunOutcome(handle.run_id, self.status, self.results[-1] if self.results else None,
                                      self.error, 1234))
         return handle
@@ -68,6 +67,13 @@ class RecordingSupervisor:
         for handle in self.open:
             handle.finish(RunOutcome(handle.run_id, "success", "late", None, 1))
         self.open.clear()
+
+
+class SendTo:
+    """Stands in for the scheduler's outbox: each text goes to send(chat_jid, text)."""
+
+    def __init__(self, send) -> None:
+        self.send = send
 
 
 class Instance:
@@ -84,7 +90,7 @@ class Instance:
         self.services = services = build(self.settings, clock=clock, offload=inline)
         self.supervisor = supervisor or RecordingSupervisor(clock)
         self.supervisor.clock = clock
-        services.scheduler.submit = self.supervisor.submit_task
+        services.scheduler.supervisor = self.supervisor
         # The IPC watcher scans its folders every 100 ms: over the days of virtual
         # time these tests cover that is millions of wake-ups, and it plays no part here.
         services.long_lived.remove(services.ipc)

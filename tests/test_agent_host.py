@@ -12,10 +12,9 @@ from fake_runtime import FakeRuntime
 from nanoclaw.clock import Clock
 from nanoclaw.config import ConfigError, load_settings
 from nanoclaw.services import build
-from nanoclaw.supervisor import MessageBatch, MessageSource
-from nanoclaw.supervisor._supervisor import NEW_SESSION_TEXT
+from nanoclaw.supervisor import RunSink, Work
 from nanoclaw.supervisor._usage import month_bounds
-from test_supervisor_queue import START, env, inline, make_groups  # noqa: F401  (env: fixture)
+from test_supervisor_queue import START, ListMessages, env, inline, make_groups, task_work  # noqa: F401  (env: fixture)
 
 SPENT_100 = {"inputTokens": 200, "outputTokens": 20, "cacheReadTokens": 10, "cacheCreationTokens": 2,
              "totalTokens": 232}
@@ -67,7 +66,7 @@ async def test_the_finished_event_carries_the_runs_usage(env, autojump_clock):
     await make_groups(env, "ev")
     events = []
     env.supervisor.subscribe(events.append)
-    handle = await env.supervisor.submit_prompt("ev", "spend 100")
+    handle = await env.supervisor.submit("ev", Work("spend 100"))
     with trio.fail_after(30):
         await handle.wait()
     finished = events[-1]
@@ -80,11 +79,11 @@ async def test_the_finished_event_carries_the_runs_usage(env, autojump_clock):
 
 async def test_a_group_past_its_monthly_budget_is_refused_in_the_chat_and_the_record(env, autojump_clock):
     await make_groups(env, "thrifty", agent={"monthlyTokenBudget": 200})
-    first = await env.supervisor.submit_prompt("thrifty", "spend 100")  # under budget when it starts
+    first = await env.supervisor.submit("thrifty", Work("spend 100"))  # under budget when it starts
     with trio.fail_after(30):
         assert (await first.wait()).status == "success"
     env.messages.add("thrifty", "once 1")
-    env.supervisor.notify_messages("thrifty")
+    env.supervisor.notify("thrifty")
     await trio.sleep(120)  # long enough for any retry to have happened
     assert len(env.runtime_fake.containers) == 1  # the refused run started no container
     [(chat, text)] = env.messages.sent
@@ -100,7 +99,7 @@ async def test_other_groups_and_unbudgeted_groups_are_not_refused(env, autojump_
     await make_groups(env, "open")
     await make_groups(env, "capped", agent={"monthlyTokenBudget": 10_000})
     for group in ("open", "open", "capped", "capped"):
-        handle = await env.supervisor.submit_prompt(group, "spend 1000")
+        handle = await env.supervisor.submit(group, Work("spend 1000"))
         with trio.fail_after(30):
             assert (await handle.wait()).status == "success"
 
@@ -118,19 +117,18 @@ def test_a_month_starts_on_the_first_at_midnight_utc():
 async def test_new_drops_the_session_closes_its_container_and_confirms(env, autojump_clock):
     await make_groups(env, "chat", idleTimeoutSecs=600)
     env.messages.add("chat", "work 1")
-    env.supervisor.notify_messages("chat")
+    env.supervisor.notify("chat")
     await trio.sleep(3)
     first = env.runtime_fake.containers[0]
     assert first.stdin["sessionId"] is None  # no session yet: the runner starts one and names it
     assert await session_row(env, "chat") == first.session
-    await env.supervisor.new_session("chat", "tg:chat")
+    await env.supervisor.new_session("chat")  # the chat's confirmation: test_channels.py
     await trio.sleep(1)
     assert first.ended_at is not None and first.ended_at < 5 and not first.stopped  # not after 600 s
-    assert env.messages.sent[-1] == ("tg:chat", NEW_SESSION_TEXT)
     assert await session_row(env, "chat") is None
     for text in ("once 1", "once 2"):
         env.messages.add("chat", text)
-        env.supervisor.notify_messages("chat")
+        env.supervisor.notify("chat")
         await trio.sleep(3)
     _, second, third = env.runtime_fake.containers
     assert second.stdin["sessionId"] is None  # a fresh session after /new
@@ -148,11 +146,11 @@ async def test_new_drops_the_session_closes_its_container_and_confirms(env, auto
 async def test_two_on_demand_runs_in_a_row_finish_at_once_each_in_its_own_session(env, autojump_clock):
     await make_groups(env, "ops", idleTimeoutSecs=300)
     env.messages.add("ops", "once 0")  # the group's own session exists
-    env.supervisor.notify_messages("ops")
+    env.supervisor.notify("ops")
     await trio.sleep(1)
     group_session = await session_row(env, "ops")
     started = trio.current_time()
-    handles = [await env.supervisor.submit_prompt("ops", "work 1") for _ in range(2)]
+    handles = [await env.supervisor.submit("ops", Work("work 1")) for _ in range(2)]
     with trio.fail_after(10):
         outcomes = [await h.wait() for h in handles]
     assert [o.status for o in outcomes] == ["success", "success"]
@@ -162,7 +160,7 @@ async def test_two_on_demand_runs_in_a_row_finish_at_once_each_in_its_own_sessio
     sessions = {one.stdin["sessionId"], two.stdin["sessionId"], group_session}
     assert len(sessions) == 3
     assert await session_row(env, "ops") == group_session  # untouched by on-demand runs
-    named = await env.supervisor.submit_prompt("ops", "once 0", session_id=one.stdin["sessionId"])
+    named = await env.supervisor.submit("ops", Work("once 0", session_id=one.stdin["sessionId"]))
     with trio.fail_after(10):
         await named.wait()
     assert env.runtime_fake.containers[-1].stdin["sessionId"] == one.stdin["sessionId"]
@@ -170,45 +168,39 @@ async def test_two_on_demand_runs_in_a_row_finish_at_once_each_in_its_own_sessio
 
 async def test_a_chat_message_waits_for_an_on_demand_answer_not_an_idle_timeout(env, autojump_clock):
     await make_groups(env, "ops", idleTimeoutSecs=300)
-    await env.supervisor.submit_prompt("ops", "work 5")
+    await env.supervisor.submit("ops", Work("work 5"))
     await trio.sleep(1)
     env.messages.add("ops", "once 1")
-    env.supervisor.notify_messages("ops")
+    env.supervisor.notify("ops")
     await trio.sleep(10)
     assert env.messages.sent == [("tg:ops", "done: once 1")]
     adhoc, chat = env.runtime_fake.containers
     assert adhoc.ended_at < 6 and chat.started_at >= adhoc.ended_at and chat.ended_at < 8
 
 
-class Chats(MessageSource):
+class Chats(ListMessages):
     """Messages of several chats of one group, taken one at a time in arrival order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.items: list[tuple[str, str]] = []
-        self.next = 0
-        self.sent: list[tuple[str, str]] = []
 
-    async def pending(self, group):
-        if self.next >= len(self.items):
-            return None
-        chat, text = self.items[self.next]
-        return MessageBatch(text, chat, self.next + 1)
+    def chat(self, group):
+        return self.items[self.cursor.get(group, 0)][0]
 
-    async def advance(self, group, cursor):
-        self.next = max(self.next, cursor)
-
-    async def send(self, chat_jid, text):
-        self.sent.append((chat_jid, text))
+    def _batch(self, group):
+        taken = self.cursor.get(group, 0)
+        return (self.items[taken][1], taken + 1) if taken < len(self.items) else None
 
 
 async def test_another_chats_message_closes_an_idle_container_at_once(env, autojump_clock):
     await make_groups(env, "team", idleTimeoutSecs=600)
-    chats = env.supervisor.messages = Chats()
+    chats = env.supervisor.feed = Chats()
     chats.items.append(("tg:a", "work 1"))
-    env.supervisor.notify_messages("team")
+    env.supervisor.notify("team")
     await trio.sleep(3)
     chats.items.append(("tg:b", "once 1"))
-    env.supervisor.notify_messages("team")
+    env.supervisor.notify("team")
     await trio.sleep(5)
     assert chats.sent == [("tg:a", "done: work 1"), ("tg:b", "done: once 1")]
     first, second = env.runtime_fake.containers
@@ -219,7 +211,7 @@ async def test_another_chats_message_closes_an_idle_container_at_once(env, autoj
 async def test_interim_messages_reach_the_chat_before_the_answer(env, autojump_clock):
     await env.namespaces.create({"name": "ops", "chatJids": ["tg:ops"]})
     env.messages.add("ops", "tell working on it")
-    env.supervisor.notify_messages("ops")
+    env.supervisor.notify("ops")
     await trio.sleep(2)
     assert env.messages.sent[:2] == [("tg:ops", "working on it"), ("tg:ops", "done: tell working on it")]
 
@@ -238,7 +230,7 @@ async def test_the_runner_is_told_the_agent_config_merged_over_server_defaults(n
         "mcpServers": {"files": {"command": "mcp-files", "args": ["--ro"]}, "web": {"url": "http://127.0.0.1:9/mcp"}}})
     await make_groups(services, "claude", agent={"provider": "anthropic", "maxContextTokens": 50_000})
     for group in ("plain", "custom", "claude"):
-        handle = await services.supervisor.submit_prompt(group, "once 0")
+        handle = await services.supervisor.submit(group, Work("once 0"))
         with trio.fail_after(10):
             await handle.wait()
     plain, custom, claude = (c.stdin["agent"] for c in runtime.containers)
@@ -304,18 +296,17 @@ def test_server_defaults_come_from_the_environment():
 
 
 async def test_a_scheduled_task_past_the_budget_tells_the_schedules_chat(env, autojump_clock):
-    from nanoclaw.supervisor import TaskRequest
-
     await make_groups(env, "nightly", agent={"monthlyTokenBudget": 100})
-    spent = await env.supervisor.submit_prompt("nightly", "spend 100")
+    spent = await env.supervisor.submit("nightly", Work("spend 100"))
     with trio.fail_after(30):
         await spent.wait()
     told = []
 
-    async def on_result(text):
-        told.append(text)
+    class Told(RunSink):
+        async def result(self, run, text):
+            told.append(text)
 
-    task = await env.supervisor.submit_task("nightly", TaskRequest(prompt="once 1", on_result=on_result))
+    task = await env.supervisor.submit("nightly", task_work("once 1", sink=Told()))
     with trio.fail_after(30):
         outcome = await task.wait()
     assert outcome.status == "error" and "monthly token budget is 100" in outcome.error
@@ -329,7 +320,7 @@ async def test_without_any_model_for_its_provider_a_run_fails_saying_so(nursery,
                      runtime=runtime)
     await nursery.start(services.serve)
     await make_groups(services, "nomodel")
-    handle = await services.supervisor.submit_prompt("nomodel", "once 0")
+    handle = await services.supervisor.submit("nomodel", Work("once 0"))
     with trio.fail_after(10):
         outcome = await handle.wait()
     assert outcome.status == "error" and "containerConfig.agent.model is required" in outcome.error

@@ -97,7 +97,7 @@ async def test_a_group_folder_over_max_disk_is_refused_a_run(live, tmp_path, aut
     assert row[:2] == ("warning", "full") and "run refused" in row[2]
     # A chat message run tells the chat once, however often it is retried.
     services.messages.add("full", "hello")
-    services.supervisor.notify_messages("full")
+    services.supervisor.notify("full")
     await trio.sleep(300)
     notices = [text for jid, text in services.messages.sent if jid == "tg:full"]  # ListMessages: tg:<group>
     assert len(notices) == 1 and notices[0].startswith("I cannot run now: the group folder of full holds 2 MiB")

@@ -1,4 +1,4 @@
-"""The channel layer's endpoints, store reads and the supervisor's MessageSource."""
+"""The channel layer's endpoints, store reads and the supervisor's feed of chat batches."""
 from __future__ import annotations
 
 import json
@@ -107,10 +107,10 @@ async def test_chat_messages_page_backwards_with_before_and_limit(live, tg):
 
 
 async def test_advance_moves_the_cursor_past_the_batch(live, tg):
-    channels = live.services.channels
+    channels = live.services.feed
     await deliver(live, tg, "@Andy first")
     batch = await channels.pending("ops")
-    await channels.advance("ops", batch.cursor)
+    await channels.advance("ops", batch)
     assert await channels.pending("ops") is None
     await deliver(live, tg, "just chatting")
     assert await channels.pending("ops") is None
@@ -121,10 +121,10 @@ async def test_advance_moves_the_cursor_past_the_batch(live, tg):
 
 
 async def test_a_message_in_an_unrouted_chat_is_stored_but_wakes_no_group(live, tg):
-    router = live.services.channels.router
+    supervisor = live.services.supervisor
     calls = []
-    real = router.notify
-    router.notify = lambda group: (calls.append(group), real(group))
+    real = supervisor.notify
+    supervisor.notify = lambda group: (calls.append(group), real(group))
     await deliver(live, tg, "@Andy anyone?", chat_id=-999)
     assert calls == []
     assert [m["content"] for m in (await live.client.get("/channels/chats/tg:-999/messages")).json()["messages"]] == [
@@ -132,7 +132,7 @@ async def test_a_message_in_an_unrouted_chat_is_stored_but_wakes_no_group(live, 
 
 
 async def test_a_main_group_and_requires_trigger_false_need_no_trigger(live, tg):
-    channels = live.services.channels
+    channels = live.services.feed
     await live.client.post("/container/namespaces", json={"name": "main", "chatJids": ["tg:-1"], "isMain": True})
     await live.client.post("/container/namespaces",
                            json={"name": "chatty", "chatJids": ["tg:-2"], "requiresTrigger": False})
@@ -170,9 +170,9 @@ def test_split_text_cuts_at_line_ends_and_hard_cuts_long_lines():
 
 
 async def test_new_after_the_trigger_starts_a_fresh_session_and_never_reaches_the_agent(live, tg):
-    from nanoclaw.supervisor._supervisor import NEW_SESSION_TEXT
+    from nanoclaw.channels._router import NEW_SESSION_TEXT
 
-    channels, db = live.services.channels, live.services.db
+    channels, db = live.services.feed, live.services.db
     await db.execute("INSERT INTO group_sessions VALUES ('ops', 'old-session', 0)")
     await deliver(live, tg, "@Andy /new")
     await tg.wait_for(lambda: tg.sent)

@@ -108,7 +108,7 @@ async def test_a_run_result_comes_back(docker_server, fake_llm):
 
 def chat_messages(server) -> ListMessages:
     """A chat's container stays live for follow-ups (an on-demand one closes once it answered)."""
-    messages = server.services.supervisor.messages = ListMessages()
+    messages = server.services.supervisor.feed = ListMessages()
     return messages
 
 
@@ -117,7 +117,7 @@ async def test_follow_up_reaches_live_container_and_close_ends_it(docker_server,
     await make_group(client, "talk", fake_llm, idleTimeoutSecs=120)
     messages = chat_messages(docker_server)
     messages.add("talk", "hello")
-    docker_server.services.supervisor.notify_messages("talk")
+    docker_server.services.supervisor.notify("talk")
 
     async def answered(count):
         return len(messages.sent) >= count
@@ -146,7 +146,7 @@ async def test_idle_timeout_closes_the_container(docker_server, fake_llm):
     started = trio.current_time()
     messages = chat_messages(docker_server)
     messages.add("idle", "hi")
-    docker_server.services.supervisor.notify_messages("idle")
+    docker_server.services.supervisor.notify("idle")
 
     async def answered():
         return bool(messages.sent)

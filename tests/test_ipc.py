@@ -12,17 +12,14 @@ from conftest import make_settings
 from fake_runtime import FakeRuntime
 from nanoclaw.clock import Clock
 from nanoclaw.services import build
-from nanoclaw.supervisor import MessageBatch
 from test_supervisor_queue import START, ListMessages, inline
 
 
 class FirstChats(ListMessages):
     """boss's and team's messages come from their first chat (others' from tg:<group>)."""
 
-    async def pending(self, group):
-        batch = await super().pending(group)
-        return batch and MessageBatch(batch.prompt, {"boss": "tg:1", "team": "tg:2"}.get(group, batch.chat_jid),
-                                        batch.cursor)
+    def chat(self, group):
+        return {"boss": "tg:1", "team": "tg:2"}.get(group, super().chat(group))
 
 
 async def test_directories_are_created_for_a_known_group(client, server):
@@ -72,16 +69,16 @@ async def test_close_writes_the_sentinel(client, server):
 async def live(nursery, tmp_path):
     """A server whose groups 'boss' (main) and 'team' each have a live container."""
     runtime = FakeRuntime(nursery)
-    services = build(make_settings(tmp_path), clock=Clock(start=START), offload=inline, runtime=runtime)
     messages = FirstChats()
-    services.supervisor.messages = messages
+    services = build(make_settings(tmp_path), clock=Clock(start=START), offload=inline, runtime=runtime,
+                     feed=messages, outbox=messages)
     await nursery.start(services.serve)
     await services.namespaces.create({"name": "boss", "isMain": True, "chatJids": ["tg:1"]})
     await services.namespaces.create({"name": "team", "chatJids": ["tg:2", "tg:3"]})
     await services.namespaces.create({"name": "other", "chatJids": ["tg:9"]})
     for group in ("boss", "team"):  # chat containers stay live for follow-ups (on-demand ones close)
         messages.add(group, "work 0")
-        services.supervisor.notify_messages(group)
+        services.supervisor.notify(group)
     await trio.sleep(1)
     messages.sent.clear()
     services.messages = messages

@@ -18,6 +18,7 @@ from fakes.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOK
     serve_fake_whatsapp
 from nanoclaw.text import split_text
 from nanoclaw.clock import Clock
+from nanoclaw.supervisor import Work
 
 CUSTOMER = "15551230000"
 
@@ -52,7 +53,7 @@ def inbox_file(server, attachment: dict) -> bytes:
 
 async def send_file_from_container(server, jid: str, name: str, data: bytes, caption: str | None) -> None:
     """Start a fake container for the group and have it ask (over IPC) to send a file."""
-    await server.services.supervisor.submit_prompt("team", "work 0")
+    await server.services.supervisor.submit("team", Work("work 0"))
     with trio.fail_after(30):
         while server.services.supervisor.live_run("team") is None:
             await trio.sleep(0.05)

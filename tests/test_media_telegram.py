@@ -78,7 +78,7 @@ async def test_a_photo_without_caption_is_stored_with_its_file_in_the_inbox(serv
     assert host_path(server, attachment["path"]).read_bytes() == photo
     assert re.fullmatch(r"/workspace/group/inbox/\d{4}-\d{2}-\d{2}/photo\.jpg", attachment["path"])
     # The agent's prompt lists the container path, and the batch carries the attachment.
-    batch = await server.services.channels.pending("support")
+    batch = await server.services.feed.pending("support")
     assert attachment["path"] in batch.prompt and batch.attachments == [attachment]
 
 
@@ -216,7 +216,7 @@ async def test_typing_stops_when_the_turn_fails(timed, tg, autojump_clock):
     await trio.sleep(4.5)  # the supervisor retries after 5 s
     failed = timed.runtime.containers[0].ended_at
     assert [c.at - failed <= 0 for c in tg.calls_of("sendChatAction")] == [True]
-    assert not timed.services.channels.activity.typing(JID)
+    assert not timed.services.outbox.activity.typing(JID)
 
 
 async def test_a_streamed_answer_is_one_message_edited_at_most_once_a_second(timed, tg, autojump_clock):

@@ -5,7 +5,7 @@ import pytest
 import trio
 
 from nanoclaw.models import ContainerConfig
-from schedule_support import Instance, RecordingSupervisor, unix
+from schedule_support import Instance, RecordingSupervisor, SendTo, unix
 
 START = unix(2026, 3, 6)
 
@@ -24,8 +24,8 @@ async def test_run_is_task_work_for_the_group_with_overrides_merged(instance, au
         await instance.sleep_until(START + 61)
     [(_, group, request)] = supervisor.received
     assert group == "ops"
-    assert (request.prompt, request.context_mode, request.chat_jid, request.schedule_id) == (
-        "do it", "group", "tg:100", schedule.id)
+    assert (request.prompt, request.kind, request.group_session, request.chat_jid, request.schedule_id) == (
+        "do it", "task", True, "tg:100", schedule.id)
     config = request.container_config
     assert (config.timeoutSecs, config.env, config.memoryMb) == (600, [], 2048)
 
@@ -37,7 +37,7 @@ async def test_without_an_override_the_namespace_config_applies(instance, autoju
         await instance.schedule("interval", 60_000)
         await instance.sleep_until(START + 61)
     assert supervisor.received[0][2].container_config is None
-    assert supervisor.received[0][2].context_mode == "isolated"
+    assert supervisor.received[0][2].group_session is False  # contextMode "isolated"
 
 
 async def test_results_go_to_the_chat_and_to_the_log(instance, autojump_clock):
@@ -48,7 +48,7 @@ async def test_results_go_to_the_chat_and_to_the_log(instance, autojump_clock):
 
     with trio.fail_after(600):
         await instance.start(RecordingSupervisor(None, results=("first", "second")))
-        instance.scheduler.send_message = send_message
+        instance.scheduler.outbox = SendTo(send_message)
         await instance.group(chats=("tg:7", "tg:8"))
         schedule = await instance.schedule("once", "2026-03-06T00:01:00Z")
         await instance.sleep_until(START + 120)
@@ -65,7 +65,7 @@ async def test_an_unreachable_chat_does_not_fail_the_run(instance, autojump_cloc
 
     with trio.fail_after(600):
         await instance.start()
-        instance.scheduler.send_message = send_message
+        instance.scheduler.outbox = SendTo(send_message)
         await instance.group()
         schedule = await instance.schedule("once", "2026-03-06T00:01:00Z")
         await instance.sleep_until(START + 120)
@@ -88,14 +88,18 @@ async def test_a_failed_run_is_logged_with_its_error(instance, autojump_clock, s
     assert done.lastResult == f"it went {status}"
 
 
-async def test_without_a_supervisor_a_due_run_is_logged_as_an_error(instance, autojump_clock):
+class Refusing(RecordingSupervisor):
+    async def submit(self, group, work):
+        raise RuntimeError("the supervisor is gone")
+
+
+async def test_a_due_run_the_supervisor_cannot_take_is_logged_as_an_error(instance, autojump_clock):
     with trio.fail_after(600):
-        await instance.start()
-        instance.scheduler.submit = None
+        await instance.start(Refusing(None))
         await instance.group()
         schedule = await instance.schedule("interval", 60_000)
         await instance.sleep_until(START + 61)
         [log] = await instance.logs(schedule.id)
         row = await instance.row(schedule.id)
-    assert (log["status"], log["error"]) == ("error", "no container supervisor is available")
+    assert (log["status"], log["error"]) == ("error", "could not start the run: the supervisor is gone")
     assert row["next_run_ms"] == log["planned_ms"] + 60_000

@@ -202,7 +202,7 @@ async def test_logs_page_newest_first_with_limit_and_offset(nursery, settings, a
     with trio.fail_after(120):
         srv = await start_server(nursery, settings, clock=Clock(start=START), offload=inline)
         supervisor = RecordingSupervisor(srv.services.clock, results=("x" * 300,))
-        srv.services.scheduler.submit = supervisor.submit_task
+        srv.services.scheduler.supervisor = supervisor
         client = srv.client
         await client.post("/container/namespaces", json={"name": "reporting"})
         s = (await client.post("/container/schedules",

@@ -9,7 +9,7 @@ from conftest import make_settings
 from fake_runtime import FakeRuntime
 from nanoclaw.clock import Clock
 from nanoclaw.services import build
-from nanoclaw.supervisor import MessageBatch, MessageSource, TaskRequest
+from nanoclaw.supervisor import RunSink, Work, WorkFeed
 
 START = 1_800_000_000.0
 
@@ -18,8 +18,10 @@ async def inline(fn, *args):
     return fn(*args)
 
 
-class ListMessages(MessageSource):
-    """The channel layer's part, reduced to lists: what arrived, the cursor, what was sent."""
+class ListMessages(WorkFeed):
+    """The channel layer's part, reduced to lists: what arrived, the cursor, what was sent.
+    The supervisor's feed (a group's messages since its cursor are one batch, from the chat
+    `chat(group)`) and the outbox the IPC watcher and the scheduler send with."""
 
     def __init__(self) -> None:
         self.inbox: dict[str, list[str]] = {}
@@ -29,26 +31,63 @@ class ListMessages(MessageSource):
     def add(self, group: str, text: str) -> None:
         self.inbox.setdefault(group, []).append(text)
 
-    async def pending(self, group):
-        new = self.inbox.get(group, [])[self.cursor.get(group, 0):]
-        if not new:
-            return None
-        return MessageBatch("\n".join(new), f"tg:{group}", len(self.inbox[group]))
+    def chat(self, group: str) -> str:
+        return f"tg:{group}"
 
-    async def advance(self, group, cursor):
-        self.cursor[group] = cursor
+    def _batch(self, group: str) -> tuple[str, int] | None:
+        new = self.inbox.get(group, [])[self.cursor.get(group, 0):]
+        return ("\n".join(new), len(self.inbox[group])) if new else None
+
+    async def next_work(self, group):
+        batch = self._batch(group)
+        if batch is None:
+            return None
+        return Work(batch[0], kind="message", sink=_ListSink(self, group, batch[1]), chat_jid=self.chat(group),
+                    group_session=True)
+
+    async def follow_up(self, run, write):
+        batch = self._batch(run.group)
+        if batch is None:
+            return "none"
+        if self.chat(run.group) != run.chat_jid:
+            return "own container"
+        await write(batch[0], [])
+        self.cursor[run.group] = batch[1]
+        return "taken"
 
     async def send(self, chat_jid, text):
         self.sent.append((chat_jid, text))
+
+
+class _ListSink(RunSink):
+    """Results go to `sent`; the cursor moves past the batch with the first."""
+
+    def __init__(self, messages: ListMessages, group: str, cursor: int) -> None:
+        self.messages, self.group, self.cursor = messages, group, cursor
+        self.answered = False
+
+    async def result(self, run, text):
+        await self.messages.send(run.chat_jid, text)
+        if not self.answered:
+            self.messages.cursor[self.group] = self.cursor
+            self.answered = True
+
+    async def notice(self, run, text):
+        await self.messages.send(run.chat_jid, text)
+
+
+def task_work(prompt: str, **fields) -> Work:
+    """A scheduled task's work, as the scheduler submits it (without a schedule)."""
+    return Work(prompt, kind="task", priority=0, **fields)
 
 
 @pytest.fixture
 async def env(nursery, tmp_path):
     runtime = FakeRuntime(nursery)
     settings = make_settings(tmp_path, max_concurrent=2)
-    services = build(settings, clock=Clock(start=START), offload=inline, runtime=runtime)
     messages = ListMessages()
-    services.supervisor.messages = messages
+    services = build(settings, clock=Clock(start=START), offload=inline, runtime=runtime, feed=messages,
+                     outbox=messages)
     await nursery.start(services.serve)
     services.runtime_fake = runtime
     services.messages = messages
@@ -69,7 +108,7 @@ def _config(**values):
 async def test_never_more_than_max_concurrent_and_no_free_slot_left_idle(env, autojump_clock):
     groups = [f"g{i}" for i in range(6)]
     await make_groups(env, *groups)
-    handles = [await env.supervisor.submit_prompt(g, "once 10") for g in groups]
+    handles = [await env.supervisor.submit(g, Work("once 10")) for g in groups]
     with trio.fail_after(300):
         outcomes = [await h.wait() for h in handles]
     assert [o.status for o in outcomes] == ["success"] * 6
@@ -86,7 +125,7 @@ async def test_raising_the_limit_starts_waiting_groups_at_once(env, autojump_clo
     groups = [f"g{i}" for i in range(6)]
     await make_groups(env, *groups)
     for g in groups:
-        await env.supervisor.submit_prompt(g, "once 100")
+        await env.supervisor.submit(g, Work("once 100"))
     await trio.sleep(1)
     assert env.supervisor.statistics().running == 2
     assert env.supervisor.statistics().queued == 4
@@ -99,7 +138,7 @@ async def test_raising_the_limit_starts_waiting_groups_at_once(env, autojump_clo
 
 async def test_one_container_per_group_at_a_time(env, autojump_clock):
     await make_groups(env, "solo")
-    handles = [await env.supervisor.submit_prompt("solo", f"once {5 + i}") for i in range(3)]
+    handles = [await env.supervisor.submit("solo", Work(f"once {5 + i}")) for i in range(3)]
     with trio.fail_after(100):
         for h in handles:
             await h.wait()
@@ -112,10 +151,10 @@ async def test_one_container_per_group_at_a_time(env, autojump_clock):
 async def test_scheduled_tasks_run_before_pending_messages(env, autojump_clock):
     await make_groups(env, "busy", "other", "third")
     env.supervisor.set_max_concurrent(1)
-    blocker = await env.supervisor.submit_prompt("other", "once 10")
+    blocker = await env.supervisor.submit("other", Work("once 10"))
     env.messages.add("busy", "once 1")
-    env.supervisor.notify_messages("busy")
-    task = await env.supervisor.submit_task("busy", TaskRequest(prompt="once 2"))
+    env.supervisor.notify("busy")
+    task = await env.supervisor.submit("busy", task_work("once 2"))
     with trio.fail_after(100):
         await blocker.wait()
         await task.wait()
@@ -128,10 +167,10 @@ async def test_scheduled_tasks_run_before_pending_messages(env, autojump_clock):
 async def test_follow_up_reaches_the_live_message_container(env, autojump_clock):
     await make_groups(env, "chat", idleTimeoutSecs=60)
     env.messages.add("chat", "work 1")
-    env.supervisor.notify_messages("chat")
+    env.supervisor.notify("chat")
     await trio.sleep(2)
     env.messages.add("chat", "second question")
-    env.supervisor.notify_messages("chat")
+    env.supervisor.notify("chat")
     await trio.sleep(1)
     containers = env.runtime_fake.containers
     assert len(containers) == 1
@@ -142,10 +181,10 @@ async def test_follow_up_reaches_the_live_message_container(env, autojump_clock)
 
 async def test_no_follow_ups_are_piped_into_a_task_container(env, autojump_clock):
     await make_groups(env, "tasky", idleTimeoutSecs=30)
-    task = await env.supervisor.submit_task("tasky", TaskRequest(prompt="work 5"))
+    task = await env.supervisor.submit("tasky", task_work("work 5"))
     await trio.sleep(1)
     env.messages.add("tasky", "once 1")
-    env.supervisor.notify_messages("tasky")
+    env.supervisor.notify("tasky")
     with trio.fail_after(100):
         await task.wait()
     await trio.sleep(5)
@@ -161,10 +200,10 @@ async def test_no_follow_ups_are_piped_into_a_task_container(env, autojump_clock
 async def test_task_arriving_while_container_idles_closes_it_early(env, autojump_clock):
     await make_groups(env, "idler", idleTimeoutSecs=600)
     env.messages.add("idler", "work 1")
-    env.supervisor.notify_messages("idler")
+    env.supervisor.notify("idler")
     await trio.sleep(5)
     assert env.supervisor.group_state("idler")["idle"] is True
-    task = await env.supervisor.submit_task("idler", TaskRequest(prompt="once 1"))
+    task = await env.supervisor.submit("idler", task_work("once 1"))
     with trio.fail_after(30):
         await task.wait()
     first, second = env.runtime_fake.containers
@@ -175,7 +214,7 @@ async def test_task_arriving_while_container_idles_closes_it_early(env, autojump
 async def test_idle_timeout_writes_close_and_container_exits(env, autojump_clock):
     await make_groups(env, "quiet", idleTimeoutSecs=30)
     env.messages.add("quiet", "work 2")
-    env.supervisor.notify_messages("quiet")
+    env.supervisor.notify("quiet")
     await trio.sleep(100)
     container = env.runtime_fake.containers[0]
     assert env.messages.sent == [("tg:quiet", "done: work 2")]
@@ -187,7 +226,7 @@ async def test_idle_timeout_writes_close_and_container_exits(env, autojump_clock
 
 async def test_hard_timeout_stops_the_container_by_name(env, autojump_clock):
     await make_groups(env, "stuck", timeoutSecs=60)
-    handle = await env.supervisor.submit_prompt("stuck", "silent")
+    handle = await env.supervisor.submit("stuck", Work("silent"))
     with trio.fail_after(200):
         outcome = await handle.wait()
     container = env.runtime_fake.containers[0]
@@ -201,7 +240,7 @@ async def test_hard_timeout_stops_the_container_by_name(env, autojump_clock):
 async def test_each_result_resets_the_hard_timeout(env, autojump_clock):
     await make_groups(env, "chatty", timeoutSecs=20, idleTimeoutSecs=600)
     env.messages.add("chatty", "work 15")
-    env.supervisor.notify_messages("chatty")
+    env.supervisor.notify("chatty")
     await trio.sleep(30)  # answered at 15: the hard deadline moved to 35
     assert env.runtime_fake.running
     await trio.sleep(10)
@@ -212,7 +251,7 @@ async def test_each_result_resets_the_hard_timeout(env, autojump_clock):
 async def test_failed_message_runs_retry_with_backoff_then_give_up(env, autojump_clock):
     await make_groups(env, "flaky")
     env.messages.add("flaky", "fail")
-    env.supervisor.notify_messages("flaky")
+    env.supervisor.notify("flaky")
     await trio.sleep(400)
     starts = [round(c.started_at) for c in env.runtime_fake.containers]
     assert starts == [0, 5, 15, 35, 75, 155]
@@ -227,7 +266,7 @@ async def test_cancelling_the_supervisor_stops_every_container(nursery, tmp_path
     scope = await nursery.start(services.serve)
     await make_groups(services, "a", "b", "c")
     for g in ("a", "b", "c"):
-        await services.supervisor.submit_prompt(g, "silent")
+        await services.supervisor.submit(g, Work("silent"))
     await trio.sleep(1)
     assert len(runtime.running) == 3
     scope.cancel()
@@ -241,7 +280,7 @@ async def test_run_events_follow_a_run_from_queue_to_finish(env, autojump_clock)
     events = []
     env.supervisor.subscribe(events.append)
     env.supervisor.subscribe(lambda event: 1 / 0)  # a broken listener changes nothing
-    handle = await env.supervisor.submit_prompt("ev", "steps 2")
+    handle = await env.supervisor.submit("ev", Work("steps 2"))
     with trio.fail_after(60):
         outcome = await handle.wait()
     assert outcome.status == "success"

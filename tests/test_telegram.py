@@ -53,15 +53,15 @@ async def handled(tg, update: dict) -> None:
 
 @pytest.fixture
 def notified(server):
-    """Groups the router told the supervisor about (the supervisor is told as well)."""
-    router = server.services.channels.router
-    calls, real = [], router.notify
+    """Groups the router told the supervisor about (the real notify runs as well)."""
+    supervisor = server.services.supervisor
+    calls, real = [], supervisor.notify
 
     def record(group: str) -> None:
         calls.append(group)
         real(group)
 
-    router.notify = record
+    supervisor.notify = record
     return calls
 
 
@@ -141,11 +141,11 @@ async def test_an_untriggered_message_is_context_for_the_next_triggered_one(serv
     chatter = tg.push_message(GROUP_CHAT, "the build is red again", first_name="Carol")
     await handled(tg, chatter)
     assert notified == []
-    assert await server.services.channels.pending("support") is None
+    assert await server.services.feed.pending("support") is None
     ask = tg.push_message(GROUP_CHAT, "@andy can you look?", first_name="Dave")
     await handled(tg, ask)
     assert notified == ["support"]
-    batch = await server.services.channels.pending("support")
+    batch = await server.services.feed.pending("support")
     assert batch.chat_jid == f"tg:{GROUP_CHAT}"
     assert batch.prompt.index("the build is red again") < batch.prompt.index("@andy can you look?")
     assert 'sender="Carol"' in batch.prompt and 'sender="Dave"' in batch.prompt
@@ -172,7 +172,7 @@ async def test_a_direct_message_always_triggers(server, tg, notified):
     await connect(server.client)
     await handled(tg, tg.push_message(42, "hello there", chat_type="private"))
     assert notified == ["support"]
-    assert "hello there" in (await server.services.channels.pending("support")).prompt
+    assert "hello there" in (await server.services.feed.pending("support")).prompt
 
 
 async def test_a_sender_not_on_the_allowlist_is_dropped_and_audited(server, tg, notified):
@@ -281,7 +281,7 @@ async def test_internal_notes_are_removed_and_bot_messages_never_trigger(server,
     assert r.json()["content"] == "@Andy says hi" and r.json()["isFromBot"] is True
     assert [m["text"] for m in tg.sent] == ["@Andy says hi"]
     assert notified == []
-    assert await server.services.channels.pending("support") is None
+    assert await server.services.feed.pending("support") is None
 
 
 async def test_sending_to_an_unknown_prefix_is_400(server):

@@ -53,5 +53,5 @@ async def test_a_triggered_message_runs_the_agent_and_its_answer_reaches_the_cha
     assert run["kind"] == "message" and run["container_name"].startswith("nanoclaw-support-")
     assert json.loads(run["results"]) == ["The build is green again."]
     # The answer reached the user, so the cursor moved: nothing is left to wake the agent.
-    assert await server.services.channels.pending("support") is None
+    assert await server.services.feed.pending("support") is None
     await client.aclose()

@@ -38,14 +38,14 @@ def webhook(server) -> str:
 
 @pytest.fixture
 def notified(server):
-    router = server.services.channels.router
-    calls, real = [], router.notify
+    supervisor = server.services.supervisor
+    calls, real = [], supervisor.notify
 
     def record(group: str) -> None:
         calls.append(group)
         real(group)
 
-    router.notify = record
+    supervisor.notify = record
     return calls
 
 
@@ -117,7 +117,7 @@ async def test_a_signed_delivery_is_stored_and_routed(connected, webhook, wa, no
     assert (message["sender"], message["senderName"], message["content"]) == (
         f"wa:{CUSTOMER}", "Bob", "do you ship to Oslo?")
     assert notified == ["sales"]  # one-to-one chats are always addressed to the bot
-    assert "do you ship to Oslo?" in (await connected.services.channels.pending("sales")).prompt
+    assert "do you ship to Oslo?" in (await connected.services.feed.pending("sales")).prompt
 
 
 async def test_a_bad_signature_is_401_and_stores_nothing(connected, webhook, wa, notified):

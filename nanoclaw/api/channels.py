@@ -118,7 +118,7 @@ async def list_channels():
 @validate_response(Message, 201)
 async def send_message(data: SendRequest):
     """Send through the channel owning the JID prefix; stored as a bot message (never triggers an agent)."""
-    sent = await services().channels.send(data.chatJid, data.content)
+    sent = await services().outbox.send(data.chatJid, data.content)
     if sent is None:
         raise Invalid("Nothing is left to send once <internal> notes are removed")
     return sent, 201

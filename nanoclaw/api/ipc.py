@@ -6,9 +6,8 @@ from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from nanoclaw.api._common import Answer, ApiModel, services
-from nanoclaw.ipc import ipc_paths, prepare_audited, write_close
+from nanoclaw.ipc import ipc_paths, prepare_audited, write_close, write_follow_up
 from nanoclaw.models import GROUP_NAME_PATTERN
-from nanoclaw.supervisor import write_follow_up
 
 bp = Blueprint("ipc", __name__)
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

@@ -8,7 +8,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from nanoclaw.api._common import Answer, ApiModel, Kept, clamp, services
 from nanoclaw.errors import NotFound
 from nanoclaw.models import GROUP_NAME_PATTERN
-from nanoclaw.supervisor import history
+from nanoclaw.supervisor import Work, history
 
 bp = Blueprint("runs", __name__)
 
@@ -69,7 +69,7 @@ async def start_run(data: RunRequest):
     """Queue one agent run for a group; poll GET /container/runs/{runId} for its results.
 
     It gets a fresh session unless sessionId names one, and its container closes once it answered."""
-    handle = await services().supervisor.submit_prompt(data.group, data.prompt, data.sessionId)
+    handle = await services().supervisor.submit(data.group, Work(data.prompt, session_id=data.sessionId))
     return RunAccepted(runId=handle.run_id), 202
 
 

@@ -17,7 +17,7 @@ from nanoclaw.errors import NanoclawError
 from nanoclaw.supervisor import RunEvent
 
 if TYPE_CHECKING:
-    from nanoclaw.channels._service import Channels
+    from nanoclaw.channels._outbox import Outbox
 
 log = logging.getLogger("nanoclaw.channels")
 
@@ -29,8 +29,8 @@ QUEUE = 1000
 class Stream:
     """One reply message edited as the agent's text grows."""
 
-    def __init__(self, channels: Channels, chat_jid: str) -> None:
-        self.channels = channels
+    def __init__(self, outbox: Outbox, chat_jid: str) -> None:
+        self.outbox = outbox
         self.chat_jid = chat_jid
         self.message_id: str | None = None
         self.latest = ""
@@ -63,11 +63,11 @@ class Stream:
                             log.warning("streamed reply to %s not updated: %s", self.chat_jid, exc)
 
     async def _show(self, text: str, *, plain: bool) -> None:
-        adapter, state = self.channels._route(self.chat_jid)
+        adapter, state = self.outbox.route(self.chat_jid)
         text = text[:adapter.max_length]
         if not text.strip() or text == self.shown:
             return
-        http = self.channels._http()
+        http = self.outbox.http_client()
         try:
             if self.message_id is None:
                 self.message_id = await adapter.send(http, state.credentials, self.chat_jid, text, plain=plain)
@@ -90,10 +90,10 @@ class Stream:
         async with self.lock:
             if self.message_id is None:
                 return False
-            adapter, state = self.channels._route(self.chat_jid)
+            adapter, state = self.outbox.route(self.chat_jid)
             for plain in (False, True):
                 try:
-                    await self.channels._retrying(adapter, self.chat_jid, self._paced(text, plain))
+                    await self.outbox.retrying(adapter, self.chat_jid, self._paced(text, plain))
                     return True
                 except PlatformError as exc:
                     if plain or not adapter.format_refused(exc):
@@ -110,8 +110,8 @@ class Stream:
 
 
 class Activity:
-    def __init__(self, channels: Channels) -> None:
-        self.channels = channels
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
         self._in, self._out = trio.open_memory_channel[tuple[int, RunEvent]](QUEUE)
         # chat -> results seen so far. Set as the supervisor emits (before it sends the
         # answer), so text still queued from before an answer is known to be stale.
@@ -178,7 +178,7 @@ class Activity:
                 stream.scope.cancel()
 
     def _start_typing(self, jid: str) -> None:
-        adapter = self.channels.by_prefix.get(jid.partition(":")[0])
+        adapter = self.outbox.by_prefix.get(jid.partition(":")[0])
         if adapter is None or adapter.typing_interval is None or jid in self._typing or self._nursery is None:
             return
         scope = trio.CancelScope()
@@ -191,8 +191,8 @@ class Activity:
                 while True:
                     delay = adapter.typing_interval
                     try:
-                        _, state = self.channels._route(jid)
-                        await adapter.typing(self.channels._http(), state.credentials, jid)
+                        _, state = self.outbox.route(jid)
+                        await adapter.typing(self.outbox.http_client(), state.credentials, jid)
                     except PlatformError as exc:
                         delay = max(delay, exc.retry_after or 0)
                         log.debug("typing in %s: %s", jid, exc.reason)
@@ -214,15 +214,15 @@ class Activity:
     async def _stream(self, jid: str, text: str, answers: int) -> None:
         stream = self._streams.get(jid)
         if stream is None:
-            adapter = self.channels.by_prefix.get(jid.partition(":")[0])
-            ns = await self.channels.namespaces.by_jid(jid)
+            adapter = self.outbox.by_prefix.get(jid.partition(":")[0])
+            ns = await self.outbox.namespaces.by_jid(jid)
             if self._stale(jid, answers):
                 return
             if (adapter is None or not adapter.can_edit or ns is None or not ns.containerConfig.streamReplies
                     or self._nursery is None):
                 self._start_typing(jid)
                 return
-            stream = self._streams[jid] = Stream(self.channels, jid)
+            stream = self._streams[jid] = Stream(self.outbox, jid)
             self._nursery.start_soon(stream.run)
             self.stop_typing(jid)
         stream.update(text)

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel
 
-from nanoclaw.channels._media import Download, MediaRef, OutFile
+from nanoclaw.channels._media import Download, MediaRef
+from nanoclaw.groupfiles import OutFile
 
 # Platform tokens are printable ASCII without spaces; anything else could not travel in a URL or header.
 TOKEN_CHARS = "[!-~]+"

@@ -13,20 +13,16 @@ import os
 import re
 import secrets
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import httpx
 import trio
 
-from nanoclaw import safefs
+from nanoclaw.groupfiles import CONTAINER_GROUP, MAX_MEDIA
 
-# The largest file taken from or sent to a chat.
-MAX_MEDIA = 20 * 1024 * 1024
-CONTAINER_GROUP = PurePosixPath("/workspace/group")
+
 INBOX = "inbox"
 # Chunks of a download are gathered to about this size before each write.
 WRITE_CHUNK = 1024 * 1024
-IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 
 
 @dataclasses.dataclass
@@ -174,49 +170,3 @@ def remove_partial_downloads(groups_dir: Path) -> list[Path]:
 def inbox_folder(group_dir: Path, now: float) -> Path:
     return group_dir / INBOX / dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d")
 
-
-# -- outgoing -------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class OutFile:
-    name: str
-    data: bytes
-    mime_type: str
-    path: str = ""  # where the container has it
-
-    @property
-    def kind(self) -> str:
-        return "image" if self.mime_type in IMAGE_TYPES else "document"
-
-
-def read_group_file(group_dir: Path, requested: Any, *, limit: int = MAX_MEDIA) -> OutFile:
-    """The file a container names by its container path, read from inside its group folder only.
-    Each path component is opened relative to the one before with O_NOFOLLOW (nanoclaw.safefs),
-    so no link anywhere leads out. ValueError says why a request is refused. Blocking."""
-    if not isinstance(requested, str) or not requested or "\x00" in requested:
-        raise ValueError("send_file needs a path")
-    path = PurePosixPath(requested)
-    if not path.is_absolute():
-        path = CONTAINER_GROUP / path
-    try:
-        parts = path.relative_to(CONTAINER_GROUP).parts
-    except ValueError:
-        raise ValueError(f"only files under {CONTAINER_GROUP} can be sent, not {requested}") from None
-    if not parts or any(p in ("..", ".") for p in parts):
-        raise ValueError(f"{requested} does not name a file inside {CONTAINER_GROUP}")
-    try:
-        fd = safefs.open_dir(group_dir, parts[:-1], create=False)
-    except OSError as exc:
-        raise ValueError(f"{requested}: {exc.strerror or exc} (links are not followed)") from None
-    try:
-        data = safefs.read_regular(fd, parts[-1], limit)
-    except safefs.UnsafeEntry as exc:
-        raise ValueError(f"{requested}: {exc.strerror}") from None
-    except OSError as exc:
-        raise ValueError(f"{requested}: cannot open ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
-    name = parts[-1]
-    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return OutFile(name, data, mime, str(CONTAINER_GROUP.joinpath(*parts)))

@@ -1,32 +1,22 @@
-"""Inbound routing (allowlist -> store -> namespace -> trigger -> notify) and the
-supervisor's view of a group's pending messages."""
+"""Inbound routing: allowlist -> store -> namespace -> trigger -> the supervisor is told."""
 from __future__ import annotations
 
-import dataclasses
-import html
 import logging
 import re
-import sqlite3
 from typing import Any, Awaitable, Callable
 
 from nanoclaw.audit import Audit
+from nanoclaw.channels._activity import Activity
 from nanoclaw.channels._base import Inbound
-from nanoclaw.channels._store import ChatStore, attachments
-from nanoclaw.clock import iso
+from nanoclaw.channels._outbox import Outbox
+from nanoclaw.channels._store import ChatStore
 from nanoclaw.namespaces import Namespace, Namespaces
 from nanoclaw.security.senders import SenderAllowlist
-from nanoclaw.supervisor import MessageBatch
+from nanoclaw.supervisor import Supervisor
 
 log = logging.getLogger("nanoclaw.channels")
 
-# A prompt holds at most this many of the newest pending messages of a chat.
-MAX_BATCH = 200
-
-
-@dataclasses.dataclass(frozen=True)
-class ChatCursor:
-    chat_jid: str
-    message_id: int
+NEW_SESSION_TEXT = "Started a new session: earlier messages are forgotten."
 
 
 def _trigger_pattern(trigger: str) -> str:
@@ -52,43 +42,25 @@ def is_new_command(ns: Namespace, text: str) -> bool:
     return _NEW_COMMAND.fullmatch(rest.strip()) is not None
 
 
-def format_prompt(rows: list[sqlite3.Row]) -> str:
-    lines = ["<messages>"]
-    for row in rows:
-        files = "".join(
-            f'\n<attachment kind="{html.escape(f["kind"])}" name="{html.escape(f["name"])}" '
-            f'type="{html.escape(f["mimeType"] or "")}" size="{f["size"]}" path="{html.escape(f["path"])}"/>'
-            for f in attachments(row))
-        lines.append(
-            f'<message sender="{html.escape(row["sender_name"] or row["sender_jid"])}" '
-            f'time="{iso(row["ts"])}">{html.escape(row["content"], quote=False)}{files}</message>'
-        )
-    lines.append("</messages>")
-    return "\n".join(lines)
-
-
 # Downloads a message's files into a group's folder (None: the chat has no group);
 # returns the attachments saved and notes on those that were not.
 FetchMedia = Callable[[Inbound, "str | None"], Awaitable[tuple[list[dict[str, Any]], list[str]]]]
 
 
 class Router:
-    """notify: called with a group name once a triggering message for it is stored
-    (the supervisor's notify_messages). new_session: awaited with (group, chat JID) when a
-    chat sends `/new` after the trigger (the supervisor's new_session); such a message never
-    reaches the agent."""
+    """Stores what chats send; a triggering message wakes its group (`supervisor.notify`) and
+    shows typing if a run for its chat is live (`activity`); `/new` after the trigger starts a
+    fresh session instead (it never reaches the agent) and the chat is told (`outbox`)."""
 
     def __init__(self, store: ChatStore, namespaces: Namespaces, senders: SenderAllowlist, audit: Audit,
-                 notify: Callable[[str], None] | None = None,
-                 new_session: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+                 supervisor: Supervisor, outbox: Outbox, activity: Activity) -> None:
         self.store = store
         self.namespaces = namespaces
         self.senders = senders
         self.audit = audit
-        self.notify = notify
-        self.new_session = new_session
-        # Called with the chat's JID whenever a triggering message is stored (typing for follow-ups).
-        self.triggered: Callable[[str], None] | None = None
+        self.supervisor = supervisor
+        self.outbox = outbox
+        self.activity = activity
 
     async def deliver(self, msg: Inbound, fetch: FetchMedia | None = None) -> bool:
         """Route one inbound message; True when it was new and stored. Its files are
@@ -112,35 +84,12 @@ class Router:
         if ns is None or not triggers(ns, msg.text, msg.addressed):
             return True
         if is_new_command(ns, msg.text):
-            if self.new_session is not None:
-                await self.new_session(ns.name, msg.chat_jid)
-        elif self.notify is not None:
-            self.notify(ns.name)
-            if self.triggered is not None:
-                self.triggered(msg.chat_jid)
+            await self.supervisor.new_session(ns.name)
+            try:
+                await self.outbox.send(msg.chat_jid, NEW_SESSION_TEXT)
+            except Exception as exc:  # the session is reset all the same
+                log.warning("telling %s about its new session failed: %s", msg.chat_jid, exc)
+        else:
+            self.supervisor.notify(ns.name)
+            self.activity.follow_up(msg.chat_jid)
         return True
-
-    async def pending(self, group: str) -> MessageBatch | None:
-        """The oldest chat of the group with a triggering message past its cursor: all its
-        pending messages (untriggered ones included, as context)."""
-        ns = await self.namespaces.find(group)
-        if ns is None or not ns.chatJids:
-            return None
-        best: tuple[int, str, list[sqlite3.Row], int] | None = None
-        for jid, found in (await self.store.since_cursor(group, ns.chatJids)).items():
-            # /new was handled when it arrived; the agent never sees it.
-            rows = [r for r in found if not is_new_command(ns, r["content"])]
-            first = next((r["id"] for r in rows if triggers(ns, r["content"], bool(r["addressed"]))), None)
-            if first is not None and (best is None or first < best[0]):
-                best = (first, jid, rows, found[-1]["id"])
-        if best is None:
-            return None
-        _, jid, rows, last = best
-        rows = rows[-MAX_BATCH:]
-        return MessageBatch(prompt=format_prompt(rows), chat_jid=jid, cursor=ChatCursor(jid, last),
-                            attachments=[f for row in rows for f in attachments(row)])
-
-    async def advance(self, group: str, cursor: object) -> None:
-        if not isinstance(cursor, ChatCursor):
-            raise TypeError(f"not a cursor of the channel layer: {cursor!r}")
-        await self.store.advance(group, cursor.chat_jid, cursor.message_id)

@@ -15,7 +15,8 @@ from pydantic import Field
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
-from nanoclaw.channels._media import Download, MediaRef, OutFile, media_kind
+from nanoclaw.channels._media import Download, MediaRef, media_kind
+from nanoclaw.groupfiles import OutFile
 from nanoclaw.channels._websocket import close_code, close_socket, open_socket
 from nanoclaw.models import Strict
 

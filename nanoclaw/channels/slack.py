@@ -12,7 +12,8 @@ from trio_websocket import ConnectionClosed
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.channels._format import slack_mrkdwn
-from nanoclaw.channels._media import Download, MediaRef, OutFile, media_kind
+from nanoclaw.channels._media import Download, MediaRef, media_kind
+from nanoclaw.groupfiles import OutFile
 from nanoclaw.channels._websocket import close_code, open_socket
 from nanoclaw.models import Strict
 

@@ -11,7 +11,8 @@ from pydantic import Field
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.channels._format import telegram_html
-from nanoclaw.channels._media import Download, MediaRef, OutFile, TooLarge
+from nanoclaw.channels._media import Download, MediaRef, TooLarge
+from nanoclaw.groupfiles import OutFile
 from nanoclaw.models import Strict
 
 log = logging.getLogger("nanoclaw.channels.telegram")

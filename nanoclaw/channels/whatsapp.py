@@ -13,7 +13,8 @@ from pydantic import Field
 
 from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
 from nanoclaw.channels._format import whatsapp_text
-from nanoclaw.channels._media import Download, MediaRef, OutFile
+from nanoclaw.channels._media import Download, MediaRef
+from nanoclaw.groupfiles import OutFile
 from nanoclaw.jsondepth import check_depth
 from nanoclaw.models import Strict
 

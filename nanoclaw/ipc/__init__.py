@@ -16,7 +16,7 @@ import trio
 
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
-from nanoclaw.channels import read_group_file
+from nanoclaw.groupfiles import read_group_file
 from nanoclaw.config import Settings
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError
 from nanoclaw.ipc import _tree
@@ -26,6 +26,7 @@ from nanoclaw.models import GROUP_NAME_RE
 from nanoclaw.namespaces import Namespaces
 
 if TYPE_CHECKING:
+    from nanoclaw.channels import Outbox
     from nanoclaw.scheduler import Scheduler
     from nanoclaw.supervisor import Supervisor
 
@@ -48,13 +49,14 @@ class IpcWatcher:
     """
 
     def __init__(self, settings: Settings, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
-                 scheduler: Scheduler, *, offload=None, clock: Clock | None = None) -> None:
+                 scheduler: Scheduler, outbox: Outbox, *, offload=None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.audit = audit
         self.namespaces = namespaces
         self.supervisor = supervisor
         self.clock = clock or audit.clock
         self.scheduler = scheduler  # handle_ipc(group, is_main, request)
+        self.outbox = outbox  # send(chat_jid, text), send_file(chat_jid, file, caption)
         self.processed = 0
         self.offload = offload or trio.to_thread.run_sync
         self._lock = trio.Lock()
@@ -154,25 +156,25 @@ class IpcWatcher:
         text = payload.get("text")
         if not isinstance(text, str) or not text.strip():
             raise Invalid("a message needs non-empty text")
-        jid, messages = await self._target(group, is_main, default_jid, payload)
-        await messages.send(jid, text)
+        jid = await self._target(group, is_main, default_jid, payload)
+        await self.outbox.send(jid, text)
         await self.audit.record("info", "ipc", f"{group} sent a message to {jid}", group=group)
 
     async def _send_file(self, group: str, is_main: bool, default_jid: str | None, payload: dict) -> None:
         caption = payload.get("caption")
         if caption is not None and not isinstance(caption, str):
             raise Invalid("caption must be text")
-        jid, messages = await self._target(group, is_main, default_jid, payload)
+        jid = await self._target(group, is_main, default_jid, payload)
         try:
             file = await self.offload(read_group_file, self.settings.groups_dir / group, payload.get("path"))
         except (ValueError, OSError) as exc:
             raise Invalid(f"send_file refused: {exc}") from None
-        await messages.send_file(jid, file, caption)
+        await self.outbox.send_file(jid, file, caption)
         await self.audit.record("info", "ipc", f"{group} sent the file {file.path} ({len(file.data)} bytes) "
                                 f"to {jid}", group=group)
 
-    async def _target(self, group: str, is_main: bool, default_jid: str | None, payload: dict):
-        """The chat a message file may go to, and the channel layer to send it with."""
+    async def _target(self, group: str, is_main: bool, default_jid: str | None, payload: dict) -> str:
+        """The chat a message file may go to."""
         jid = payload.get("chatJid") or default_jid
         if not isinstance(jid, str) or not jid:
             raise Invalid("no chatJid to send to")
@@ -180,10 +182,7 @@ class IpcWatcher:
             owner = await self.namespaces.by_jid(jid)
             if owner is None or owner.name != group:
                 raise Forbidden(f"group {group} may only message its own chats, not {jid}")
-        messages = self.supervisor.messages
-        if messages is None:
-            raise Invalid("no channel layer is running to send messages")
-        return jid, messages
+        return jid
 
     async def _task_request(self, group: str, is_main: bool, payload: dict) -> None:
         if payload.get("type") not in TASK_TYPES:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from typing import Any, Awaitable, Callable, NoReturn
+from typing import Any, NoReturn
 
 import trio
 from pydantic import ValidationError
 
 from nanoclaw.audit import Audit
+from nanoclaw.channels import Outbox
 from nanoclaw.clock import Clock
 from nanoclaw.errors import Conflict, Forbidden, Invalid, NanoclawError, NotFound, QuotaExceeded
 from nanoclaw.events import Listeners
@@ -25,12 +26,9 @@ from nanoclaw.scheduler._model import Schedule, ScheduleCreate, ScheduleLog, Sch
 from nanoclaw.scheduler._rows import _add_log, _load, _load_log
 from nanoclaw.scheduler._timing import Timing, due_slots, first_run, local_timezone, parse
 from nanoclaw.store import Database
-from nanoclaw.supervisor import RunHandle, RunOutcome, TaskRequest
+from nanoclaw.supervisor import RunOutcome, RunSink, Supervisor, Work
 
 log = logging.getLogger("nanoclaw.scheduler")
-
-SubmitTask = Callable[[str, TaskRequest], Awaitable[RunHandle]]
-SendMessage = Callable[[str, str], Awaitable[None]]
 
 # A run this late after its slot (downtime, a long stall) is logged as catch-up.
 CATCH_UP_AFTER_MS = 10_000
@@ -42,22 +40,19 @@ READ_ONLY = {"id", "status", "nextRun", "lastRun", "lastResult", "createdAt", "u
 class Scheduler:
     """Fires scheduled tasks. Supports the nursery start protocol: `await nursery.start(scheduler.run)`.
 
-    submit: the supervisor's `submit_task(group, TaskRequest) -> RunHandle`;
-    send_message: the channel layer's `send(chat_jid, text)`. Either may be
-    None while that part is not available; a run without `submit` is logged
-    as an error.
+    A slot's run is submitted to the supervisor; its results go to the schedule's chat through
+    the outbox (the channel layer's `send(chat_jid, text)`).
     """
 
-    def __init__(self, db: Database, clock: Clock, audit: Audit, namespaces: Namespaces, *,
-                 submit: SubmitTask | None = None, send_message: SendMessage | None = None,
-                 timezone: str | None = None, max_per_group: int = 50) -> None:
+    def __init__(self, db: Database, clock: Clock, audit: Audit, namespaces: Namespaces, supervisor: Supervisor,
+                 outbox: Outbox, *, timezone: str | None = None, max_per_group: int = 50) -> None:
         self.db = db
         self.max_per_group = max_per_group
         self.clock = clock
         self.audit = audit
         self.namespaces = namespaces
-        self.submit = submit
-        self.send_message = send_message
+        self.supervisor = supervisor
+        self.outbox = outbox
         self.default_timezone = timezone or local_timezone()
         self._changed = trio.Event()
         # Schedules whose run has been handed over and has not finished.
@@ -373,23 +368,16 @@ class Scheduler:
             return RunOutcome(run_id="", status="error", result=None, error=message,
                               duration_ms=self._now_ms() - started)
 
-        if self.submit is None:
-            return failed("no container supervisor is available")
         try:
             namespace = await self.namespaces.get(schedule.group)
             config = None
             if schedule.containerConfig:
                 config = ContainerConfig.model_validate(
                     namespace.containerConfig.model_dump() | schedule.containerConfig)
-            request = TaskRequest(
-                prompt=schedule.prompt,
-                context_mode=schedule.contextMode,
-                chat_jid=schedule.chatJid,
-                container_config=config,
-                schedule_id=schedule.id,
-                on_result=lambda text: self._deliver(schedule, text),
-            )
-            handle = await self.submit(schedule.group, request)
+            work = Work(schedule.prompt, kind="task", sink=_ScheduleSink(self, schedule), chat_jid=schedule.chatJid,
+                        group_session=schedule.contextMode == "group", container_config=config,
+                        schedule_id=schedule.id, priority=0)
+            handle = await self.supervisor.submit(schedule.group, work)
             await self.db.execute("UPDATE schedule_logs SET run_id = ? WHERE id = ?", (handle.run_id, log_id))
             return await handle.wait()
         except NanoclawError as error:
@@ -401,15 +389,26 @@ class Scheduler:
             return failed(f"could not start the run: {error}")
 
     async def _deliver(self, schedule: Schedule, text: str) -> None:
-        if self.send_message is None or schedule.chatJid is None:
+        if schedule.chatJid is None:
             return
         try:
-            await self.send_message(schedule.chatJid, text)
+            await self.outbox.send(schedule.chatJid, text)
         except Exception as error:  # a chat that cannot be reached must not fail the run
             log.warning("schedule %s: sending a result to %s failed: %s", schedule.id, schedule.chatJid, error)
             await self.audit.record("warning", "scheduler",
                                     f"result of schedule {schedule.name!r} not delivered to {schedule.chatJid}",
                                     group=schedule.group, details={"scheduleId": schedule.id, "error": str(error)})
+
+
+class _ScheduleSink(RunSink):
+    """A slot's results go to the schedule's chat (if it names one)."""
+
+    def __init__(self, scheduler: Scheduler, schedule: Schedule) -> None:
+        self.scheduler = scheduler
+        self.schedule = schedule
+
+    async def result(self, run, text: str) -> None:
+        await self.scheduler._deliver(self.schedule, text)
 
 
 def _interval_as_number(schedule):

@@ -1,40 +1,20 @@
 """A group's queue: the work waiting for it and the container it has live."""
 from __future__ import annotations
 
-import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import trio
 
 from nanoclaw.broadcast import Broadcast
-from nanoclaw.supervisor._types import MessageBatch, RunHandle, TaskRequest
-
-Kind = Literal["message", "task", "adhoc"]
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass
-class Work:
-    kind: Kind
-    handle: RunHandle
-    prompt: str = ""
-    task: TaskRequest | None = None
-    batch: MessageBatch | None = None
-    # An on-demand run's named session (else it gets a fresh one).
-    session_id: str | None = None
+from nanoclaw.supervisor._types import Work
 
 
 @dataclass
 class ActiveRun:
     group: str
     run_id: str
-    kind: Kind
+    kind: str  # the work's label
     container_name: str
     session_id: str
     ipc_dir: Path
@@ -45,14 +25,17 @@ class ActiveRun:
     closing: bool = False
     # Continues (and updates) the group's stored session; /new turns this off.
     group_session: bool = False
+    # Runs work from the feed: stays for follow-ups after a turn, retried when it fails.
+    fed: bool = False
 
 
 @dataclass
 class GroupQueue:
     name: str
-    tasks: deque = field(default_factory=deque)
-    adhoc: deque = field(default_factory=deque)
-    messages: bool = False
+    # Submitted work in the order it runs (by priority, then as submitted).
+    pending: list[Work] = field(default_factory=list)
+    # The feed has work for this group.
+    fed: bool = False
     active: ActiveRun | None = None
     runner: bool = False
     waiting: bool = False
@@ -62,7 +45,11 @@ class GroupQueue:
     pipe_lock: trio.Lock = field(default_factory=trio.Lock)
 
     def has_work(self) -> bool:
-        return bool(self.tasks or self.adhoc or self.messages)
+        return bool(self.pending or self.fed)
+
+    def add(self, work: Work) -> None:
+        at = next((i for i, w in enumerate(self.pending) if w.priority > work.priority), len(self.pending))
+        self.pending.insert(at, work)
 
     def poke(self) -> None:
         self.changed.fire()

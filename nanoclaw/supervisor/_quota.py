@@ -6,6 +6,7 @@ import logging
 
 from nanoclaw import safefs
 from nanoclaw.models import ContainerConfig
+from nanoclaw.supervisor._types import RunSink
 
 log = logging.getLogger("nanoclaw.supervisor")
 
@@ -22,9 +23,9 @@ async def measure_disk(supervisor, group: str) -> float:
     return size
 
 
-async def check_disk(supervisor, active, config: ContainerConfig) -> None:
-    """Raise DiskQuotaExceeded (audited; a message run also tells its chat, once: not on retries)
-    when the group folder is over its quota."""
+async def check_disk(supervisor, active, config: ContainerConfig, sink: RunSink) -> None:
+    """Raise DiskQuotaExceeded (audited; the sink hears a notice, once: not on retries) when the
+    group folder is over its quota."""
     group = active.group
     size = await measure_disk(supervisor, group)
     limit = config.maxDiskMb
@@ -35,10 +36,9 @@ async def check_disk(supervisor, active, config: ContainerConfig) -> None:
     await supervisor.audit.record("warning", "quota", f"run refused: {message}", group=group,
                                   details={"diskMb": size, "maxDiskMb": limit})
     queue = supervisor.queues.get(group)
-    already_told = queue is not None and queue.retries > 0
-    if active.kind == "message" and active.chat_jid and supervisor.messages is not None and not already_told:
+    if queue is None or queue.retries == 0:
         try:
-            await supervisor.messages.send(active.chat_jid, f"I cannot run now: {message}.")
+            await sink.notice(active, f"I cannot run now: {message}.")
         except Exception:  # the refusal stands even if the notice cannot be sent
             log.exception("could not tell %s about its disk quota", group)
     raise DiskQuotaExceeded(message)

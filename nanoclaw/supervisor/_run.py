@@ -23,16 +23,17 @@ from nanoclaw.ipc import prepare_audited
 from nanoclaw.logs import log_context
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import GLOBAL
+from nanoclaw.proxy import CredentialProxy
 from nanoclaw.runtime import InternalNetwork, Runtime, RuntimeUnavailable, container_user, give_to_container, run_args
 from nanoclaw.supervisor._agent import agent_settings
 from nanoclaw.supervisor._container import ContainerHooks, RunState, run_container
 from nanoclaw.supervisor._history import (finish_run, insert_run, save_group_session,
                                           set_run_results, set_run_session, stored_session)
-from nanoclaw.supervisor._queue import ActiveRun, GroupQueue, Work, new_id
+from nanoclaw.supervisor._queue import ActiveRun, GroupQueue
 from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
-from nanoclaw.supervisor._types import MessageSource, RunOutcome
+from nanoclaw.supervisor._types import RunOutcome, Work, WorkFeed, new_id
 from nanoclaw.text import strip_internal
 from nanoclaw.supervisor._usage import RunRefused, budget_refusal, save_usage
 
@@ -50,8 +51,8 @@ class RunLife:
     audit: Audit
     mounts: MountPolicy
     runtime: Runtime
-    proxy: Any
-    messages: MessageSource | None
+    proxy: CredentialProxy
+    feed: WorkFeed
     offload: Any
     instance_id: str | None
     internal_network: InternalNetwork
@@ -64,28 +65,23 @@ class RunLife:
     _close_after_turn: Any
     remove_orphans: Any
 
-    async def _run(self, queue: GroupQueue, work: Work, ns, started: float) -> RunOutcome:
+    async def _run(self, queue: GroupQueue, work: Work, ns, started: float, fed: bool) -> RunOutcome:
         group = queue.name
         run_id = work.handle.run_id
-        task = work.task
-        config: ContainerConfig = (task.container_config if task and task.container_config else ns.containerConfig)
-        group_session = work.kind == "message" or (task is not None and task.context_mode == "group")
+        sink = work.sink
+        config: ContainerConfig = work.container_config or ns.containerConfig
+        group_session = work.group_session
         # None: the group has no session (yet, or since /new); the runner starts one and names it.
         resume = await stored_session(self.db, group) if group_session else None
         # Also the IPC folder's name, so even a session the runner has yet to name has one here.
-        session_id = (work.session_id if work.kind == "adhoc" else resume) or new_id()
-        if work.kind == "message":
-            chat_jid = work.batch.chat_jid
-        elif task is not None and task.chat_jid:
-            chat_jid = task.chat_jid
-        else:
-            chat_jid = ns.chatJids[0] if ns.chatJids else None
+        session_id = work.session_id or resume or new_id()
+        chat_jid = work.chat_jid or (ns.chatJids[0] if ns.chatJids else None)
         log_context(group=group, runId=run_id)  # every log line of this run names it
         name = f"nanoclaw-{group}-{self.clock.now_ms()}"
         ipc_dir = self.settings.ipc_dir / group / session_id
         active = ActiveRun(group, run_id, work.kind, name, session_id, ipc_dir, started, chat_jid, ns.isMain,
-                           group_session=group_session)
-        await insert_run(self.db, run_id, group, work.kind, name, session_id, task.schedule_id if task else None,
+                           group_session=group_session, fed=fed)
+        await insert_run(self.db, run_id, group, work.kind, name, session_id, work.schedule_id,
                          work.prompt[:2000], started)
         self.queued_runs.pop(run_id, None)
         state = RunState(session_id=session_id)
@@ -95,6 +91,7 @@ class RunLife:
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
         log.info("%s run started in container %s", work.kind, name)
         try:
+            await self._tell_started(sink, active)
             agent = agent_settings(config.agent, self.settings)
             budget = config.agent.monthlyTokenBudget if config.agent else None
             refusal = await budget_refusal(self.db, group, budget, self.clock.now())
@@ -106,27 +103,25 @@ class RunLife:
             if refused:
                 await self.audit.record("violation", "container", "not a folder (a link or a file?), left as it is: "
                                         + ", ".join(map(str, refused)), group=group)
-            await check_disk(self, active, config)
-            if self.proxy is not None:
-                token = self.proxy.register_run(group)
+            await check_disk(self, active, config, sink)
+            token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
             stdin = json.dumps({
                 "prompt": work.prompt, "sessionId": None if group_session and resume is None else session_id,
                 "group": group, "chatJid": chat_jid,
                 "isMain": ns.isMain, "isScheduledTask": work.kind == "task", "agent": agent,
-                **({"attachments": work.batch.attachments} if work.batch and work.batch.attachments else {}),
+                **({"attachments": work.attachments} if work.attachments else {}),
             }).encode() + b"\n"
             await run_container(self.runtime, active.container_name, args, stdin, config, state, ContainerHooks(
                 on_frame=lambda frame: self._on_frame(
-                    active, state, frame, lambda text: self._deliver(queue, work, active, state, text)),
-                on_progress=lambda event: self._emit(
-                    "progress", active.run_id, active.group, active.kind, active.chat_jid, event),
+                    active, state, frame, lambda text: self._deliver(sink, active, state, text)),
+                on_progress=lambda event: self._progress(sink, active, event),
                 write_close=lambda: self._write_close(active),
                 close_after_turn=lambda: self._close_after_turn(active)))
         except (RunRefused, Invalid) as exc:
             # No container: the chat (or the task's chat) hears why, as it would hear an answer.
             state.fail("error", str(exc))
-            await self._deliver(queue, work, active, state, str(exc))
+            await self._deliver(sink, active, state, str(exc))
         except (RuntimeUnavailable, DiskQuotaExceeded) as exc:
             state.fail("error", str(exc))
         except NanoclawError as exc:  # e.g. the proxy cannot listen on the internal network
@@ -142,11 +137,15 @@ class RunLife:
             if token is not None:
                 self.proxy.unregister_run(token)
             with trio.CancelScope(shield=True):
-                outcome = await self._finish(queue, work, active, state)
+                outcome = await self._finish(queue, active, state)
                 log.info("run finished: %s in %d ms", outcome.status, outcome.duration_ms)
                 self._emit("finished", run_id, group, work.kind, chat_jid, {
                     "status": outcome.status, "error": outcome.error, "durationMs": outcome.duration_ms,
                     "result": outcome.result, "usage": state.usage.as_dict(), "model": state.usage.model})
+                try:
+                    await sink.finished(active, outcome)
+                except Exception:  # whoever asked is told through the handle all the same
+                    log.exception("the sink of run %s failed on its outcome", run_id)
                 for listener in self.run_finished_listeners:
                     await listener(group, active)
         return outcome
@@ -161,7 +160,7 @@ class RunLife:
                                       ipc_dir / "messages", ipc_dir / "tasks"], container_user())
         return []
 
-    async def _run_args(self, active: ActiveRun, ns, config: ContainerConfig, token: str | None) -> list[str]:
+    async def _run_args(self, active: ActiveRun, ns, config: ContainerConfig, token: str) -> list[str]:
         group = ns.name
         settings = self.settings
         env = {"TZ": local_timezone(), "NANOCLAW_GROUP": group, "NANOCLAW_RUN_ID": active.run_id}
@@ -171,10 +170,8 @@ class RunLife:
         network, gateway = settings.container_network, self.runtime.state.host_gateway or "127.0.0.1"
         if config.network == "proxy-only":
             network, gateway = await self.internal_network.ensure(self.instance_id)
-            if self.proxy is not None:
-                await self.proxy.listen_also(gateway)
-        if token is not None:
-            env.update(self.proxy.container_env(token, gateway))
+            await self.proxy.listen_also(gateway)
+        env.update(self.proxy.container_env(token, gateway))
         mounts = [
             (settings.groups_dir / group, "/workspace/group", False),
             (settings.groups_dir / GLOBAL, "/workspace/global", not ns.isMain),
@@ -220,21 +217,29 @@ class RunLife:
                 self._emit("result", active.run_id, active.group, active.kind, active.chat_jid, {"text": text})
                 await deliver(text)
 
-    async def _deliver(self, queue: GroupQueue, work: Work, active: ActiveRun, state: RunState, text: str) -> None:
+    async def _tell_started(self, sink, active: ActiveRun) -> None:
         try:
-            if work.kind == "message":
-                await self.messages.send(active.chat_jid, text)
-                if not state.delivered:
-                    await self.messages.advance(queue.name, work.batch.cursor)
-            elif work.kind == "task" and work.task.on_result is not None:
-                await work.task.on_result(text)
+            await sink.started(active)
+        except Exception:  # a sink's bug must not stop the run
+            log.exception("the sink of run %s failed on its start", active.run_id)
+
+    def _progress(self, sink, active: ActiveRun, event: dict) -> None:
+        self._emit("progress", active.run_id, active.group, active.kind, active.chat_jid, event)
+        try:
+            sink.event(active, event)
+        except Exception:  # a sink's bug must not stop the run
+            log.exception("the sink of run %s failed on a progress event", active.run_id)
+
+    async def _deliver(self, sink, active: ActiveRun, state: RunState, text: str) -> None:
+        try:
+            await sink.result(active, text)
             state.delivered += 1
         except Exception as exc:  # a failed send must not kill the run
-            log.exception("delivering a result of %s failed", queue.name)
+            log.exception("delivering a result of %s failed", active.group)
             await self.audit.record("error", "delivery", f"result of run {active.run_id} not delivered: {exc}",
-                                    group=queue.name)
+                                    group=active.group)
 
-    async def _finish(self, queue: GroupQueue, work: Work, active: ActiveRun, state: RunState) -> RunOutcome:
+    async def _finish(self, queue: GroupQueue, active: ActiveRun, state: RunState) -> RunOutcome:
         if state.status is None:
             if state.last_error is not None:
                 state.fail("error", state.last_error)
@@ -244,7 +249,7 @@ class RunLife:
         duration = int((finished - active.started_at) * 1000)
         await finish_run(self.db, active.run_id, status=state.status, finished=finished, duration_ms=duration,
                          exit_code=state.exit_code, results=state.results, error=state.error)
-        if work.kind == "message":
+        if active.fed:
             if state.status in ("success", "cancelled") or state.delivered:
                 queue.retries, queue.retry_at = 0, None
             else:
@@ -262,6 +267,6 @@ class RunLife:
             return
         delay = RETRY_DELAYS[queue.retries - 1]
         queue.retry_at = self.clock.now() + delay
-        queue.messages = True
+        queue.fed = True
         await self.audit.record("warning", "container",
                                 f"run failed ({state.error}); retry {queue.retries} in {delay} s", group=queue.name)

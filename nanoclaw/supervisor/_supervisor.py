@@ -15,31 +15,31 @@ from nanoclaw.errors import Invalid
 from nanoclaw.events import Listeners
 from nanoclaw.ipc import write_close, write_follow_up
 from nanoclaw.namespaces import Namespaces
+from nanoclaw.proxy import CredentialProxy
 from nanoclaw.runtime import InternalNetwork, Runtime, RuntimeUnavailable
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._history import forget_group_session, load_instance_id, mark_interrupted
-from nanoclaw.supervisor._queue import ActiveRun, GroupQueue, Kind, Work, new_id
+from nanoclaw.supervisor._queue import ActiveRun, GroupQueue
 from nanoclaw.supervisor._run import SESSION_RE, RunLife
-from nanoclaw.text import strip_internal
-from nanoclaw.supervisor._types import (MessageSource, QueueStatistics, RunEvent, RunHandle, RunListener, RunOutcome,
-                                       TaskRequest)
+from nanoclaw.supervisor._types import QueueStatistics, RunEvent, RunHandle, RunListener, RunOutcome, Work, WorkFeed
 
 log = logging.getLogger("nanoclaw.supervisor")
 
-NEW_SESSION_TEXT = "Started a new session: earlier messages are forgotten."
-__all__ = ["NEW_SESSION_TEXT", "ActiveRun", "Supervisor", "strip_internal", "write_follow_up"]
+__all__ = ["ActiveRun", "Supervisor"]
 
 
 class Supervisor(RunLife):
     """Per-group queues under one global CapacityLimiter; one container per group at a time.
 
-    `await nursery.start(supervisor.run)`; cancelling it stops every container by name.
+    Work comes submitted (`submit`) or from the feed (`notify`); each run reports to its work's
+    sink, and every run's events go to subscribers. `await nursery.start(supervisor.run)`;
+    cancelling it stops every container by name.
     """
 
     def __init__(self, settings: Settings, db: Database, clock: Clock, audit: Audit,
-                 namespaces: Namespaces, mounts: MountPolicy, runtime: Runtime, *,
-                 proxy=None, messages: MessageSource | None = None, offload=None) -> None:
+                 namespaces: Namespaces, mounts: MountPolicy, runtime: Runtime, proxy: CredentialProxy,
+                 feed: WorkFeed, *, offload=None) -> None:
         self.settings = settings
         self.db = db
         self.clock = clock
@@ -48,12 +48,12 @@ class Supervisor(RunLife):
         self.mounts = mounts
         self.runtime = runtime
         self.proxy = proxy
-        self.messages = messages
+        self.feed = feed
         # File work runs in a thread; tests of timing may run it inline (see Database).
         self.offload = offload or trio.to_thread.run_sync
         self.limiter = trio.CapacityLimiter(settings.max_concurrent)
         self.queues: dict[str, GroupQueue] = {}
-        self.queued_runs: dict[str, tuple[str, Kind]] = {}
+        self.queued_runs: dict[str, tuple[str, str]] = {}
         self.instance_id = settings.instance_id
         # Synchronous methods start tasks by sending them here; run() starts them in its nursery.
         self._spawn_send, self._spawn_receive = trio.open_memory_channel[tuple[Callable, tuple]](math.inf)
@@ -84,10 +84,9 @@ class Supervisor(RunLife):
             nursery.start_soon(self._start_spawned, nursery)
             self._running = True
             task_status.started()
-            if self.messages is not None:
-                # Messages that arrived before a restart (or during a crash) are not lost.
-                for ns in await self.namespaces.list():
-                    self.notify_messages(ns.name)
+            # Work that waited in the feed over a restart (or a crash) is not lost.
+            for ns in await self.namespaces.list():
+                self.notify(ns.name)
             try:
                 await trio.sleep_forever()
             finally:
@@ -133,50 +132,34 @@ class Supervisor(RunLife):
             queue = self.queues[group] = GroupQueue(group)
         return queue
 
-    def notify_messages(self, group: str) -> None:
-        """New chat messages for group: pipe them into its live container, or queue the group."""
+    def notify(self, group: str) -> None:
+        """The feed has work for group: offer it to the group's live container, or queue the group."""
         queue = self._queue(group)
         active = queue.active
-        if active is not None and active.kind == "message" and not active.closing and self._running:
-            self._spawn(self._pipe_messages, queue)
+        if active is not None and active.fed and not active.closing and self._running:
+            self._spawn(self._feed_live, queue)
             return
-        queue.messages = True
+        queue.fed = True
         self._ensure_runner(queue)
         if active is not None and self._running:
             self._spawn(self._make_way, queue)
 
-    async def submit_task(self, group: str, request: TaskRequest) -> RunHandle:
-        """Scheduled-task work: before the group's messages, never receives follow-ups."""
+    async def submit(self, group: str, work: Work) -> RunHandle:
+        """Queue work for group (before whatever the feed has); `await handle.wait()` for its outcome."""
         await self.namespaces.get(group)
-        handle = RunHandle(new_id())
-        queue = self._queue(group)
-        queue.tasks.append(Work("task", handle, prompt=request.prompt, task=request))
-        self.queued_runs[handle.run_id] = (group, "task")
-        self._emit("queued", handle.run_id, group, "task", request.chat_jid)
-        await self._make_way(queue)
-        self._ensure_runner(queue)
-        return handle
-
-    async def submit_prompt(self, group: str, prompt: str, session_id: str | None = None) -> RunHandle:
-        """An on-demand run (operators and tests): a fresh session unless one is named; its
-        container closes once it answered."""
-        await self.namespaces.get(group)
-        if session_id is not None and not SESSION_RE.match(session_id):
+        if work.session_id is not None and not SESSION_RE.match(work.session_id):
             raise Invalid("sessionId must be 1-64 letters, digits, '_' or '-'")
-        handle = RunHandle(new_id())
         queue = self._queue(group)
-        queue.adhoc.append(Work("adhoc", handle, prompt=prompt, session_id=session_id))
-        self.queued_runs[handle.run_id] = (group, "adhoc")
-        self._emit("queued", handle.run_id, group, "adhoc", None)
+        queue.add(work)
+        self.queued_runs[work.handle.run_id] = (group, work.kind)
+        self._emit("queued", work.handle.run_id, group, work.kind, work.chat_jid)
         await self._make_way(queue)
         self._ensure_runner(queue)
-        return handle
+        return work.handle
 
-    async def new_session(self, group: str, chat_jid: str | None = None) -> None:
-        """A chat's /new: forget the group's session; a live container keeping it closes.
-
-        The next run starts a fresh session; chat_jid, when given, is told so.
-        """
+    async def new_session(self, group: str) -> None:
+        """Forget the group's session (a chat's /new); a live container keeping it closes.
+        The next run starts a fresh session."""
         await forget_group_session(self.db, group)
         queue = self.queues.get(group)
         active = queue.active if queue else None
@@ -185,11 +168,6 @@ class Supervisor(RunLife):
             if not active.closing:
                 await self._write_close(active)
         await self.audit.record("info", "session", f"{group} started a new session", group=group)
-        if chat_jid is not None and self.messages is not None:
-            try:
-                await self.messages.send(chat_jid, NEW_SESSION_TEXT)
-            except Exception as exc:  # the session is reset all the same
-                log.warning("telling %s about its new session failed: %s", chat_jid, exc)
 
     def set_max_concurrent(self, value: int) -> None:
         """Takes effect at once: raising it starts waiting groups now."""
@@ -226,27 +204,23 @@ class Supervisor(RunLife):
         while not self.active_runs():
             await self._run_started.wait()
 
-    async def _pipe_messages(self, queue: GroupQueue) -> None:
+    async def _feed_live(self, queue: GroupQueue) -> None:
         async with queue.pipe_lock:
             active = queue.active
-            if active is None or active.kind != "message" or active.closing:
-                queue.messages = True
+            if active is None or not active.fed or active.closing:
+                queue.fed = True
                 self._ensure_runner(queue)
                 return
-            batch = await self.messages.pending(queue.name)
-            if batch is None:
-                return
-            if batch.chat_jid != active.chat_jid:
-                # The live container answers another chat: this one gets a container of its own.
-                queue.messages = True
+
+            async def write(text: str, attachments: list) -> None:
+                await write_follow_up(active.ipc_dir, text, audit=self.audit, offload=self.offload,
+                                      attachments=attachments)
+                active.idle = False
+
+            if await self.feed.follow_up(active, write) == "own container":
+                queue.fed = True
                 self._ensure_runner(queue)
                 await self._make_way(queue)
-                return
-            await write_follow_up(active.ipc_dir, batch.prompt, audit=self.audit, offload=self.offload,
-                                  attachments=batch.attachments)
-            active.idle = False
-            # The agent has the messages now; a later crash must not replay them.
-            await self.messages.advance(queue.name, batch.cursor)
 
     async def _write_close(self, active: ActiveRun) -> None:
         active.closing = True
@@ -260,8 +234,8 @@ class Supervisor(RunLife):
 
     def _close_after_turn(self, active: ActiveRun) -> bool:
         """Once a turn is done, close the container at once instead of waiting for follow-ups?"""
-        if active.kind != "message":
-            return True  # tasks and on-demand runs never receive follow-ups
+        if not active.fed:
+            return True  # only work from the feed receives follow-ups
         queue = self.queues.get(active.group)
         return queue is not None and queue.has_work()
 
@@ -270,36 +244,32 @@ class Supervisor(RunLife):
     async def _serve_group(self, queue: GroupQueue) -> None:
         try:
             while queue.has_work():
-                if queue.retry_at is not None and not (queue.tasks or queue.adhoc):
+                if queue.retry_at is not None and not queue.pending:
                     with trio.move_on_at(self.clock.to_trio(queue.retry_at)):
                         await queue.changed.wait()
-                    if self.clock.now() < queue.retry_at and not (queue.tasks or queue.adhoc):
+                    if self.clock.now() < queue.retry_at and not queue.pending:
                         continue
                 queue.waiting = True
                 async with self.limiter:
                     queue.waiting = False
-                    work = await self._next_work(queue)
+                    work, fed = await self._next_work(queue)
                     if work is not None:
-                        await self._execute(queue, work)
+                        await self._execute(queue, work, fed)
         finally:
             queue.runner = False
             queue.waiting = False
 
-    async def _next_work(self, queue: GroupQueue) -> Work | None:
-        if queue.tasks:
-            return queue.tasks.popleft()
-        if queue.adhoc:
-            return queue.adhoc.popleft()
-        queue.messages = False
-        if self.messages is None:
-            return None
-        batch = await self.messages.pending(queue.name)
-        if batch is None:
+    async def _next_work(self, queue: GroupQueue) -> tuple[Work | None, bool]:
+        """The work to run next, and whether it came from the feed."""
+        if queue.pending:
+            return queue.pending.pop(0), False
+        queue.fed = False
+        work = await self.feed.next_work(queue.name)
+        if work is None:
             queue.retry_at = None
-            return None
-        return Work("message", RunHandle(new_id()), prompt=batch.prompt, batch=batch)
+        return work, True
 
-    async def _execute(self, queue: GroupQueue, work: Work) -> None:
+    async def _execute(self, queue: GroupQueue, work: Work, fed: bool) -> None:
         group = queue.name
         started = self.clock.now()
         outcome = None
@@ -308,7 +278,7 @@ class Supervisor(RunLife):
             if ns is None:
                 outcome = RunOutcome(work.handle.run_id, "error", None, f"namespace {group} no longer exists", 0)
                 return
-            outcome = await self._run(queue, work, ns, started)
+            outcome = await self._run(queue, work, ns, started, fed)
         except Exception as exc:  # a bug in one run must not take the server down
             log.exception("run %s of %s failed", work.handle.run_id, group)
             await self.audit.record("error", "container", f"run failed unexpectedly: {exc!r}", group=group)
@@ -339,9 +309,9 @@ class Supervisor(RunLife):
             "sessionId": active.session_id if active else None,
             "startedAt": active.started_at if active else None,
             "waitingForSlot": queue.waiting,
-            "pendingMessages": queue.messages,
-            "pendingTasks": len(queue.tasks),
-            "pendingRuns": len(queue.adhoc),
+            "pendingMessages": queue.fed,
+            "pendingTasks": sum(1 for work in queue.pending if work.kind == "task"),
+            "pendingRuns": sum(1 for work in queue.pending if work.kind != "task"),
             "retryCount": queue.retries,
             "nextRetryAt": queue.retry_at,
             "diskMb": self.disk_mb.get(group),

@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Awaitable, Callable, Literal
+import uuid
+from typing import TYPE_CHECKING, Awaitable, Callable, Literal
 
 import trio
 
 from nanoclaw.models import ContainerConfig
 
+if TYPE_CHECKING:
+    from nanoclaw.supervisor._queue import ActiveRun
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
 RunStatus = Literal["success", "error", "timeout", "cancelled"]
-# Called with each non-empty result text as the container prints it.
-ResultCallback = Callable[[str], Awaitable[None]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,20 +27,6 @@ class QueueStatistics:
     queued: int
     total: int
     max_concurrent: int
-
-
-@dataclasses.dataclass
-class TaskRequest:
-    """Scheduled-task work for a group: runs before the group's messages, never receives follow-ups."""
-
-    prompt: str
-    # "group": continue the group's session; "isolated": a fresh session.
-    context_mode: Literal["group", "isolated"] = "isolated"
-    chat_jid: str | None = None
-    # Overrides the namespace's containerConfig when given.
-    container_config: ContainerConfig | None = None
-    schedule_id: str | None = None
-    on_result: ResultCallback | None = None
 
 
 @dataclasses.dataclass
@@ -95,35 +87,76 @@ class RunEvent:
 RunListener = Callable[[RunEvent], None]
 
 
+class RunSink:
+    """Whoever asked for a run hears how it goes here (every method does nothing unless overridden).
+
+    Called on the supervisor's task, in order: started, then any number of event, result and notice,
+    then finished. An exception is logged (result's: audited as an undelivered result); the run goes on.
+    """
+
+    async def started(self, run: ActiveRun) -> None:
+        """The run's container is being started (a refused run starts and finishes at once)."""
+
+    def event(self, run: ActiveRun, event: dict) -> None:
+        """A progress event as the runner sent it (hostile input: validate before use); must not block."""
+
+    async def result(self, run: ActiveRun, text: str) -> None:
+        """A non-empty result text (also why a run was refused, worded for a chat)."""
+
+    async def notice(self, run: ActiveRun, text: str) -> None:
+        """Why the run cannot go on now (it will be retried): for a chat to hear, not a result."""
+
+    async def finished(self, run: ActiveRun, outcome: RunOutcome) -> None:
+        """The run is over; also handed to whoever waits on its RunHandle."""
+
+
 @dataclasses.dataclass
-class MessageBatch:
-    """Chat messages since a group's cursor, formatted as one prompt."""
+class Work:
+    """What to run in a group's container, and the sink that hears how it goes."""
 
     prompt: str
-    chat_jid: str
-    # Opaque to the supervisor: handed back to MessageSource.advance once output reached the user.
-    cursor: object
-    # Files that came with the messages: [{kind, name, mimeType, size, path}] (container paths);
-    # passed to the runner as stdin / IPC input "attachments".
+    # The run's label in its record and events: "message" (a chat batch), "task" (a schedule's
+    # slot), "adhoc" (on demand). The supervisor records it and never decides by it.
+    kind: str = "adhoc"
+    sink: RunSink = dataclasses.field(default_factory=RunSink)
+    # Where the run's output belongs; None: the group's first chat.
+    chat_jid: str | None = None
+    # Files that came with the prompt: [{kind, name, mimeType, size, path}] (container paths).
     attachments: list[dict] = dataclasses.field(default_factory=list)
+    # Continue (and update) the group's stored session; else session_id when named, or a fresh one.
+    group_session: bool = False
+    session_id: str | None = None
+    # Overrides the namespace's containerConfig.
+    container_config: ContainerConfig | None = None
+    schedule_id: str | None = None
+    # Among a group's submitted work, lower goes first (scheduled tasks 0, on-demand runs 1);
+    # work from the feed comes after all of it.
+    priority: int = 1
+    handle: RunHandle = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.handle = RunHandle(new_id())
 
 
-class MessageSource:
-    """What the channel layer provides to the supervisor (interface)."""
+# Writes a follow-up (text, attachments) into a live container's input folder.
+InputWriter = Callable[[str, list], Awaitable[None]]
+# What a feed did with a live run: nothing waits; handed it the work; the work needs a container of its own.
+FollowUp = Literal["none", "taken", "own container"]
 
-    async def pending(self, group: str) -> MessageBatch | None:
-        """Messages since the group's cursor, or None when nothing should wake the agent
-        (no new messages, or none that satisfies the trigger rules)."""
-        raise NotImplementedError
 
-    async def advance(self, group: str, cursor: object) -> None:
-        """Move the group's cursor past the batch (called after output reached the user)."""
-        raise NotImplementedError
+class WorkFeed:
+    """Work that waits outside the supervisor (chat messages): `Supervisor.notify(group)` says the
+    group has some; the supervisor pulls it when the group gets a container slot, or offers the
+    group's live container (one that ran feed work and takes follow-ups) to take it as input.
 
-    async def send(self, chat_jid: str, text: str) -> None:
-        """Send an agent's text to a chat (stored as a bot message; never triggers an agent)."""
-        raise NotImplementedError
+    Work from the feed runs after submitted work; when it fails before any result reached its
+    sink, the group is retried later (the feed still has it: take it only once it was answered).
+    """
 
-    async def send_file(self, chat_jid: str, file, caption: str | None) -> None:
-        """Send a file the agent wrote (already read and checked) to a chat."""
-        raise NotImplementedError
+    async def next_work(self, group: str) -> Work | None:
+        """The group's waiting work, or None when nothing should wake its agent."""
+        return None
+
+    async def follow_up(self, run: ActiveRun, write: InputWriter) -> FollowUp:
+        """Give what waits for run's group to that live run through write, if it belongs there."""
+        return "none"
