@@ -86,3 +86,9 @@ def test_the_walk_sees_a_private_import_from_outside():
         "nanoclaw/api/probe.py:3: nanoclaw.ipc._tree",
         "nanoclaw/api/probe.py:4: nanoclaw.store._db",
     ]
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(path.relative_to(ROOT.parent)): n for path in sorted(ROOT.rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}

@@ -13,16 +13,16 @@ import uuid
 from typing import Any, NoReturn
 
 import trio
-from pydantic import ValidationError
 
 from nanoclaw.audit import Audit
 from nanoclaw.channels import Outbox
 from nanoclaw.clock import Clock
-from nanoclaw.errors import Conflict, Forbidden, Invalid, NanoclawError, NotFound, QuotaExceeded
+from nanoclaw.errors import Conflict, Invalid, NanoclawError, NotFound, QuotaExceeded
 from nanoclaw.events import Listeners
 from nanoclaw.models import ContainerConfig
 from nanoclaw.namespaces import Namespaces, check_jid
 from nanoclaw.scheduler._model import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
+from nanoclaw.scheduler._requests import handle_request
 from nanoclaw.scheduler._rows import _add_log, _load, _load_log
 from nanoclaw.scheduler._timing import Timing, due_slots, first_run, local_timezone, parse
 from nanoclaw.store import Database
@@ -228,45 +228,8 @@ class Scheduler:
     # -- requests from inside a container ------------------------------------
 
     async def handle_ipc(self, group: str, is_main: bool, request: dict) -> None:
-        """A schedule_task / pause_task / resume_task / cancel_task request from `group`'s container.
-
-        A non-main group may only schedule for itself and manage its own
-        schedules (Forbidden otherwise); a malformed request raises Invalid.
-        """
-        if not isinstance(request, dict):
-            raise Invalid("a task request must be a JSON object")
-        kind = request.get("type")
-        by = f"ipc:{group}"
-        if kind == "schedule_task":
-            target = request.get("targetGroup") or group
-            if target != group and not is_main:
-                raise Forbidden(f"group {group!r} may only schedule tasks for itself, not for {target!r}")
-            prompt = request.get("prompt")
-            try:
-                data = ScheduleCreate(
-                    name=prompt[:60] if isinstance(prompt, str) else "",
-                    group=target,
-                    prompt=prompt,
-                    schedule=_interval_as_number(request.get("schedule")),
-                    contextMode=request.get("contextMode") or "isolated",
-                )
-            except ValidationError as error:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-                raise Invalid(f"malformed schedule_task request: {problems}") from None
-            await self.create(data, by=by)
-        elif kind in ("pause_task", "resume_task", "cancel_task"):
-            task_id = request.get("taskId")
-            if not isinstance(task_id, str) or not task_id:
-                raise Invalid(f"{kind} needs a taskId")
-            current = await self.get(task_id)
-            if current.group != group and not is_main:
-                raise Forbidden(f"group {group!r} may only manage its own tasks")
-            if kind == "cancel_task":
-                await self.delete(task_id, by=by)
-            else:
-                await self.update(task_id, ScheduleUpdate(enabled=kind == "resume_task"), by=by)
-        else:
-            raise Invalid(f"unknown task request type {kind!r}")
+        """A schedule_task / pause_task / resume_task / cancel_task request from `group`'s container."""
+        await handle_request(self, group, is_main, request)
 
     # -- firing ----------------------------------------------------------------
 
@@ -409,12 +372,3 @@ class _ScheduleSink(RunSink):
 
     async def result(self, run, text: str) -> None:
         await self.scheduler._deliver(self.schedule, text)
-
-
-def _interval_as_number(schedule):
-    """Agents before issue 12 wrote an interval as a string ("3600000"): take an integer in a string."""
-    if isinstance(schedule, dict) and schedule.get("type") == "interval":
-        value = schedule.get("value")
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-            return schedule | {"value": int(value)}
-    return schedule
