@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -106,7 +107,9 @@ class Channels:
         self.clock = clock
         self.adapters = outbox.adapters
         self.states = outbox.states
-        self._nursery: trio.Nursery | None = None
+        # Channels to keep connected: _start sends them here, run() starts a task for each.
+        self._starts, self._to_start = trio.open_memory_channel[tuple[ChannelState, trio.CancelScope, trio.Event]](
+            math.inf)
         # connect/disconnect one at a time, so a channel never ends up with two tasks
         self._config_lock = trio.Lock()
         # Called with (type, data): connected / disconnected / error (live events).
@@ -116,7 +119,7 @@ class Channels:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            nursery.start_soon(self._start_sent, nursery)
             if self.groups_dir is not None:
                 await self.offload(remove_partial_downloads, self.groups_dir)
             for row in await self.store.configs():
@@ -135,18 +138,18 @@ class Channels:
                 state.account = row["account"]
                 self._start(state, credentials)
             task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+            await trio.sleep_forever()
 
     def _start(self, state: ChannelState, credentials: dict[str, Any]) -> None:
-        assert self._nursery is not None
         state.credentials = credentials
         state.scope, state.stopped = trio.CancelScope(), trio.Event()
         if not state.connected:
             state.status_message = "Connecting"
-        self._nursery.start_soon(self._keep_connected, state, state.scope, state.stopped)
+        self._starts.send_nowait((state, state.scope, state.stopped))
+
+    async def _start_sent(self, nursery: trio.Nursery) -> None:
+        async for state, scope, stopped in self._to_start:
+            nursery.start_soon(self._keep_connected, state, scope, stopped)
 
     async def _keep_connected(self, state: ChannelState, scope: trio.CancelScope, stopped: trio.Event) -> None:
         adapter = self.adapters[state.name]
