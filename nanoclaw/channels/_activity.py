@@ -120,7 +120,6 @@ class Activity:
         self._streams: dict[str, Stream] = {}
         # run id -> chat, for runs between started and finished
         self._runs: dict[str, str] = {}
-        self._nursery: trio.Nursery | None = None
 
     def on_run_event(self, event: RunEvent) -> None:
         if event.kind != "message" or not event.chat_jid:
@@ -141,33 +140,29 @@ class Activity:
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                async for answers, event in self._out:
-                    try:
-                        await self._handle(event, answers)
-                    except Exception:  # a bug here must not stop typing for every chat
-                        log.exception("handling %s for %s failed", event.type, event.chat_jid)
-            finally:
-                self._nursery = None
+            async for answers, event in self._out:
+                try:
+                    await self._handle(nursery, event, answers)
+                except Exception:  # a bug here must not stop typing for every chat
+                    log.exception("handling %s for %s failed", event.type, event.chat_jid)
 
     def _stale(self, jid: str, answers: int) -> bool:
         """An answer went out to the chat since the event was queued."""
         return answers != self._answers.get(jid, 0)
 
-    async def _handle(self, event: RunEvent, answers: int) -> None:
+    async def _handle(self, nursery: trio.Nursery, event: RunEvent, answers: int) -> None:
         jid = event.chat_jid
         stale = self._stale(jid, answers)
         if event.type == "started":
             self._runs[event.run_id] = jid
             if not stale:  # an answer already went out: the turn is over
-                self._start_typing(jid)
+                self._start_typing(nursery, jid)
         elif event.type == "progress" and event.run_id in self._runs and not stale:
             text = event.data.get("text")
             if event.data.get("kind") == "text" and isinstance(text, str):
-                await self._stream(jid, text, answers)
+                await self._stream(nursery, jid, text, answers)
             else:
-                self._start_typing(jid)
+                self._start_typing(nursery, jid)
         elif event.type == "result":
             self.stop_typing(jid)
         elif event.type == "finished":
@@ -177,13 +172,13 @@ class Activity:
             if stream is not None:
                 stream.scope.cancel()
 
-    def _start_typing(self, jid: str) -> None:
+    def _start_typing(self, nursery: trio.Nursery, jid: str) -> None:
         adapter = self.outbox.by_prefix.get(jid.partition(":")[0])
-        if adapter is None or adapter.typing_interval is None or jid in self._typing or self._nursery is None:
+        if adapter is None or adapter.typing_interval is None or jid in self._typing:
             return
         scope = trio.CancelScope()
         self._typing[jid] = scope
-        self._nursery.start_soon(self._type, jid, adapter, scope)
+        nursery.start_soon(self._type, jid, adapter, scope)
 
     async def _type(self, jid: str, adapter, scope: trio.CancelScope) -> None:
         try:
@@ -211,19 +206,18 @@ class Activity:
     def typing(self, jid: str) -> bool:
         return jid in self._typing
 
-    async def _stream(self, jid: str, text: str, answers: int) -> None:
+    async def _stream(self, nursery: trio.Nursery, jid: str, text: str, answers: int) -> None:
         stream = self._streams.get(jid)
         if stream is None:
             adapter = self.outbox.by_prefix.get(jid.partition(":")[0])
             ns = await self.outbox.namespaces.by_jid(jid)
             if self._stale(jid, answers):
                 return
-            if (adapter is None or not adapter.can_edit or ns is None or not ns.containerConfig.streamReplies
-                    or self._nursery is None):
-                self._start_typing(jid)
+            if adapter is None or not adapter.can_edit or ns is None or not ns.containerConfig.streamReplies:
+                self._start_typing(nursery, jid)
                 return
             stream = self._streams[jid] = Stream(self.outbox, jid)
-            self._nursery.start_soon(stream.run)
+            nursery.start_soon(stream.run)
             self.stop_typing(jid)
         stream.update(text)
 
