@@ -26,7 +26,7 @@ import httpx
 import trio
 from quart import request
 from quart_trio import QuartTrio
-from . import serve_on_loopback
+from . import PlatformFake, serve_fake
 
 PHONE_NUMBER_ID = "106540352242922"
 ACCESS_TOKEN = "EAAG-good-access-token"
@@ -72,8 +72,7 @@ def media_delivery(sender: str, kind: str, media: dict, message_id: str, *, capt
 
 
 @dataclass
-class FakeWhatsApp:
-    url: str = ""
+class FakeWhatsApp(PlatformFake):
     numbers: dict[str, str] = field(default_factory=lambda: {PHONE_NUMBER_ID: BUSINESS_NUMBER})
     token: str = ACCESS_TOKEN
     sent: list[dict] = field(default_factory=list)
@@ -146,6 +145,7 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
                 kind != "text" and (body.get(kind) or {}).get("id") not in uploaded):
             return {"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}}, 400
         fake.sent.append(body)
+        fake._touch()
         return {"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
                 "messages": [{"id": f"wamid.out{next(fake._ids)}"}]}
 
@@ -175,6 +175,4 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
 async def serve_fake_whatsapp(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeWhatsApp on 127.0.0.1:<free port> (nursery.start gives the FakeWhatsApp)."""
     fake = FakeWhatsApp()
-    async with trio.open_nursery() as nursery:
-        fake.url = await serve_on_loopback(nursery, _app(fake))
-        task_status.started(fake)
+    await serve_fake(fake, _app(fake), task_status=task_status)
