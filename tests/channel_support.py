@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import make_settings
+from conftest import make_settings, start_server
 from fakes.discord import BOT as DISCORD_BOT
 from fakes.discord import TOKEN as DISCORD_TOKEN
 from fakes.discord import serve_fake_discord
@@ -23,6 +23,7 @@ from fakes.telegram import TOKEN as TELEGRAM_TOKEN
 from fakes.telegram import serve_fake_telegram
 from fakes.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, serve_fake_whatsapp, \
     text_delivery
+from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
 
 DISCORD_INTENTS = (1 << 9) | (1 << 12) | (1 << 15)
@@ -59,6 +60,14 @@ async def tg(nursery):
 @pytest.fixture
 async def wa(nursery):
     return await nursery.start(serve_fake_whatsapp)
+
+
+@pytest.fixture
+async def timed_server(nursery, settings):
+    """The server for tests under autojump_clock (its clock is trio's, its store offloaded inline)."""
+    server = await start_server(nursery, settings, clock=Clock(start=1_700_000_000), offload=inline)
+    yield server
+    await server.client.aclose()
 
 
 @pytest.fixture
@@ -231,7 +240,10 @@ class SlackDriver(Driver):
         await fake.wait_for(lambda: fake.live_socket() is not None)
 
     async def _push(self, server, fake, chat, text, *, direct, mention) -> None:
-        envelope = await fake.push_event(message_event(channel=chat, text=text, ts=f"{1_700_000_000 + next(self._ts)}.000100"))
+        # A mention comes as the app_mention event an app subscribes to.
+        event = message_event(channel=chat, text=text, ts=f"{1_700_000_000 + next(self._ts)}.000100",
+                              kind="app_mention" if mention else "message")
+        envelope = await fake.push_event(event)
         await fake.wait_for(lambda: envelope in fake.acks)
 
     def sent(self, fake):
@@ -354,4 +366,4 @@ class WhatsAppDriver(Driver):
         assert await stored(server, self.jid(self.group)) == []
 
 
-DRIVERS = [TelegramDriver(), SlackDriver(), DiscordDriver(), WhatsAppDriver()]
+TELEGRAM, SLACK, DISCORD, WHATSAPP = DRIVERS = [TelegramDriver(), SlackDriver(), DiscordDriver(), WhatsAppDriver()]

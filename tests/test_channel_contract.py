@@ -13,11 +13,10 @@ import json
 import pytest
 import trio
 
-from channel_support import DRIVERS, inline, stored
+from channel_support import DRIVERS, stored, timed_server  # noqa: F401  (fixture)
 from checks import assert_error
 from conftest import start_server
 from fakes.anthropic import serve_fake_anthropic, text_reply
-from nanoclaw.clock import Clock
 
 
 def over(*names: str):
@@ -39,15 +38,6 @@ async def fake(nursery, driver):
 @pytest.fixture
 def settings(tmp_path, driver, fake):
     return driver.settings(tmp_path, fake)
-
-
-@pytest.fixture
-async def timed_server(nursery, tmp_path, driver, fake):
-    """For tests under autojump_clock."""
-    server = await start_server(nursery, driver.settings(tmp_path, fake), clock=Clock(start=1_700_000_000),
-                                offload=inline)
-    yield server
-    await server.client.aclose()
 
 
 # -- validate / connect ---------------------------------------------------------------------------
