@@ -58,6 +58,16 @@ async def tg(nursery):
 
 
 @pytest.fixture
+async def slack(nursery):
+    return await nursery.start(serve_fake_slack)
+
+
+@pytest.fixture
+async def discord(nursery):
+    return await nursery.start(serve_fake_discord)
+
+
+@pytest.fixture
 async def wa(nursery):
     return await nursery.start(serve_fake_whatsapp)
 
