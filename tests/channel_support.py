@@ -130,11 +130,8 @@ class Driver:
     async def serve(self, nursery: trio.Nursery) -> Any:
         raise NotImplementedError
 
-    def api_base(self, fake) -> str:
-        return fake.url
-
     def settings(self, tmp_path, fake, **overrides) -> Settings:
-        return make_settings(tmp_path, **{self.setting: self.api_base(fake)}, **overrides)
+        return make_settings(tmp_path, **{self.setting: fake.api_url}, **overrides)
 
     async def connect(self, server, fake) -> dict:
         """Connect the server with good credentials; returns once the platform link is up."""
@@ -243,9 +240,6 @@ class SlackDriver(Driver):
     async def serve(self, nursery):
         return await nursery.start(serve_fake_slack)
 
-    def api_base(self, fake) -> str:
-        return fake.api_url
-
     async def ready(self, fake) -> None:
         await fake.wait_for(lambda: fake.live_socket() is not None)
 
@@ -298,9 +292,6 @@ class DiscordDriver(Driver):
 
     async def serve(self, nursery):
         return await nursery.start(serve_fake_discord)
-
-    def api_base(self, fake) -> str:
-        return fake.api_url
 
     async def ready(self, fake) -> None:
         await fake.wait_for(lambda: fake.session is not None and fake.live() is not None)
@@ -358,9 +349,6 @@ class WhatsAppDriver(Driver):
 
     async def serve(self, nursery):
         return await nursery.start(serve_fake_whatsapp)
-
-    def api_base(self, fake) -> str:
-        return fake.api_base
 
     async def _push(self, server, fake, chat, text, *, direct, mention) -> None:
         answer = await fake.deliver(webhook_url(server), text_delivery(chat, text, f"wamid.C{next(self._ids)}"))

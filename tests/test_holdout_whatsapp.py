@@ -15,7 +15,7 @@ SPEC_BODY = {"phoneNumberId": PHONE_NUMBER_ID, "accessToken": ACCESS_TOKEN, "web
 
 @pytest.fixture
 async def settings(tmp_path, wa):
-    return make_settings(tmp_path, whatsapp_api_base=wa.api_base)
+    return make_settings(tmp_path, whatsapp_api_base=wa.api_url)
 
 
 async def test_connect_with_exactly_the_spec_body_works_and_says_how_to_add_the_secret(server, wa, webhook):

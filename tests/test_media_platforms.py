@@ -72,7 +72,7 @@ async def test_slack_file_share_is_downloaded_with_the_bot_token(nursery, tmp_pa
     assert attachment | {"path": None} == {"kind": "image", "name": "scan.png", "mimeType": "image/png",
                                            "size": 5000, "path": None}
     assert inbox_file(server, attachment) == data
-    assert slack.downloads == [(file["url_private"].removeprefix(slack.base_url), f"Bearer {BOT_TOKEN}")]
+    assert slack.downloads == [(file["url_private"].removeprefix(slack.url), f"Bearer {BOT_TOKEN}")]
 
 
 async def test_slack_send_file_uses_the_external_upload(nursery, tmp_path, slack):
@@ -159,7 +159,7 @@ async def test_discord_streamed_reply_is_edited_with_patch(nursery, tmp_path, di
 
 
 async def test_whatsapp_media_goes_from_id_to_url_to_the_inbox(nursery, tmp_path, wa):
-    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_base)
+    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_url)
     await WHATSAPP.connect(server, wa)
     await make_group(server, f"wa:{CUSTOMER}")
     data = b"%PDF invoice"
@@ -177,7 +177,7 @@ async def test_whatsapp_media_goes_from_id_to_url_to_the_inbox(nursery, tmp_path
 
 
 async def test_whatsapp_send_file_uploads_media_then_sends_it(nursery, tmp_path, wa):
-    server = await open_server(nursery, tmp_path, True, whatsapp_api_base=wa.api_base)
+    server = await open_server(nursery, tmp_path, True, whatsapp_api_base=wa.api_url)
     await WHATSAPP.connect(server, wa)
     await make_group(server, f"wa:{CUSTOMER}")
     await send_file_from_container(server, f"wa:{CUSTOMER}", "report.pdf", b"%PDF report", None)
@@ -192,7 +192,7 @@ async def test_whatsapp_send_file_uploads_media_then_sends_it(nursery, tmp_path,
 
 
 async def test_whatsapp_gets_its_own_bold_and_links(nursery, tmp_path, wa):
-    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_base)
+    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_url)
     await WHATSAPP.connect(server, wa)
     r = await server.client.post("/channels/messages", json={
         "chatJid": f"wa:{CUSTOMER}", "content": "**Paid** ~~late~~ see [invoice](https://x.y/i)"})

@@ -13,7 +13,7 @@ CUSTOMER = "15551230000"
 
 @pytest.fixture
 async def settings(tmp_path, wa):
-    return make_settings(tmp_path, whatsapp_api_base=wa.api_base)
+    return make_settings(tmp_path, whatsapp_api_base=wa.api_url)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import trio
 from hypercorn.config import Config
@@ -44,9 +44,15 @@ class Observable:
 class PlatformFake(Observable):
     """What the chat platform fakes share: where `serve_fake` put them, and the change signal."""
 
-    url: str = ""  # http://127.0.0.1:<port>, the HTTP API
+    # Where the platform's API is below `url` (the server's API base setting is `api_url`).
+    api_path: ClassVar[str] = ""
+    url: str = ""  # http://127.0.0.1:<port>
     ws_url: str = ""  # ws://127.0.0.1:<port>, the WebSocket side of a push platform (Slack, Discord)
     _changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def api_url(self) -> str:
+        return self.url + self.api_path
 
 
 async def serve_fake(fake: PlatformFake, app: Any, *,

@@ -85,14 +85,7 @@ class FakeDiscord(PlatformFake):
     # (time, method, path) of every REST call
     calls: list[tuple[float, str, str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
-
-    @property
-    def api_url(self) -> str:
-        return self.url + "/api/v10"
-
-    @property
-    def gateway_url(self) -> str:
-        return self.ws_url
+    api_path = "/api/v10"
 
     def live(self) -> Connection | None:
         return next((c for c in reversed(self.connections) if not c.closed), None)
@@ -197,7 +190,7 @@ class FakeDiscord(PlatformFake):
             self.session = Session(session_id=f"session-{next(self._ids)}")
             await self.dispatch("READY", {
                 "v": 10, "user": BOT, "guilds": [], "session_id": self.session.session_id,
-                "resume_gateway_url": f"{self.gateway_url}/resume", "application": {"id": BOT["id"], "flags": 0},
+                "resume_gateway_url": f"{self.ws_url}/resume", "application": {"id": BOT["id"], "flags": 0},
             })
         elif op == 6:
             session = self.session
@@ -223,7 +216,7 @@ class FakeDiscord(PlatformFake):
         if method == "GET" and path == "users/@me":
             return BOT, 200
         if method == "GET" and path == "gateway/bot":
-            return {"url": self.gateway_url, "shards": 1, "session_start_limit": {
+            return {"url": self.ws_url, "shards": 1, "session_start_limit": {
                 "total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}}, 200
         if method == "POST" and path.startswith("channels/") and path.endswith("/typing"):
             self.typing.append((trio.current_time(), path.split("/")[1]))

@@ -77,14 +77,7 @@ class FakeSlack(PlatformFake):
     uploads: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # file id -> (name, type, bytes)
     shared: list[dict] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
-
-    @property
-    def api_url(self) -> str:
-        return self.url + "/api"
-
-    @property
-    def base_url(self) -> str:
-        return self.url
+    api_path = "/api"
 
     def add_file(self, data: bytes, name: str = "photo.png", mimetype: str = "image/png") -> dict:
         """A file object as a message event's `files` carries it."""
@@ -92,7 +85,7 @@ class FakeSlack(PlatformFake):
         path = f"/files-pri/T111-{file_id}/{name}"
         self.files[path] = data
         return {"id": file_id, "name": name, "mimetype": mimetype, "size": len(data),
-                "url_private": self.base_url + path}
+                "url_private": self.url + path}
 
     def live_socket(self) -> Socket | None:
         """The newest connection still open, if any."""
@@ -202,7 +195,7 @@ class FakeSlack(PlatformFake):
             if not params.get("filename") or not str(params.get("length", "")).isdigit():
                 return {"ok": False, "error": "invalid_arguments"}, 200, {}
             file_id = f"F{next(self._ids)}"
-            return {"ok": True, "upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}, 200, {}
+            return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}, 200, {}
         if method == "files.completeUploadExternal":
             files = params.get("files")
             if not isinstance(files, list) or not all(f.get("id") in self.uploads for f in files):

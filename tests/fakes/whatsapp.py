@@ -3,7 +3,7 @@
 Inside a trio test::
 
     fake = await nursery.start(serve_fake_whatsapp)
-    ... point NANOCLAW_WHATSAPP_API_BASE at fake.api_base ...
+    ... point NANOCLAW_WHATSAPP_API_BASE at fake.api_url ...
     await fake.deliver(webhook_url, text_delivery("15551230000", "hi", "wamid.1"))
 
 Graph API: `GET /v21.0/<phoneNumberId>` (the number, with a Bearer token) and
@@ -81,16 +81,13 @@ class FakeWhatsApp(PlatformFake):
     downloads: list[str] = field(default_factory=list)
     uploads: list[dict] = field(default_factory=list)  # {"id", "form", "file": (name, type, bytes)}
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    api_path = "/v21.0"
 
     def add_media(self, data: bytes, mime_type: str, filename: str | None = None) -> dict:
         """Media a user sent; returns the object a delivery carries for it."""
         media_id = str(7000 + next(self._ids))
         self.media[media_id] = (mime_type, data)
         return {"id": media_id, "mime_type": mime_type, "sha256": "x", **({"filename": filename} if filename else {})}
-
-    @property
-    def api_base(self) -> str:
-        return self.url + "/v21.0"
 
     async def deliver(self, webhook_url: str, payload: dict, *, secret: str | None = APP_SECRET,
                       signature: str | None = None) -> httpx.Response:
