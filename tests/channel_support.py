@@ -108,6 +108,7 @@ class Driver:
 
     name: str
     prefix: str
+    serve_fake: Any  # the fake's serve function, a staticmethod
     setting: str  # the Settings field of the platform's API base
     credentials: dict[str, Any]
     account: str
@@ -128,7 +129,7 @@ class Driver:
         return f"{self.prefix}:{chat}"
 
     async def serve(self, nursery: trio.Nursery) -> Any:
-        raise NotImplementedError
+        return await nursery.start(self.serve_fake)
 
     def settings(self, tmp_path, fake, **overrides) -> Settings:
         return make_settings(tmp_path, **{self.setting: fake.api_url}, **overrides)
@@ -189,6 +190,7 @@ class Driver:
 
 class TelegramDriver(Driver):
     name, prefix, setting = "telegram", "tg", "telegram_api_base"
+    serve_fake = staticmethod(serve_fake_telegram)
     credentials = {"token": TELEGRAM_TOKEN}
     account = "@andy_test_bot"
     masked = {"token": "****" + TELEGRAM_TOKEN[-4:]}
@@ -197,9 +199,6 @@ class TelegramDriver(Driver):
     max_length, long_lines = 4096, 50
     group, direct, mention = "-1001234", "42", f"@{TELEGRAM_BOT['username']}"
     retry_after = 7
-
-    async def serve(self, nursery):
-        return await nursery.start(serve_fake_telegram)
 
     async def ready(self, fake) -> None:
         await fake.wait_for(lambda: len(fake.calls_of("getUpdates")) >= 1)
@@ -225,6 +224,7 @@ class TelegramDriver(Driver):
 
 class SlackDriver(Driver):
     name, prefix, setting = "slack", "slack", "slack_api_base"
+    serve_fake = staticmethod(serve_fake_slack)
     credentials = {"botToken": BOT_TOKEN, "appToken": APP_TOKEN}
     account = "@andy (Test Team)"
     masked = {"botToken": "****" + BOT_TOKEN[-4:], "appToken": "****" + APP_TOKEN[-4:]}
@@ -236,9 +236,6 @@ class SlackDriver(Driver):
 
     def __init__(self) -> None:
         self._ts = itertools.count(1)
-
-    async def serve(self, nursery):
-        return await nursery.start(serve_fake_slack)
 
     async def ready(self, fake) -> None:
         await fake.wait_for(lambda: fake.live_socket() is not None)
@@ -281,6 +278,7 @@ class SlackDriver(Driver):
 
 class DiscordDriver(Driver):
     name, prefix, setting = "discord", "dc", "discord_api_base"
+    serve_fake = staticmethod(serve_fake_discord)
     credentials = {"token": DISCORD_TOKEN}
     account = "@andy"
     masked = {"token": "****" + DISCORD_TOKEN[-4:]}
@@ -289,9 +287,6 @@ class DiscordDriver(Driver):
     max_length, long_lines = 2000, 25
     group, direct, mention = "121", "131", f"<@{DISCORD_BOT['id']}>"
     retry_after = 6.5
-
-    async def serve(self, nursery):
-        return await nursery.start(serve_fake_discord)
 
     async def ready(self, fake) -> None:
         await fake.wait_for(lambda: fake.session is not None and fake.live() is not None)
@@ -332,6 +327,7 @@ class DiscordDriver(Driver):
 
 class WhatsAppDriver(Driver):
     name, prefix, setting = "whatsapp", "wa", "whatsapp_api_base"
+    serve_fake = staticmethod(serve_fake_whatsapp)
     credentials = WHATSAPP_CREDENTIALS
     account = "Test Business (+1 555-010-0000)"
     masked = {"phoneNumberId": PHONE_NUMBER_ID, "accessToken": "****" + ACCESS_TOKEN[-4:],
@@ -346,9 +342,6 @@ class WhatsAppDriver(Driver):
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-
-    async def serve(self, nursery):
-        return await nursery.start(serve_fake_whatsapp)
 
     async def _push(self, server, fake, chat, text, *, direct, mention) -> None:
         answer = await fake.deliver(webhook_url(server), text_delivery(chat, text, f"wamid.C{next(self._ids)}"))
