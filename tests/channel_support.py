@@ -139,13 +139,26 @@ class Driver:
         answer = await server.client.post(f"/channels/{self.name}/connect", json=self.credentials)
         assert answer.status_code == 200, answer.text
         await self.ready(fake)
+        await self.wait_connected(server)
+        return answer.json()
+
+    async def wait_connected(self, server) -> None:
         with trio.fail_after(10):
             while not (await server.client.get(f"/channels/{self.name}")).json()["connected"]:
                 await trio.sleep(0.01)
-        return answer.json()
 
     async def ready(self, fake) -> None:
         """Wait until the server talks to the platform (polls, a live socket)."""
+
+    async def relinked(self, server, fake, opened: int) -> None:
+        """Wait until the server opened its link to the platform again (`opened` times before) and
+        says it is connected."""
+        await fake.wait_for(lambda: self.opened(fake) > opened)
+        await self.wait_connected(server)
+
+    async def drop(self, fake) -> None:
+        """Have the platform break the link (the socket closes, a poll fails); returns once it broke."""
+        raise NotImplementedError
 
     async def push(self, server, fake, chat: str, text: str, *, direct: bool = False, mention: bool = False) -> str:
         """Have a person send `text` (led by the bot's mention with `mention`) to a chat; returns
@@ -215,6 +228,12 @@ class TelegramDriver(Driver):
     def fail_send(self, fake, seconds):
         fake.fail_next("sendMessage", 429, f"Too Many Requests: retry after {seconds}", retry_after=seconds)
 
+    async def drop(self, fake) -> None:
+        polls = len(fake.calls_of("getUpdates"))
+        fake.fail_next("getUpdates", 500)
+        fake.push_update(edited_message={})  # ends the poll in flight; the next one fails
+        await fake.wait_for(lambda: len(fake.calls_of("getUpdates")) > polls)
+
     def send_times(self, fake):
         return [c.at for c in fake.calls_of("sendMessage")]
 
@@ -256,6 +275,11 @@ class SlackDriver(Driver):
     def fail_send(self, fake, seconds):
         fake.fail_next("chat.postMessage", 429, {"ok": False, "error": "ratelimited"},
                        headers={"Retry-After": str(seconds)})
+
+    async def drop(self, fake) -> None:
+        socket = fake.live_socket()
+        await fake.close_socket(1001)
+        await fake.wait_for(lambda: socket.closed)
 
     def send_times(self, fake):
         return [c.at for c in fake.calls_of("chat.postMessage")]
@@ -305,6 +329,11 @@ class DiscordDriver(Driver):
         fake.fail_next("messages", 429, {"message": "You are being rate limited.", "retry_after": seconds,
                                          "global": False})
 
+    async def drop(self, fake) -> None:
+        connection = fake.live()
+        await fake.close_socket(4000)
+        await fake.wait_for(lambda: connection.closed)
+
     def send_times(self, fake):
         return [at for at, method, path in fake.calls if method == "POST" and path.endswith("/messages")]
 
@@ -349,6 +378,9 @@ class WhatsAppDriver(Driver):
 
     def sent(self, fake):
         return [(m["to"], m["text"]["body"]) for m in fake.sent if m["type"] == "text"]
+
+    async def relinked(self, server, fake, opened: int) -> None:
+        await self.wait_connected(server)  # deliveries come to the webhook: there is no link to open
 
     async def after_disconnect(self, server, fake) -> None:
         # The webhook is closed: a delivery is refused and nothing is stored.

@@ -94,6 +94,32 @@ async def test_connect_reports_the_account_and_masks_every_secret_everywhere(ser
     driver.after_connect(fake)
 
 
+async def test_a_connected_channel_comes_back_after_a_restart(nursery, settings, driver, fake):
+    async with trio.open_nursery() as first_life:
+        server = await start_server(first_life, settings)
+        await driver.connect(server, fake)
+        await server.client.aclose()
+        first_life.cancel_scope.cancel()
+    opened = driver.opened(fake)
+    server = await start_server(nursery, settings)
+    await driver.relinked(server, fake, opened)
+    status = (await server.client.get(f"/channels/{driver.name}")).json()
+    assert status["statusMessage"] == f"Connected as {driver.account}"
+    await server.client.aclose()
+
+
+@over("telegram", "slack", "discord")
+async def test_a_link_the_platform_breaks_is_opened_again_and_messages_still_arrive(server, driver, fake):
+    await driver.connect(server, fake)
+    await driver.drop(fake)
+    opened = driver.opened(fake)
+    await driver.relinked(server, fake, opened)
+    assert driver.opened(fake) == opened + 1
+    text = await driver.push(server, fake, driver.group, "still here")
+    assert [m["content"] for m in await stored(server, driver.jid(driver.group))] == [text]
+    assert (await server.client.get(f"/channels/{driver.name}")).json()["connected"] is True
+
+
 # -- inbound --------------------------------------------------------------------------------------
 
 

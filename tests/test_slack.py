@@ -73,12 +73,3 @@ async def test_a_disconnect_frame_leads_to_a_new_connection_and_no_event_is_lost
     assert first.close_code == 1000
     assert len(slack.calls_of("apps.connections.open")) == opened + 1
     assert (await server.client.get("/channels/slack")).json()["connected"] is True
-
-
-async def test_a_socket_the_server_drops_is_opened_again(server, slack):
-    await SLACK.connect(server, slack)
-    await slack.close_socket(1001)
-    await slack.wait_for(lambda: len(slack.sockets) == 2 and not slack.sockets[1].closed)
-    event = await slack.push_event(message_event(channel="C4", text="still here", ts="1700000030.000100"))
-    await slack.wait_for(lambda: event in slack.acks)
-    assert [r["content"] for r in await stored(server, "slack:C4", 1)] == ["still here"]

@@ -39,19 +39,6 @@ async def handled(tg, update: dict) -> None:
 # -- validate / connect / disconnect ---------------------------------------------
 
 
-async def test_a_connected_channel_comes_back_after_a_restart(nursery, settings, tg):
-    async with trio.open_nursery() as first_life:
-        server = await start_server(first_life, settings)
-        await connect(server.client)
-        await server.client.aclose()
-        first_life.cancel_scope.cancel()
-    polls_before = len(tg.calls_of("getUpdates"))
-    server = await start_server(nursery, settings)
-    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) > polls_before)
-    assert (await server.client.get("/channels/telegram")).json()["statusMessage"] == "Connected as @andy_test_bot"
-    await server.client.aclose()
-
-
 # -- inbound ------------------------------------------------------------------
 
 

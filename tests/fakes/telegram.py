@@ -78,7 +78,11 @@ class FakeTelegram(PlatformFake):
             **({"text": text} if text is not None else {}),
             **extra,
         }
-        update = {"update_id": next(self._ids), "message": message}
+        return self.push_update(message=message)
+
+    def push_update(self, **fields: Any) -> dict:
+        """Queue an update of any kind (the next update_id and these fields); returns it."""
+        update = {"update_id": next(self._ids), **fields}
         self.updates.append(update)
         self._touch()
         return update
