@@ -184,6 +184,10 @@ class Driver:
         """Answer the next send with 429, asking for `seconds` of patience."""
         raise NotImplementedError
 
+    def refuse_send(self, fake, reason: str) -> None:
+        """Refuse the next send for good (a 4xx), saying `reason` the platform's way."""
+        raise NotImplementedError
+
     def send_times(self, fake) -> list[float]:
         """trio.current_time() of every send call the platform saw."""
         raise NotImplementedError
@@ -227,6 +231,9 @@ class TelegramDriver(Driver):
 
     def fail_send(self, fake, seconds):
         fake.fail_next("sendMessage", 429, f"Too Many Requests: retry after {seconds}", retry_after=seconds)
+
+    def refuse_send(self, fake, reason):
+        fake.fail_next("sendMessage", 400, f"Bad Request: {reason}")
 
     async def drop(self, fake) -> None:
         polls = len(fake.calls_of("getUpdates"))
@@ -275,6 +282,9 @@ class SlackDriver(Driver):
     def fail_send(self, fake, seconds):
         fake.fail_next("chat.postMessage", 429, {"ok": False, "error": "ratelimited"},
                        headers={"Retry-After": str(seconds)})
+
+    def refuse_send(self, fake, reason):
+        fake.fail_next("chat.postMessage", 200, {"ok": False, "error": reason})
 
     async def drop(self, fake) -> None:
         socket = fake.live_socket()
@@ -329,6 +339,9 @@ class DiscordDriver(Driver):
         fake.fail_next("messages", 429, {"message": "You are being rate limited.", "retry_after": seconds,
                                          "global": False})
 
+    def refuse_send(self, fake, reason):
+        fake.fail_next("messages", 400, {"message": reason, "code": 10003})
+
     async def drop(self, fake) -> None:
         connection = fake.live()
         await fake.close_socket(4000)
@@ -381,6 +394,12 @@ class WhatsAppDriver(Driver):
 
     async def relinked(self, server, fake, opened: int) -> None:
         await self.wait_connected(server)  # deliveries come to the webhook: there is no link to open
+
+    def refuse_send(self, fake, reason):
+        fake.fail_next(400, {"message": f"(#100) {reason}", "type": "OAuthException", "code": 100})
+
+    def send_times(self, fake):
+        return [at for at, method, path in fake.calls if method == "POST" and path.endswith("/messages")]
 
     async def after_disconnect(self, server, fake) -> None:
         # The webhook is closed: a delivery is refused and nothing is stored.

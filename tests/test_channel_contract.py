@@ -154,6 +154,21 @@ async def test_a_long_answer_arrives_as_two_messages_and_is_stored_once(server, 
     assert [(m["content"], m["isFromBot"]) for m in await stored(server, jid)] == [(text, True)]
 
 
+async def test_a_refused_send_is_a_502_not_retried_and_never_shows_a_secret(server, driver, fake):
+    await driver.connect(server, fake)
+    secret = next(value for key, value in driver.credentials.items() if driver.masked[key] != value)
+    driver.refuse_send(fake, f"no such chat (you sent {secret})")
+    jid = driver.jid(driver.group)
+    answer = await server.client.post("/channels/messages", json={"chatJid": jid, "content": "hello"})
+    error = assert_error(answer, 502)
+    assert "no such chat (you sent ****)" in error["message"] and secret not in answer.text
+    assert len(driver.send_times(fake)) == 1
+    assert await stored(server, jid) == []
+    audit = (await server.client.get("/container/audit-log", params={"severity": "error"})).json()["entries"]
+    assert any("no such chat (you sent ****)" in e["message"] for e in audit)
+    assert secret not in json.dumps(audit)
+
+
 @over("telegram", "slack", "discord")
 async def test_a_429_on_send_waits_for_retry_after(timed_server, driver, fake, autojump_clock):
     with trio.fail_after(120):

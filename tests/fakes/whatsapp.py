@@ -8,7 +8,7 @@ Inside a trio test::
 
 Graph API: `GET /v21.0/<phoneNumberId>` (the number, with a Bearer token) and
 `POST /v21.0/<phoneNumberId>/messages` (text, or image/document by media id; recorded in
-`sent`), `POST /v21.0/<phoneNumberId>/media` (multipart upload, in `uploads`), `GET
+`sent`; `fail_next` scripts an error), `POST /v21.0/<phoneNumberId>/media` (multipart upload, in `uploads`), `GET
 /v21.0/<media-id>` (the media's download URL; `add_media` adds one) and that URL (Bearer
 token required). Wrong tokens get Meta's OAuthException 401; unknown ids a 400
 GraphMethodException.
@@ -80,8 +80,16 @@ class FakeWhatsApp(PlatformFake):
     media: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
     uploads: list[dict] = field(default_factory=list)  # {"id", "form", "file": (name, type, bytes)}
+    # (trio.current_time(), method, path) of every Graph API call
+    calls: list[tuple[float, str, str]] = field(default_factory=list)
+    # (error, status) to answer the next sends with, first first
+    failures: list[tuple[dict, int]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     api_path = "/v21.0"
+
+    def fail_next(self, status: int, error: dict) -> None:
+        """Answer the next send (POST <number>/messages) with this Graph API error object."""
+        self.failures.append((error, status))
 
     def add_media(self, data: bytes, mime_type: str, filename: str | None = None) -> dict:
         """Media a user sent; returns the object a delivery carries for it."""
@@ -116,6 +124,10 @@ class FakeWhatsApp(PlatformFake):
 def _app(fake: FakeWhatsApp) -> QuartTrio:
     app = QuartTrio("fake_whatsapp")
 
+    @app.before_request
+    async def record() -> None:
+        fake.calls.append((trio.current_time(), request.method, request.path))
+
     @app.get("/<version>/<number_id>")
     async def phone_number(version: str, number_id: str):
         if (error := fake._auth_error()) is not None:
@@ -135,6 +147,9 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
             return error
         if number_id not in fake.numbers:
             return fake._unknown(number_id)
+        if fake.failures:
+            error, status = fake.failures.pop(0)
+            return {"error": error}, status
         body = await request.get_json()
         kind = body.get("type")
         uploaded = {u["id"] for u in fake.uploads}
