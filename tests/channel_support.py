@@ -188,6 +188,10 @@ class Driver:
         """Refuse the next send for good (a 4xx), saying `reason` the platform's way."""
         raise NotImplementedError
 
+    def unavailable(self, fake, times: int) -> None:
+        """Answer the next `times` sends with the platform's way of saying "try again later" (5xx)."""
+        raise NotImplementedError
+
     def send_times(self, fake) -> list[float]:
         """trio.current_time() of every send call the platform saw."""
         raise NotImplementedError
@@ -234,6 +238,9 @@ class TelegramDriver(Driver):
 
     def refuse_send(self, fake, reason):
         fake.fail_next("sendMessage", 400, f"Bad Request: {reason}")
+
+    def unavailable(self, fake, times):
+        fake.fail_next("sendMessage", 502, times=times)
 
     async def drop(self, fake) -> None:
         polls = len(fake.calls_of("getUpdates"))
@@ -285,6 +292,10 @@ class SlackDriver(Driver):
 
     def refuse_send(self, fake, reason):
         fake.fail_next("chat.postMessage", 200, {"ok": False, "error": reason})
+
+    def unavailable(self, fake, times):
+        for _ in range(times):  # Slack says it with HTTP 200 and an error
+            fake.fail_next("chat.postMessage", 200, {"ok": False, "error": "service_unavailable"})
 
     async def drop(self, fake) -> None:
         socket = fake.live_socket()
@@ -342,6 +353,10 @@ class DiscordDriver(Driver):
     def refuse_send(self, fake, reason):
         fake.fail_next("messages", 400, {"message": reason, "code": 10003})
 
+    def unavailable(self, fake, times):
+        for _ in range(times):
+            fake.fail_next("messages", 502, {"message": "502: Bad Gateway", "code": 0})
+
     async def drop(self, fake) -> None:
         connection = fake.live()
         await fake.close_socket(4000)
@@ -397,6 +412,11 @@ class WhatsAppDriver(Driver):
 
     def refuse_send(self, fake, reason):
         fake.fail_next(400, {"message": f"(#100) {reason}", "type": "OAuthException", "code": 100})
+
+    def unavailable(self, fake, times):
+        for _ in range(times):
+            fake.fail_next(503, {"message": "(#2) Service temporarily unavailable", "type": "OAuthException",
+                                 "code": 2})
 
     def send_times(self, fake):
         return [at for at, method, path in fake.calls if method == "POST" and path.endswith("/messages")]

@@ -169,6 +169,19 @@ async def test_a_refused_send_is_a_502_not_retried_and_never_shows_a_secret(serv
     assert secret not in json.dumps(audit)
 
 
+async def test_a_5xx_on_send_is_retried_with_backoff(timed_server, driver, fake, autojump_clock):
+    with trio.fail_after(120):
+        await driver.connect(timed_server, fake)
+        driver.unavailable(fake, 2)
+        answer = await timed_server.client.post("/channels/messages",
+                                                json={"chatJid": driver.jid(driver.group), "content": "hello"})
+    assert answer.status_code == 201, answer.text
+    calls = driver.send_times(fake)
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.5 and calls[2] - calls[1] >= 1
+    assert driver.sent(fake) == [(driver.group, "hello")]
+
+
 @over("telegram", "slack", "discord")
 async def test_a_429_on_send_waits_for_retry_after(timed_server, driver, fake, autojump_clock):
     with trio.fail_after(120):

@@ -186,30 +186,6 @@ async def test_sending_through_a_channel_that_is_not_connected_is_409(server):
     assert r.status_code == 409
 
 
-async def test_a_permanent_error_is_not_retried_and_is_audited(server, tg):
-    await connect(server.client)
-    tg.fail_next("sendMessage", 403)
-    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
-    assert r.status_code == 502
-    assert "403 Forbidden: bot was blocked by the user" in r.json()["error"]["message"]
-    assert len(tg.calls_of("sendMessage")) == 1
-    assert await stored(server, "tg:7") == []
-    audit = (await server.client.get("/container/audit-log", params={"severity": "error"})).json()["entries"]
-    assert any("403 Forbidden" in e["message"] for e in audit)
-
-
-async def test_5xx_is_retried_with_backoff(timed_server, tg, autojump_clock):
-    server = timed_server
-    await connect(server.client)
-    tg.fail_next("sendMessage", 502, times=2)
-    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
-    assert r.status_code == 201, r.text
-    calls = tg.calls_of("sendMessage")
-    assert len(calls) == 3
-    assert calls[1].at - calls[0].at >= 0.5 and calls[2].at - calls[1].at >= 1
-    await server.client.aclose()
-
-
 async def test_poll_failures_back_off_exponentially_with_jitter(timed_server, tg, autojump_clock):
     server = timed_server
     await connect(server.client)
