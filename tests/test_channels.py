@@ -5,16 +5,12 @@ import json
 
 import pytest
 
+from channel_support import tg  # noqa: F401  (fixture)
 from conftest import make_settings
-from fakes.telegram import TOKEN, serve_fake_telegram
+from fakes.telegram import TOKEN
 from nanoclaw.text import split_text
 
 CHAT = "tg:-100777"
-
-
-@pytest.fixture
-async def tg(nursery):
-    return await nursery.start(serve_fake_telegram)
 
 
 @pytest.fixture

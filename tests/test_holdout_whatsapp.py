@@ -5,27 +5,17 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from channel_support import wa, webhook  # noqa: F401  (fixtures)
 from checks import assert_error
 from conftest import make_settings
-from fakes.whatsapp import (ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, serve_fake_whatsapp, sign,
-                            text_delivery)
+from fakes.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, sign, text_delivery
 
 SPEC_BODY = {"phoneNumberId": PHONE_NUMBER_ID, "accessToken": ACCESS_TOKEN, "webhookVerifyToken": VERIFY_TOKEN}
 
 
 @pytest.fixture
-async def wa(nursery):
-    return await nursery.start(serve_fake_whatsapp)
-
-
-@pytest.fixture
 async def settings(tmp_path, wa):
-    return make_settings(tmp_path, whatsapp_api_base=wa.api_base)
-
-
-@pytest.fixture
-def webhook(server) -> str:
-    return server.api + "/channels/whatsapp/webhook"
+    return make_settings(tmp_path, whatsapp_api_base=wa.api_url)
 
 
 async def test_connect_with_exactly_the_spec_body_works_and_says_how_to_add_the_secret(server, wa, webhook):

@@ -9,22 +9,16 @@ import os
 import pytest
 import trio
 
+from channel_support import DISCORD, SLACK, WHATSAPP, discord, inline, slack, wa  # noqa: F401  (fixtures)
 from conftest import make_settings, start_server
 from fake_runtime import FakeRuntime
-from fakes.discord import TOKEN as DISCORD_TOKEN
-from fakes.discord import serve_fake_discord
-from fakes.slack import APP_TOKEN, BOT_TOKEN, message_event, serve_fake_slack
-from fakes.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, media_delivery, \
-    serve_fake_whatsapp
+from fakes.slack import BOT_TOKEN, message_event
+from fakes.whatsapp import media_delivery
 from nanoclaw.text import split_text
 from nanoclaw.clock import Clock
 from nanoclaw.supervisor import Work
 
 CUSTOMER = "15551230000"
-
-
-async def inline(fn, *args):
-    return fn(*args)
 
 
 async def open_server(nursery, tmp_path, fake_runtime: bool, **settings):
@@ -66,20 +60,9 @@ async def send_file_from_container(server, jid: str, name: str, data: bytes, cap
 # -- Slack -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def slack(nursery):
-    return await nursery.start(serve_fake_slack)
-
-
-async def connect_slack(server, fake) -> None:
-    r = await server.client.post("/channels/slack/connect", json={"botToken": BOT_TOKEN, "appToken": APP_TOKEN})
-    assert r.status_code == 200, r.text
-    await fake.wait_for(lambda: fake.live_socket() is not None)
-
-
 async def test_slack_file_share_is_downloaded_with_the_bot_token(nursery, tmp_path, slack):
     server = await open_server(nursery, tmp_path, False, slack_api_base=slack.api_url)
-    await connect_slack(server, slack)
+    await SLACK.connect(server, slack)
     await make_group(server, "slack:D1")
     data = os.urandom(5000)
     file = slack.add_file(data, "scan.png", "image/png")
@@ -90,12 +73,12 @@ async def test_slack_file_share_is_downloaded_with_the_bot_token(nursery, tmp_pa
     assert attachment | {"path": None} == {"kind": "image", "name": "scan.png", "mimeType": "image/png",
                                            "size": 5000, "path": None}
     assert inbox_file(server, attachment) == data
-    assert slack.downloads == [(file["url_private"].removeprefix(slack.base_url), f"Bearer {BOT_TOKEN}")]
+    assert slack.downloads == [(file["url_private"].removeprefix(slack.url), f"Bearer {BOT_TOKEN}")]
 
 
 async def test_slack_send_file_uses_the_external_upload(nursery, tmp_path, slack):
     server = await open_server(nursery, tmp_path, True, slack_api_base=slack.api_url)
-    await connect_slack(server, slack)
+    await SLACK.connect(server, slack)
     await make_group(server, "slack:C9")
     await send_file_from_container(server, "slack:C9", "notes.txt", b"meeting notes", "as promised")
     await slack.wait_for(lambda: slack.shared)
@@ -107,7 +90,7 @@ async def test_slack_send_file_uses_the_external_upload(nursery, tmp_path, slack
 
 async def test_slack_gets_mrkdwn(nursery, tmp_path, slack):
     server = await open_server(nursery, tmp_path, False, slack_api_base=slack.api_url)
-    await connect_slack(server, slack)
+    await SLACK.connect(server, slack)
     r = await server.client.post("/channels/messages", json={
         "chatJid": "slack:C1", "content": "# Plan\n**ship** it, _today_ <@U0ALICE> a<b [docs](https://x.y/d)"})
     assert r.status_code == 201, r.text
@@ -118,24 +101,10 @@ async def test_slack_gets_mrkdwn(nursery, tmp_path, slack):
 # -- Discord ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def discord(nursery):
-    return await nursery.start(serve_fake_discord)
-
-
-async def connect_discord(server, fake) -> None:
-    r = await server.client.post("/channels/discord/connect", json={"token": DISCORD_TOKEN})
-    assert r.status_code == 200, r.text
-    await fake.wait_for(lambda: fake.session is not None and fake.live() is not None)
-
-
 async def test_discord_attachments_are_downloaded(nursery, tmp_path, discord):
     server = await open_server(nursery, tmp_path, False, discord_api_base=discord.api_url)
-    await connect_discord(server, discord)
+    await DISCORD.connect(server, discord)
     await make_group(server, "dc:321")
-    with trio.fail_after(10):
-        while not (await server.client.get("/channels/discord")).json()["connected"]:
-            await trio.sleep(0.01)
     data = b"voice" * 1000
     attachment = discord.add_attachment(data, "memo.ogg", "audio/ogg")
     await discord.dispatch_message(channel_id="321", content="", guild_id=None, attachments=[attachment])
@@ -146,7 +115,7 @@ async def test_discord_attachments_are_downloaded(nursery, tmp_path, discord):
 
 async def test_discord_send_file_is_a_multipart_message(nursery, tmp_path, discord, autojump_clock):
     server = await open_server(nursery, tmp_path, True, discord_api_base=discord.api_url)
-    await connect_discord(server, discord)
+    await DISCORD.connect(server, discord)
     await make_group(server, "dc:321")
     await send_file_from_container(server, "dc:321", "plot.png", b"\x89PNG plot", "here")
     await discord.wait_for(lambda: discord.uploads)
@@ -157,11 +126,8 @@ async def test_discord_send_file_is_a_multipart_message(nursery, tmp_path, disco
 
 async def test_discord_typing_is_renewed_every_8_s_until_the_answer(nursery, tmp_path, discord, autojump_clock):
     server = await open_server(nursery, tmp_path, True, discord_api_base=discord.api_url)
-    await connect_discord(server, discord)
+    await DISCORD.connect(server, discord)
     await make_group(server, "dc:321")
-    with trio.fail_after(10):
-        while not (await server.client.get("/channels/discord")).json()["connected"]:
-            await trio.sleep(0.01)
     await discord.dispatch_message(channel_id="321", content="work 20", guild_id=None)
     await discord.wait_for(lambda: discord.sent, timeout=60)
     answered = trio.current_time()
@@ -175,13 +141,10 @@ async def test_discord_typing_is_renewed_every_8_s_until_the_answer(nursery, tmp
 
 async def test_discord_streamed_reply_is_edited_with_patch(nursery, tmp_path, discord, autojump_clock):
     server = await open_server(nursery, tmp_path, True, discord_api_base=discord.api_url)
-    await connect_discord(server, discord)
+    await DISCORD.connect(server, discord)
     r = await server.client.post("/container/namespaces", json={
         "name": "team", "chatJids": ["dc:321"], "containerConfig": {"streamReplies": True}})
     assert r.status_code == 201, r.text
-    with trio.fail_after(10):
-        while not (await server.client.get("/channels/discord")).json()["connected"]:
-            await trio.sleep(0.01)
     await discord.dispatch_message(channel_id="321", content="stream 20", guild_id=None)
     final = " ".join(f"word{i}" for i in range(20))
     await discord.wait_for(lambda: discord.edits and discord.edits[-1][2] == final, timeout=60)
@@ -196,21 +159,9 @@ async def test_discord_streamed_reply_is_edited_with_patch(nursery, tmp_path, di
 # -- WhatsApp --------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def wa(nursery):
-    return await nursery.start(serve_fake_whatsapp)
-
-
-async def connect_whatsapp(server) -> None:
-    r = await server.client.post("/channels/whatsapp/connect", json={
-        "phoneNumberId": PHONE_NUMBER_ID, "accessToken": ACCESS_TOKEN, "webhookVerifyToken": VERIFY_TOKEN,
-        "appSecret": APP_SECRET})
-    assert r.status_code == 200, r.text
-
-
 async def test_whatsapp_media_goes_from_id_to_url_to_the_inbox(nursery, tmp_path, wa):
-    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_base)
-    await connect_whatsapp(server)
+    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_url)
+    await WHATSAPP.connect(server, wa)
     await make_group(server, f"wa:{CUSTOMER}")
     data = b"%PDF invoice"
     media = wa.add_media(data, "application/pdf", "invoice.pdf")
@@ -227,8 +178,8 @@ async def test_whatsapp_media_goes_from_id_to_url_to_the_inbox(nursery, tmp_path
 
 
 async def test_whatsapp_send_file_uploads_media_then_sends_it(nursery, tmp_path, wa):
-    server = await open_server(nursery, tmp_path, True, whatsapp_api_base=wa.api_base)
-    await connect_whatsapp(server)
+    server = await open_server(nursery, tmp_path, True, whatsapp_api_base=wa.api_url)
+    await WHATSAPP.connect(server, wa)
     await make_group(server, f"wa:{CUSTOMER}")
     await send_file_from_container(server, f"wa:{CUSTOMER}", "report.pdf", b"%PDF report", None)
     with trio.fail_after(10):
@@ -242,8 +193,8 @@ async def test_whatsapp_send_file_uploads_media_then_sends_it(nursery, tmp_path,
 
 
 async def test_whatsapp_gets_its_own_bold_and_links(nursery, tmp_path, wa):
-    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_base)
-    await connect_whatsapp(server)
+    server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_url)
+    await WHATSAPP.connect(server, wa)
     r = await server.client.post("/channels/messages", json={
         "chatJid": f"wa:{CUSTOMER}", "content": "**Paid** ~~late~~ see [invoice](https://x.y/i)"})
     assert r.status_code == 201, r.text

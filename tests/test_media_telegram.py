@@ -10,24 +10,16 @@ from pathlib import Path
 import pytest
 import trio
 
+from channel_support import inline, tg  # noqa: F401  (fixture)
 from conftest import make_settings, start_server
 from fake_runtime import FakeRuntime
-from fakes.telegram import TOKEN, serve_fake_telegram
+from fakes.telegram import TOKEN
 from nanoclaw.clock import Clock
 
 CHAT = 4242  # a private chat: every message is addressed to the bot
 JID = f"tg:{CHAT}"
 START = 1_800_000_000.0
 MiB = 1024 * 1024
-
-
-async def inline(fn, *args):
-    return fn(*args)
-
-
-@pytest.fixture
-async def tg(nursery):
-    return await nursery.start(serve_fake_telegram)
 
 
 @pytest.fixture

@@ -6,22 +6,13 @@ import logging
 import pytest
 import trio
 
+from channel_support import notified, stored, tg, timed_server  # noqa: F401  (fixtures)
 from conftest import make_settings, start_server
-from fakes.telegram import BOT, TOKEN, serve_fake_telegram
-from nanoclaw.clock import Clock
+from fakes.telegram import BOT, TOKEN
 from nanoclaw.secrets import RedactingFilter
 
 GROUP_CHAT = -1001234
 BAD_TOKEN = "999999:nope-this-is-not-a-token"
-
-
-async def inline(fn, *args):
-    return fn(*args)
-
-
-@pytest.fixture
-async def tg(nursery):
-    return await nursery.start(serve_fake_telegram)
 
 
 @pytest.fixture
@@ -40,96 +31,12 @@ async def make_group(client, name="support", chat_jids=(f"tg:{GROUP_CHAT}",), **
     assert r.status_code == 201, r.text
 
 
-async def stored(server, chat_jid: str) -> list[dict]:
-    r = await server.client.get(f"/channels/chats/{chat_jid}/messages")
-    assert r.status_code == 200, r.text
-    return r.json()["messages"]
-
-
 async def handled(tg, update: dict) -> None:
     """Wait until the server confirmed the update: it polls past it only once it is stored."""
     await tg.wait_for(lambda: tg.confirmed > update["update_id"])
 
 
-@pytest.fixture
-def notified(server):
-    """Groups the router told the supervisor about (the real notify runs as well)."""
-    supervisor = server.services.supervisor
-    calls, real = [], supervisor.notify
-
-    def record(group: str) -> None:
-        calls.append(group)
-        real(group)
-
-    supervisor.notify = record
-    return calls
-
-
 # -- validate / connect / disconnect ---------------------------------------------
-
-
-async def test_validate_a_good_token_names_the_bot_and_stores_nothing(server, tg):
-    r = await server.client.post("/channels/telegram/validate", json={"token": TOKEN})
-    assert r.status_code == 200
-    assert r.json() == {"valid": True, "accountName": "@andy_test_bot", "message": "Valid: @andy_test_bot"}
-    assert await server.services.db.fetchall("SELECT * FROM channel_configs") == []
-    assert tg.calls_of("getMe")[0].token == TOKEN
-
-
-async def test_validate_a_bad_token_says_why(client):
-    r = await client.post("/channels/telegram/validate", json={"token": BAD_TOKEN})
-    assert r.status_code == 200
-    assert r.json() == {"valid": False, "accountName": None, "message": "401 Unauthorized"}
-
-
-async def test_connect_with_a_bad_token_is_400_with_telegrams_reason_and_stores_nothing(server):
-    r = await server.client.post("/channels/telegram/connect", json={"token": BAD_TOKEN})
-    assert r.status_code == 400
-    assert r.json()["error"]["code"] == "INVALID_CREDENTIALS"
-    assert "401 Unauthorized" in r.json()["error"]["message"]
-    assert BAD_TOKEN not in r.text
-    assert await server.services.db.fetchall("SELECT * FROM channel_configs") == []
-    listing = (await server.client.get("/channels")).json()["channels"]
-    assert {"name": "telegram", "connected": False, "statusMessage": "Not configured"} in listing
-
-
-async def test_connect_stores_the_token_encrypted_and_masks_it_everywhere(server, tg):
-    details = await connect(server.client)
-    assert details["connected"] is True
-    assert details["statusMessage"] == "Connected as @andy_test_bot"
-    assert details["credentials"] == {"token": "****" + TOKEN[-4:]}
-    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 1)
-    for path in ("/channels", "/channels/telegram", "/container/audit-log"):
-        r = await server.client.get(path)
-        assert r.status_code == 200
-        assert TOKEN not in r.text
-    row = await server.services.db.fetchone("SELECT credentials, account FROM channel_configs WHERE name = 'telegram'")
-    assert TOKEN not in row["credentials"] and row["account"] == "@andy_test_bot"
-
-
-async def test_disconnect_stops_the_channel_and_forgets_the_token(server, tg):
-    await connect(server.client)
-    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 1)
-    r = await server.client.post("/channels/telegram/disconnect")
-    assert r.status_code == 200
-    assert r.json()["statusMessage"] == "Not configured" and r.json()["credentials"] is None
-    assert await server.services.db.fetchall("SELECT * FROM channel_configs") == []
-    r = await server.client.post("/channels/messages", json={"chatJid": f"tg:{GROUP_CHAT}", "content": "hi"})
-    assert r.status_code == 409
-    assert r.json()["error"]["code"] == "CHANNEL_NOT_CONNECTED"
-
-
-async def test_a_connected_channel_comes_back_after_a_restart(nursery, settings, tg):
-    async with trio.open_nursery() as first_life:
-        server = await start_server(first_life, settings)
-        await connect(server.client)
-        await server.client.aclose()
-        first_life.cancel_scope.cancel()
-    polls_before = len(tg.calls_of("getUpdates"))
-    server = await start_server(nursery, settings)
-    await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) > polls_before)
-    assert (await server.client.get("/channels/telegram")).json()["statusMessage"] == "Connected as @andy_test_bot"
-    await server.client.aclose()
 
 
 # -- inbound ------------------------------------------------------------------
@@ -237,9 +144,8 @@ async def test_a_group_migrated_to_a_supergroup_moves_its_jid_everywhere(server,
     assert notified == ["support"]
 
 
-async def test_polling_with_a_revoked_token_reports_reconnecting(nursery, tmp_path, tg, autojump_clock):
-    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
-                                clock=Clock(start=1_700_000_000), offload=inline)
+async def test_polling_with_a_revoked_token_reports_reconnecting(timed_server, tg, autojump_clock):
+    server = timed_server
     await connect(server.client)
     await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 1)
     del tg.tokens[TOKEN]
@@ -255,21 +161,6 @@ async def test_polling_with_a_revoked_token_reports_reconnecting(nursery, tmp_pa
 
 
 # -- outbound -------------------------------------------------------------------
-
-
-async def test_a_5000_character_answer_arrives_as_two_messages(server, tg):
-    await connect(server.client)
-    lines = [f"line {i:04d} " + "x" * 90 for i in range(50)]
-    text = "\n".join(lines)
-    assert len(text) > 5000
-    r = await server.client.post("/channels/messages", json={"chatJid": f"tg:{GROUP_CHAT}", "content": text})
-    assert r.status_code == 201, r.text
-    assert [len(m["text"]) <= 4096 for m in tg.sent] == [True, True]
-    assert tg.sent[0]["chat_id"] == str(GROUP_CHAT)
-    assert tg.sent[0]["text"].endswith("x") and tg.sent[1]["text"].startswith("line ")
-    assert "\n".join(m["text"] for m in tg.sent) == text
-    messages = await stored(server, f"tg:{GROUP_CHAT}")
-    assert [(m["content"], m["isFromBot"]) for m in messages] == [(text, True)]
 
 
 async def test_internal_notes_are_removed_and_bot_messages_never_trigger(server, tg, notified):
@@ -295,47 +186,8 @@ async def test_sending_through_a_channel_that_is_not_connected_is_409(server):
     assert r.status_code == 409
 
 
-async def test_a_permanent_error_is_not_retried_and_is_audited(server, tg):
-    await connect(server.client)
-    tg.fail_next("sendMessage", 403)
-    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
-    assert r.status_code == 502
-    assert "403 Forbidden: bot was blocked by the user" in r.json()["error"]["message"]
-    assert len(tg.calls_of("sendMessage")) == 1
-    assert await stored(server, "tg:7") == []
-    audit = (await server.client.get("/container/audit-log", params={"severity": "error"})).json()["entries"]
-    assert any("403 Forbidden" in e["message"] for e in audit)
-
-
-async def test_429_retry_after_is_honoured(nursery, tmp_path, tg, autojump_clock):
-    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
-                                clock=Clock(start=1_700_000_000), offload=inline)
-    await connect(server.client)
-    tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 7", retry_after=7)
-    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
-    assert r.status_code == 201, r.text
-    first, second = tg.calls_of("sendMessage")
-    assert 7 <= second.at - first.at < 8
-    assert [m["text"] for m in tg.sent] == ["hello"]
-    await server.client.aclose()
-
-
-async def test_5xx_is_retried_with_backoff(nursery, tmp_path, tg, autojump_clock):
-    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
-                                clock=Clock(start=1_700_000_000), offload=inline)
-    await connect(server.client)
-    tg.fail_next("sendMessage", 502, times=2)
-    r = await server.client.post("/channels/messages", json={"chatJid": "tg:7", "content": "hello"})
-    assert r.status_code == 201, r.text
-    calls = tg.calls_of("sendMessage")
-    assert len(calls) == 3
-    assert calls[1].at - calls[0].at >= 0.5 and calls[2].at - calls[1].at >= 1
-    await server.client.aclose()
-
-
-async def test_poll_failures_back_off_exponentially_with_jitter(nursery, tmp_path, tg, autojump_clock):
-    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
-                                clock=Clock(start=1_700_000_000), offload=inline)
+async def test_poll_failures_back_off_exponentially_with_jitter(timed_server, tg, autojump_clock):
+    server = timed_server
     await connect(server.client)
     tg.fail_next("getUpdates", 500, times=6)
     await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 7, timeout=600)
@@ -360,9 +212,8 @@ async def test_a_malformed_update_is_skipped_and_the_next_one_handled(server, tg
     assert (await server.client.get("/channels/telegram")).json()["connected"] is True
 
 
-async def test_a_rate_limited_poll_waits_retry_after_before_polling_again(nursery, tmp_path, tg, autojump_clock):
-    server = await start_server(nursery, make_settings(tmp_path, telegram_api_base=tg.url),
-                                clock=Clock(start=1_700_000_000), offload=inline)
+async def test_a_rate_limited_poll_waits_retry_after_before_polling_again(timed_server, tg, autojump_clock):
+    server = timed_server
     tg.fail_next("getUpdates", 429, "Too Many Requests: retry after 12", retry_after=12)
     await connect(server.client)
     await tg.wait_for(lambda: len(tg.calls_of("getUpdates")) >= 2, timeout=60)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import httpx
 from pydantic import BaseModel
@@ -63,14 +63,60 @@ class PlatformError(Exception):
         return self.status is None or self.status == 429 or self.status >= 500
 
 
+def scrub(text: str, *secrets: str) -> str:
+    """`text` with every (non-empty) secret in it replaced by ****."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "****")
+    return text
+
+
 def network_error(platform: str, exc: httpx.HTTPError, *secrets: str) -> PlatformError:
     text = f"cannot reach {platform}: {type(exc).__name__}"
     if str(exc):
         text += f": {exc}"
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "****")
-    return PlatformError(text)
+    return PlatformError(scrub(text, *secrets))
+
+
+# How one platform reads an answer: given the response and its decoded JSON body (None when
+# the body is not JSON), the PlatformError saying why the call failed, or None when it worked.
+Refusal = Callable[[httpx.Response, Any], PlatformError | None]
+
+
+async def call_json(http: httpx.AsyncClient, method: str, url: str, *, platform: str, refusal: Refusal,
+                    secrets: tuple[str, ...] = (), **request: Any) -> Any:
+    """One HTTP call to a platform's JSON API: the decoded answer when `refusal` finds no
+    error, PlatformError otherwise. `request` goes to httpx as it is (json, data, files,
+    headers, timeout). No secret ever reaches the error: a network failure goes through
+    `network_error`, and the platform's own reason is scrubbed the same way."""
+    try:
+        response = await http.request(method, url, **request)
+    except httpx.HTTPError as exc:
+        raise network_error(platform, exc, *secrets) from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    refused = refusal(response, answer)
+    if refused is None:
+        return answer
+    raise PlatformError(scrub(refused.reason, *secrets), status=refused.status, retry_after=refused.retry_after)
+
+
+def with_code(code: object, text: str) -> str:
+    """`text` led by the error code, unless the platform already put it there ("401: Unauthorized")."""
+    return text if text.startswith(str(code)) else f"{code} {text}"
+
+
+def number(value: object) -> float | None:
+    """A JSON number as seconds (retry_after in a body); None for anything else."""
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def header_seconds(response: httpx.Response) -> float | None:
+    """The Retry-After header in whole seconds; None when it is missing or not digits."""
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
 
 
 class Link:
@@ -112,6 +158,10 @@ class Adapter:
     # The body of connect/validate; every field not in public_fields is a secret.
     credentials_model: ClassVar[type[BaseModel]]
     public_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, api_base: str) -> None:
+        # Where the platform's API is (a fake on loopback in tests).
+        self.api_base = api_base.rstrip("/")
 
     async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
         """Check the credentials with the platform; return the account name.

@@ -14,7 +14,7 @@ import trio
 from pydantic import Field
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, call_json, number, with_code
 from nanoclaw.channels._media import Download, MediaRef, media_kind
 from nanoclaw.groupfiles import OutFile
 from nanoclaw.channels._websocket import close_code, close_socket, open_socket
@@ -68,9 +68,6 @@ class Discord(Adapter):
     typing_interval = 8.0  # a typing trigger shows for about 10 s
     can_edit = True
 
-    def __init__(self, api_base: str) -> None:
-        self.api_base = api_base.rstrip("/")
-
     async def _api(self, http: httpx.AsyncClient, token: str, method: str, path: str, body: dict | None = None, *,
                    file: OutFile | None = None) -> Any:
         """One REST call; with `file`, a multipart message (payload_json + files[0])."""
@@ -78,24 +75,8 @@ class Discord(Adapter):
         if file is not None:
             content = {"data": {"payload_json": json.dumps(body)},
                        "files": {"files[0]": (file.name, file.data, file.mime_type)}}
-        try:
-            response = await http.request(method, f"{self.api_base}/{path}", **content,
-                                          headers={"Authorization": f"Bot {token}"})
-        except httpx.HTTPError as exc:
-            raise network_error("Discord", exc, token) from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if response.is_success:
-            return answer
-        answer = answer if isinstance(answer, dict) else {}
-        message = str(answer.get("message") or response.reason_phrase)
-        if not message.startswith(str(response.status_code)):
-            message = f"{response.status_code} {message}"
-        retry_after = answer.get("retry_after")
-        raise PlatformError(message.replace(token, "****"), status=response.status_code,
-                            retry_after=float(retry_after) if isinstance(retry_after, (int, float)) else None)
+        return await call_json(http, method, f"{self.api_base}/{path}", platform="Discord", refusal=_refusal,
+                               secrets=(token,), headers={"Authorization": f"Bot {token}"}, **content)
 
     async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
         return _account(await self._api(http, credentials["token"], "GET", "users/@me"))
@@ -233,6 +214,15 @@ class Discord(Adapter):
                         caption: str | None) -> None:
         await self._api(http, credentials["token"], "POST", f"channels/{self.chat_id(chat_jid)}/messages",
                         {"content": caption or "", "attachments": [{"id": 0, "filename": file.name}]}, file=file)
+
+
+def _refusal(response: httpx.Response, answer: Any) -> PlatformError | None:
+    """REST errors are 4xx/5xx with {message, code}; a 429 carries retry_after in the body."""
+    if response.is_success:
+        return None
+    answer = answer if isinstance(answer, dict) else {}
+    return PlatformError(with_code(response.status_code, str(answer.get("message") or response.reason_phrase)),
+                         status=response.status_code, retry_after=number(answer.get("retry_after")))
 
 
 def _account(me: dict) -> str:

@@ -3,6 +3,7 @@ JIDs are slack:<channel id>; senders slack:<user id>."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,7 +11,7 @@ import httpx
 from pydantic import Field
 from trio_websocket import ConnectionClosed
 
-from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, call_json, header_seconds
 from nanoclaw.channels._format import slack_mrkdwn
 from nanoclaw.channels._media import Download, MediaRef, media_kind
 from nanoclaw.groupfiles import OutFile
@@ -37,36 +38,13 @@ class Slack(Adapter):
     max_length = 40000
     credentials_model = SlackCredentials
 
-    def __init__(self, api_base: str) -> None:
-        self.api_base = api_base.rstrip("/")
-
     async def call(self, http: httpx.AsyncClient, token: str, method: str, params: dict | None = None, *,
                    form: bool = False) -> dict:
         """One Web API method (a form post when `form`); the answer when it says ok, PlatformError otherwise."""
         body = {"data": params or {}} if form else {"json": params or {}}
-        try:
-            response = await http.post(f"{self.api_base}/{method}", **body,
-                                       headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
-            raise network_error("Slack", exc, token) from None
-        if response.status_code == 429:
-            retry_after = response.headers.get("Retry-After", "")
-            raise PlatformError(f"{method}: 429 rate limited", status=429,
-                                retry_after=float(retry_after) if retry_after.isdigit() else None)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise PlatformError(f"{method}: {response.status_code} {response.reason_phrase}: not a Web API answer",
-                                status=response.status_code)
-        if body.get("ok"):
-            return body
-        error = str(body.get("error") or "unknown_error").replace(token, "****")
-        status = response.status_code if response.status_code >= 400 else 400
-        if error in TRANSIENT_ERRORS:
-            status = 503
-        raise PlatformError(f"{error} ({method})", status=status)
+        return await call_json(http, "POST", f"{self.api_base}/{method}", platform="Slack",
+                               refusal=partial(_refusal, method), secrets=(token,),
+                               headers={"Authorization": f"Bearer {token}"}, **body)
 
     async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
         me = await self.call(http, credentials["botToken"], "auth.test")
@@ -146,16 +124,33 @@ class Slack(Adapter):
         token = credentials["botToken"]
         slot = await self.call(http, token, "files.getUploadURLExternal",
                                {"filename": file.name, "length": str(len(file.data))}, form=True)
-        try:
-            response = await http.post(slot["upload_url"], files={"file": (file.name, file.data, file.mime_type)})
-        except httpx.HTTPError as exc:
-            raise network_error("Slack", exc, token) from None
-        if not response.is_success:
-            raise PlatformError(f"the file upload answered {response.status_code} {response.reason_phrase}",
-                                status=response.status_code)
+        await call_json(http, "POST", slot["upload_url"], platform="Slack", refusal=_upload_refusal,
+                        secrets=(token,), files={"file": (file.name, file.data, file.mime_type)})
         await self.call(http, token, "files.completeUploadExternal", {
             "files": [{"id": slot["file_id"], "title": file.name}], "channel_id": self.chat_id(chat_jid),
             **({"initial_comment": caption} if caption else {})})
+
+
+def _refusal(method: str, response: httpx.Response, answer: Any) -> PlatformError | None:
+    """Web API answers are {ok, ...} or {ok: false, error} (with HTTP 200); a 429 says Retry-After."""
+    if response.status_code == 429:
+        return PlatformError(f"{method}: 429 rate limited", status=429, retry_after=header_seconds(response))
+    if not isinstance(answer, dict):
+        return PlatformError(f"{method}: {response.status_code} {response.reason_phrase}: not a Web API answer",
+                             status=response.status_code)
+    if answer.get("ok"):
+        return None
+    error = str(answer.get("error") or "unknown_error")
+    status = 503 if error in TRANSIENT_ERRORS else max(response.status_code, 400)
+    return PlatformError(f"{error} ({method})", status=status)
+
+
+def _upload_refusal(response: httpx.Response, answer: Any) -> PlatformError | None:
+    """The upload URL answers plain text ("OK - 1"); only its status says how it went."""
+    if response.is_success:
+        return None
+    return PlatformError(f"the file upload answered {response.status_code} {response.reason_phrase}",
+                         status=response.status_code)
 
 
 def _account(me: dict) -> str:

@@ -9,7 +9,7 @@ import httpx
 import trio
 from pydantic import Field
 
-from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, call_json, number, with_code
 from nanoclaw.channels._format import telegram_html
 from nanoclaw.channels._media import Download, MediaRef, TooLarge
 from nanoclaw.groupfiles import OutFile
@@ -34,38 +34,16 @@ class Telegram(Adapter):
     typing_interval = 4.0  # a chat action shows for about 5 s
     can_edit = True
 
-    def __init__(self, api_base: str) -> None:
-        self.api_base = api_base.rstrip("/")
-
     async def call(self, http: httpx.AsyncClient, token: str, method: str, params: dict | None = None, *,
                    timeout: float | None = None, files: dict | None = None) -> Any:
         """One Bot API method; the `result` on success, PlatformError otherwise. With `files`
         the call is a multipart form."""
-        url = f"{self.api_base}/bot{token}/{method}"
         body: dict[str, Any] = {"json": params or {}} if files is None else {"data": params or {}, "files": files}
-        try:
-            if timeout is None:
-                response = await http.post(url, **body)
-            else:
-                response = await http.post(url, **body, timeout=httpx.Timeout(timeout, connect=10.0))
-        except httpx.HTTPError as exc:
-            raise network_error("Telegram", exc, token) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise PlatformError(f"{response.status_code} {response.reason_phrase}: not a Bot API answer",
-                                status=response.status_code)
-        if body.get("ok"):
-            return body.get("result")
-        code = body.get("error_code") or response.status_code
-        description = str(body.get("description") or response.reason_phrase)
-        if not description.startswith(str(code)):
-            description = f"{code} {description}"
-        retry_after = (body.get("parameters") or {}).get("retry_after")
-        raise PlatformError(description.replace(token, "****"), status=code,
-                            retry_after=float(retry_after) if isinstance(retry_after, (int, float)) else None)
+        if timeout is not None:
+            body["timeout"] = httpx.Timeout(timeout, connect=10.0)
+        answer = await call_json(http, "POST", f"{self.api_base}/bot{token}/{method}", platform="Telegram",
+                                 refusal=_refusal, secrets=(token,), **body)
+        return answer.get("result")
 
     async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
         me = await self.call(http, credentials["token"], "getMe")
@@ -184,6 +162,18 @@ class Telegram(Adapter):
         params = {"chat_id": self.chat_id(chat_jid), **({"caption": caption} if caption else {})}
         await self.call(http, credentials["token"], method, params,
                         files={field: (file.name, file.data, file.mime_type)})
+
+
+def _refusal(response: httpx.Response, answer: Any) -> PlatformError | None:
+    """Bot API answers are {ok, result} or {ok: false, error_code, description, parameters.retry_after}."""
+    if not isinstance(answer, dict):
+        return PlatformError(f"{response.status_code} {response.reason_phrase}: not a Bot API answer",
+                             status=response.status_code)
+    if answer.get("ok"):
+        return None
+    code = answer.get("error_code") or response.status_code
+    return PlatformError(with_code(code, str(answer.get("description") or response.reason_phrase)), status=code,
+                         retry_after=number((answer.get("parameters") or {}).get("retry_after")))
 
 
 def _media(message: dict) -> list[MediaRef]:

@@ -11,7 +11,7 @@ import httpx
 import trio
 from pydantic import Field
 
-from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, network_error
+from nanoclaw.channels._base import TOKEN_CHARS, Adapter, Inbound, Link, PlatformError, call_json, header_seconds
 from nanoclaw.channels._format import whatsapp_text
 from nanoclaw.channels._media import Download, MediaRef
 from nanoclaw.groupfiles import OutFile
@@ -47,9 +47,6 @@ class WhatsApp(Adapter):
     credentials_model = WhatsAppCredentials
     public_fields = ("phoneNumberId",)
 
-    def __init__(self, api_base: str) -> None:
-        self.api_base = api_base.rstrip("/")
-
     def notice(self, credentials: dict[str, Any]) -> str:
         if credentials.get("appSecret"):
             return ""
@@ -63,25 +60,9 @@ class WhatsApp(Adapter):
         content: dict[str, Any] = {"json": body}
         if file is not None:
             content = {"data": body, "files": {"file": (file.name, file.data, file.mime_type)}}
-        try:
-            response = await http.request(method, f"{self.api_base}/{path}", **content,
-                                          headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
-            raise network_error("the WhatsApp Cloud API", exc, token) from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if response.is_success and isinstance(answer, dict):
-            return answer
-        error = answer.get("error") if isinstance(answer, dict) else None
-        reason = error.get("message") if isinstance(error, dict) else None
-        retry_after = response.headers.get("Retry-After")
-        raise PlatformError(
-            f"{response.status_code} {reason or response.reason_phrase}".replace(token, "****"),
-            status=response.status_code,
-            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-        )
+        return await call_json(http, method, f"{self.api_base}/{path}", platform="the WhatsApp Cloud API",
+                               refusal=_refusal, secrets=(token,), headers={"Authorization": f"Bearer {token}"},
+                               **content)
 
     async def validate(self, http: httpx.AsyncClient, credentials: dict[str, Any]) -> str:
         number = await self._request(http, credentials, "GET",
@@ -196,3 +177,13 @@ class WhatsApp(Adapter):
                         media=media,
                     ))
         return [m for m in found if m.text or m.media]
+
+
+def _refusal(response: httpx.Response, answer: Any) -> PlatformError | None:
+    """Graph API errors are {error: {message, code, ...}}; a 429 may say Retry-After."""
+    if response.is_success and isinstance(answer, dict):
+        return None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    reason = error.get("message") if isinstance(error, dict) else None
+    return PlatformError(f"{response.status_code} {reason or response.reason_phrase}", status=response.status_code,
+                         retry_after=header_seconds(response))

@@ -1,11 +1,14 @@
 """Fake servers for the platform APIs we cannot reach from tests; each speaks the real wire protocol."""
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, ClassVar
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from trio_websocket import WebSocketRequest, serve_websocket
 
 
 async def serve_on_loopback(nursery: trio.Nursery, app, *, port: int = 0) -> str:
@@ -35,3 +38,32 @@ class Observable:
         with trio.fail_after(timeout):
             while not predicate():
                 await self._changed.wait()
+
+
+@dataclass
+class PlatformFake(Observable):
+    """What the chat platform fakes share: where `serve_fake` put them, and the change signal."""
+
+    # Where the platform's API is below `url` (the server's API base setting is `api_url`).
+    api_path: ClassVar[str] = ""
+    url: str = ""  # http://127.0.0.1:<port>
+    ws_url: str = ""  # ws://127.0.0.1:<port>, the WebSocket side of a push platform (Slack, Discord)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def api_url(self) -> str:
+        return self.url + self.api_path
+
+
+async def serve_fake(fake: PlatformFake, app: Any, *,
+                     websocket: Callable[[WebSocketRequest], Any] | None = None,
+                     task_status: trio.TaskStatus[PlatformFake] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve a fake's ASGI app on 127.0.0.1 (and `websocket`, the handler of a push platform's
+    socket, on a port of its own) until cancelled; nursery.start gives the fake, `url` (and
+    `ws_url`) set."""
+    async with trio.open_nursery() as nursery:
+        if websocket is not None:
+            server = await nursery.start(partial(serve_websocket, websocket, "127.0.0.1", 0, None))
+            fake.ws_url = f"ws://127.0.0.1:{server.port}"
+        fake.url = await serve_on_loopback(nursery, app)
+        task_status.started(fake)

@@ -27,15 +27,14 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
 from quart import request
 from quart_trio import QuartTrio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
-from . import Observable, serve_on_loopback
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from . import PlatformFake, serve_fake
 
 TOKEN = "MTIzNDU2Nzg5.fake.discord-token"
 BOT = {"id": "900000000000000001", "username": "andy", "global_name": "Andy", "discriminator": "0", "bot": True}
@@ -71,9 +70,7 @@ class Session:
 
 
 @dataclass
-class FakeDiscord(Observable):
-    api_url: str = ""
-    gateway_url: str = ""
+class FakeDiscord(PlatformFake):
     connections: list[Connection] = field(default_factory=list)
     session: Session | None = None
     sent: list[dict] = field(default_factory=list)  # {"channel_id", "content"}
@@ -85,8 +82,10 @@ class FakeDiscord(Observable):
     downloads: list[str] = field(default_factory=list)
     # route -> (body, status) to answer its next calls with
     failures: dict[str, list[tuple[dict, int]]] = field(default_factory=dict)
+    # (time, method, path) of every REST call
+    calls: list[tuple[float, str, str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
-    _changed: trio.Event = field(default_factory=trio.Event)
+    api_path = "/api/v10"
 
     def live(self) -> Connection | None:
         return next((c for c in reversed(self.connections) if not c.closed), None)
@@ -117,7 +116,7 @@ class FakeDiscord(Observable):
         path = f"attachments/{attachment_id}/{filename}"
         self.cdn[path] = data
         return {"id": attachment_id, "filename": filename, "content_type": content_type, "size": len(data),
-                "url": f"{self.api_url.removesuffix('/api/v10')}/cdn/{path}?ex=1&is=2&hm=3",
+                "url": f"{self.url}/cdn/{path}?ex=1&is=2&hm=3",
                 "proxy_url": "unused"}
 
     async def dispatch_message(self, *, channel_id: str, content: str, author_id: str = "700000000000000042",
@@ -191,7 +190,7 @@ class FakeDiscord(Observable):
             self.session = Session(session_id=f"session-{next(self._ids)}")
             await self.dispatch("READY", {
                 "v": 10, "user": BOT, "guilds": [], "session_id": self.session.session_id,
-                "resume_gateway_url": f"{self.gateway_url}/resume", "application": {"id": BOT["id"], "flags": 0},
+                "resume_gateway_url": f"{self.ws_url}/resume", "application": {"id": BOT["id"], "flags": 0},
             })
         elif op == 6:
             session = self.session
@@ -207,6 +206,7 @@ class FakeDiscord(Observable):
     # -- REST -----------------------------------------------------------------------
 
     def handle(self, method: str, path: str, token: str | None, body: Any) -> tuple[dict | list, int]:
+        self.calls.append((trio.current_time(), method, path))
         if token != TOKEN:
             return {"message": "401: Unauthorized", "code": 0}, 401
         route = "messages" if path.startswith("channels/") and path.endswith("/messages") else path
@@ -216,7 +216,7 @@ class FakeDiscord(Observable):
         if method == "GET" and path == "users/@me":
             return BOT, 200
         if method == "GET" and path == "gateway/bot":
-            return {"url": self.gateway_url, "shards": 1, "session_start_limit": {
+            return {"url": self.ws_url, "shards": 1, "session_start_limit": {
                 "total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}}, 200
         if method == "POST" and path.startswith("channels/") and path.endswith("/typing"):
             self.typing.append((trio.current_time(), path.split("/")[1]))
@@ -279,8 +279,4 @@ async def serve_fake_discord(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeDiscord on 127.0.0.1 (nursery.start gives the FakeDiscord): REST at
     `api_url`, the Gateway on its own port."""
     fake = FakeDiscord()
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(serve_websocket, fake._serve_gateway, "127.0.0.1", 0, None))
-        fake.gateway_url = f"ws://127.0.0.1:{server.port}"
-        fake.api_url = await serve_on_loopback(nursery, _app(fake)) + "/api/v10"
-        task_status.started(fake)
+    await serve_fake(fake, _app(fake), websocket=fake._serve_gateway, task_status=task_status)

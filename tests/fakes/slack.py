@@ -27,15 +27,14 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
 from quart import request
 from quart_trio import QuartTrio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
-from . import Observable, serve_on_loopback
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from . import PlatformFake, serve_fake
 
 BOT_TOKEN = "xoxb-1111-2222-goodbot"
 APP_TOKEN = "xapp-1-A111-3333-goodapp"
@@ -62,9 +61,7 @@ class Socket:
 
 
 @dataclass
-class FakeSlack(Observable):
-    api_url: str = ""
-    socket_url: str = ""
+class FakeSlack(PlatformFake):
     calls: list[Call] = field(default_factory=list)
     posted: list[dict] = field(default_factory=list)
     sockets: list[Socket] = field(default_factory=list)
@@ -80,11 +77,7 @@ class FakeSlack(Observable):
     uploads: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # file id -> (name, type, bytes)
     shared: list[dict] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
-    _changed: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def base_url(self) -> str:
-        return self.api_url.removesuffix("/api")
+    api_path = "/api"
 
     def add_file(self, data: bytes, name: str = "photo.png", mimetype: str = "image/png") -> dict:
         """A file object as a message event's `files` carries it."""
@@ -92,7 +85,7 @@ class FakeSlack(Observable):
         path = f"/files-pri/T111-{file_id}/{name}"
         self.files[path] = data
         return {"id": file_id, "name": name, "mimetype": mimetype, "size": len(data),
-                "url_private": self.base_url + path}
+                "url_private": self.url + path}
 
     def live_socket(self) -> Socket | None:
         """The newest connection still open, if any."""
@@ -192,7 +185,7 @@ class FakeSlack(Observable):
                 return {"ok": False, "error": "not_allowed_token_type"}, 200, {}
             ticket = f"ticket-{next(self._ids)}"
             self.tickets.add(ticket)
-            return {"ok": True, "url": f"{self.socket_url}/link/?ticket={ticket}&app_id=A111"}, 200, {}
+            return {"ok": True, "url": f"{self.ws_url}/link/?ticket={ticket}&app_id=A111"}, 200, {}
         if token != BOT_TOKEN:
             return {"ok": False, "error": "not_allowed_token_type"}, 200, {}
         if method == "auth.test":
@@ -202,7 +195,7 @@ class FakeSlack(Observable):
             if not params.get("filename") or not str(params.get("length", "")).isdigit():
                 return {"ok": False, "error": "invalid_arguments"}, 200, {}
             file_id = f"F{next(self._ids)}"
-            return {"ok": True, "upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}, 200, {}
+            return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}, 200, {}
         if method == "files.completeUploadExternal":
             files = params.get("files")
             if not isinstance(files, list) or not all(f.get("id") in self.uploads for f in files):
@@ -277,8 +270,4 @@ async def serve_fake_slack(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeSlack on 127.0.0.1 (nursery.start gives the FakeSlack): the Web API at
     `api_url`, Socket Mode on its own port."""
     fake = FakeSlack()
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(serve_websocket, fake._serve_socket, "127.0.0.1", 0, None))
-        fake.socket_url = f"ws://127.0.0.1:{server.port}"
-        fake.api_url = await serve_on_loopback(nursery, _app(fake)) + "/api"
-        task_status.started(fake)
+    await serve_fake(fake, _app(fake), websocket=fake._serve_socket, task_status=task_status)

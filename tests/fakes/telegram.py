@@ -26,7 +26,7 @@ from typing import Any
 import trio
 from quart import request
 from quart_trio import QuartTrio
-from . import Observable, serve_on_loopback
+from . import PlatformFake, serve_fake
 
 TOKEN = "123456:TEST-token-good"
 BOT = {"id": 123456, "is_bot": True, "first_name": "Andy", "username": "andy_test_bot"}
@@ -41,8 +41,7 @@ class Call:
 
 
 @dataclass
-class FakeTelegram(Observable):
-    url: str = ""
+class FakeTelegram(PlatformFake):
     tokens: dict[str, dict] = field(default_factory=lambda: {TOKEN: BOT})
     updates: list[dict] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
@@ -61,7 +60,6 @@ class FakeTelegram(Observable):
     refuse_html: bool = False
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _message_ids: Any = field(default_factory=lambda: itertools.count(1))
-    _changed: trio.Event = field(default_factory=trio.Event)
 
     def push_message(self, chat_id: int, text: str, *, sender_id: int = 42, first_name: str = "Alice",
                      chat_type: str = "group", title: str = "Test group", **extra: Any) -> dict:
@@ -80,7 +78,11 @@ class FakeTelegram(Observable):
             **({"text": text} if text is not None else {}),
             **extra,
         }
-        update = {"update_id": next(self._ids), "message": message}
+        return self.push_update(message=message)
+
+    def push_update(self, **fields: Any) -> dict:
+        """Queue an update of any kind (the next update_id and these fields); returns it."""
+        update = {"update_id": next(self._ids), **fields}
         self.updates.append(update)
         self._touch()
         return update
@@ -206,6 +208,4 @@ def _app(fake: FakeTelegram) -> QuartTrio:
 async def serve_fake_telegram(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeTelegram on 127.0.0.1:<free port> (nursery.start gives the FakeTelegram)."""
     fake = FakeTelegram()
-    async with trio.open_nursery() as nursery:
-        fake.url = await serve_on_loopback(nursery, _app(fake))
-        task_status.started(fake)
+    await serve_fake(fake, _app(fake), task_status=task_status)

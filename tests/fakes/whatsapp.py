@@ -3,12 +3,12 @@
 Inside a trio test::
 
     fake = await nursery.start(serve_fake_whatsapp)
-    ... point NANOCLAW_WHATSAPP_API_BASE at fake.api_base ...
+    ... point NANOCLAW_WHATSAPP_API_BASE at fake.api_url ...
     await fake.deliver(webhook_url, text_delivery("15551230000", "hi", "wamid.1"))
 
 Graph API: `GET /v21.0/<phoneNumberId>` (the number, with a Bearer token) and
 `POST /v21.0/<phoneNumberId>/messages` (text, or image/document by media id; recorded in
-`sent`), `POST /v21.0/<phoneNumberId>/media` (multipart upload, in `uploads`), `GET
+`sent`; `fail_next` scripts an error), `POST /v21.0/<phoneNumberId>/media` (multipart upload, in `uploads`), `GET
 /v21.0/<media-id>` (the media's download URL; `add_media` adds one) and that URL (Bearer
 token required). Wrong tokens get Meta's OAuthException 401; unknown ids a 400
 GraphMethodException.
@@ -26,7 +26,7 @@ import httpx
 import trio
 from quart import request
 from quart_trio import QuartTrio
-from . import serve_on_loopback
+from . import PlatformFake, serve_fake
 
 PHONE_NUMBER_ID = "106540352242922"
 ACCESS_TOKEN = "EAAG-good-access-token"
@@ -72,8 +72,7 @@ def media_delivery(sender: str, kind: str, media: dict, message_id: str, *, capt
 
 
 @dataclass
-class FakeWhatsApp:
-    url: str = ""
+class FakeWhatsApp(PlatformFake):
     numbers: dict[str, str] = field(default_factory=lambda: {PHONE_NUMBER_ID: BUSINESS_NUMBER})
     token: str = ACCESS_TOKEN
     sent: list[dict] = field(default_factory=list)
@@ -81,17 +80,22 @@ class FakeWhatsApp:
     media: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
     uploads: list[dict] = field(default_factory=list)  # {"id", "form", "file": (name, type, bytes)}
+    # (trio.current_time(), method, path) of every Graph API call
+    calls: list[tuple[float, str, str]] = field(default_factory=list)
+    # (error, status) to answer the next sends with, first first
+    failures: list[tuple[dict, int]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    api_path = "/v21.0"
+
+    def fail_next(self, status: int, error: dict) -> None:
+        """Answer the next send (POST <number>/messages) with this Graph API error object."""
+        self.failures.append((error, status))
 
     def add_media(self, data: bytes, mime_type: str, filename: str | None = None) -> dict:
         """Media a user sent; returns the object a delivery carries for it."""
         media_id = str(7000 + next(self._ids))
         self.media[media_id] = (mime_type, data)
         return {"id": media_id, "mime_type": mime_type, "sha256": "x", **({"filename": filename} if filename else {})}
-
-    @property
-    def api_base(self) -> str:
-        return self.url + "/v21.0"
 
     async def deliver(self, webhook_url: str, payload: dict, *, secret: str | None = APP_SECRET,
                       signature: str | None = None) -> httpx.Response:
@@ -120,6 +124,10 @@ class FakeWhatsApp:
 def _app(fake: FakeWhatsApp) -> QuartTrio:
     app = QuartTrio("fake_whatsapp")
 
+    @app.before_request
+    async def record() -> None:
+        fake.calls.append((trio.current_time(), request.method, request.path))
+
     @app.get("/<version>/<number_id>")
     async def phone_number(version: str, number_id: str):
         if (error := fake._auth_error()) is not None:
@@ -139,6 +147,9 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
             return error
         if number_id not in fake.numbers:
             return fake._unknown(number_id)
+        if fake.failures:
+            error, status = fake.failures.pop(0)
+            return {"error": error}, status
         body = await request.get_json()
         kind = body.get("type")
         uploaded = {u["id"] for u in fake.uploads}
@@ -146,6 +157,7 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
                 kind != "text" and (body.get(kind) or {}).get("id") not in uploaded):
             return {"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}}, 400
         fake.sent.append(body)
+        fake._touch()
         return {"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
                 "messages": [{"id": f"wamid.out{next(fake._ids)}"}]}
 
@@ -175,6 +187,4 @@ def _app(fake: FakeWhatsApp) -> QuartTrio:
 async def serve_fake_whatsapp(*, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve a FakeWhatsApp on 127.0.0.1:<free port> (nursery.start gives the FakeWhatsApp)."""
     fake = FakeWhatsApp()
-    async with trio.open_nursery() as nursery:
-        fake.url = await serve_on_loopback(nursery, _app(fake))
-        task_status.started(fake)
+    await serve_fake(fake, _app(fake), task_status=task_status)
