@@ -24,9 +24,9 @@ def instance(nursery, tmp_path):
     return _make
 
 
-async def started(make, start: float = FRIDAY) -> Instance:
+async def started(make, start: float = FRIDAY, supervisor: RecordingSupervisor | None = None) -> Instance:
     inst = make(start)
-    await inst.start()
+    await inst.start(supervisor)
     await inst.group()
     return inst
 
@@ -176,9 +176,8 @@ async def test_restart_after_missing_three_slots_runs_once_and_logs_two_skips(in
 
 async def test_crash_after_next_run_advanced_does_not_run_the_slot_twice(instance, autojump_clock):
     with trio.fail_after(600):
-        inst = instance(FRIDAY)
-        first = await inst.start(RecordingSupervisor(None, hang=True))
-        await inst.group()
+        inst = await started(instance, supervisor=RecordingSupervisor(None, hang=True))
+        first = inst.supervisor
         schedule = await inst.schedule("interval", 60_000)
         created = inst.now_ms()
         await inst.sleep_until(FRIDAY + 61)
@@ -198,9 +197,8 @@ async def test_crash_after_next_run_advanced_does_not_run_the_slot_twice(instanc
 
 async def test_a_slot_due_while_the_previous_run_is_going_is_skipped(instance, autojump_clock):
     with trio.fail_after(600):
-        inst = instance(FRIDAY)
-        held = await inst.start(RecordingSupervisor(None, hold=True))
-        await inst.group()
+        inst = await started(instance, supervisor=RecordingSupervisor(None, hold=True))
+        held = inst.supervisor
         schedule = await inst.schedule("interval", 10_000)
         created = inst.now_ms()
         await inst.sleep_until(FRIDAY + 25)
