@@ -3,7 +3,6 @@
 `docker_engine` skips (with the reason) when no engine answers, but fails when
 NANOCLAW_REQUIRE_DOCKER=1 (CI). `agent_image` builds nanoclaw-agent:test from the
 packaged nanoclaw/agent/ context on a local base image, never pulling.
-`docker_settings` and `docker_server` are a server that runs its containers there.
 """
 from __future__ import annotations
 
@@ -15,8 +14,6 @@ from pathlib import Path
 import pytest
 
 import nanoclaw.agent
-from conftest import make_settings, start_server
-from nanoclaw.config import Settings
 
 # Parallel checkouts on one engine each set their own tag.
 AGENT_TAG = os.environ.get("NANOCLAW_TEST_AGENT_TAG", "nanoclaw-agent:test")
@@ -63,22 +60,6 @@ def agent_image(docker_engine: str) -> str:
     if build.returncode != 0:
         pytest.fail(f"building {AGENT_TAG} failed (exit {build.returncode}):\n{(build.stdout + build.stderr)[-4000:]}")
     return AGENT_TAG
-
-
-def docker_settings(tmp_path: Path, image: str | None = None, **overrides) -> Settings:
-    """A test server's settings for the real engine: Docker, host networking (the containers reach
-    the loopback fakes), `image` as the agent image."""
-    if image is not None:
-        overrides["agent_image"] = image
-    return make_settings(tmp_path, container_runtime="docker", container_network="host", **overrides)
-
-
-@pytest.fixture
-async def docker_server(nursery, tmp_path, agent_image):
-    """A server whose runs are containers of the agent image."""
-    server = await start_server(nursery, docker_settings(tmp_path, agent_image))
-    yield server
-    await server.client.aclose()
 
 
 def build_script_image(engine: str, context: Path, tag: str, script: str) -> str:

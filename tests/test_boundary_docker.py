@@ -10,7 +10,8 @@ import pytest
 import trio
 
 from boundary_support import make_canary, snapshot
-from docker_support import docker_engine, docker_settings  # noqa: F401  (fixture)
+from conftest import docker_settings
+from docker_support import docker_engine  # noqa: F401  (fixture)
 from test_containers_docker import make_group, misbehaving_image, wait_for, wait_run  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("docker_engine")

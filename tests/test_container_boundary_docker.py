@@ -17,8 +17,8 @@ import subprocess
 import pytest
 import trio
 
-from conftest import start_server
-from docker_support import AGENT_TAG, agent_image, docker_engine, docker_server, docker_settings  # noqa: F401  (fixtures)
+from conftest import docker_settings, start_server
+from docker_support import AGENT_TAG, agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic
 from nanoclaw.runtime._args import AGENT_HOME, PIDS_LIMIT, container_user
 from test_containers_docker import wait_for, wait_run

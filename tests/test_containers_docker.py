@@ -11,8 +11,8 @@ import subprocess
 import pytest
 import trio
 
-from conftest import start_server
-from docker_support import agent_image, build_script_image, docker_engine, docker_server, docker_settings  # noqa: F401  (fixtures)
+from conftest import docker_settings, start_server
+from docker_support import agent_image, build_script_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic, tool_reply
 from test_supervisor_queue import ListMessages
 

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 import trio
 
-from docker_support import agent_image, docker_engine, docker_server  # noqa: F401  (fixtures)
+from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
