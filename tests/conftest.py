@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from docker_support import agent_image, docker_engine  # noqa: F401
+from docker_support import agent_image, docker_engine, run_container  # noqa: F401
 from nanoclaw.config import Settings
 from nanoclaw.main import serve
 from nanoclaw.services import Services, build
