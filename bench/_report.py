@@ -33,6 +33,13 @@ def machine() -> str:
             f"Python {sys.version.split()[0]}")
 
 
+def load_sentence(load: tuple[tuple[float, float, float], tuple[float, float, float]], cores: str,
+                  when: str = "at the start") -> str:
+    """The load averages before and after a measurement (os.getloadavg() twice), and what shared the cores."""
+    before, after = (" / ".join(f"{value:.2f}" for value in averages) for averages in load)
+    return f"Load average (1/5/15 min) {when}: {before}; at the end: {after} ({cores})."
+
+
 def write_section(title: str, body: str, command: str) -> None:
     """Replace (or add) the `## title` section of docs/benchmarks.md."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

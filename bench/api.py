@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from bench._plot import draw
-from bench._report import percentile, write_section
+from bench._report import load_sentence, percentile, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 TITLE = "API throughput vs the framework ceiling"
@@ -329,9 +329,7 @@ def report(results: dict, tool: str, args, load: tuple) -> str:
         "",
         *rows,
         "",
-        f"Load average (1/5/15 min) at the start: {load[0][0]:.2f} / {load[0][1]:.2f} / {load[0][2]:.2f}; "
-        f"at the end: {load[1][0]:.2f} / {load[1][1]:.2f} / {load[1][2]:.2f} (2 cores shared with the load "
-        "generator and with other work on the machine).",
+        load_sentence(load, "2 cores shared with the load generator and with other work on the machine"),
         "",
         *figures,
     ])

@@ -32,7 +32,7 @@ import httpx
 import trio
 
 from bench._plot import cdf_points, draw
-from bench._report import percentile, write_section
+from bench._report import load_sentence, percentile, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 TITLE = "Event-loop lag"
@@ -212,9 +212,7 @@ def report(out: dict, args, load: tuple) -> str:
         f"{out['live']} of {CONTAINERS} agent containers still live at the end; schedule log rows: {logs}; "
         f"run history: {runs}.",
         "",
-        f"Load average (1/5/15 min) at the start: {load[0][0]:.2f} / {load[0][1]:.2f} / {load[0][2]:.2f}; "
-        f"at the end: {load[1][0]:.2f} / {load[1][1]:.2f} / {load[1][2]:.2f} (2 cores, shared with dockerd, "
-        "the containers and other work on the machine).",
+        load_sentence(load, "2 cores, shared with dockerd, the containers and other work on the machine"),
         "",
         figure,
     ])

@@ -27,6 +27,7 @@ from bench._report import percentile, write_section
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
 from nanoclaw.config import Settings
+from nanoclaw.lifespan import answer_lifespan
 from nanoclaw.proxy import CredentialProxy
 from nanoclaw.secrets import SecretBox
 from nanoclaw.store import Database
@@ -38,11 +39,8 @@ TARGET_FIRST_BYTE_MS = 5.0
 
 async def upstream_app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await answer_lifespan(receive, send)
+        return
     while (await receive()).get("more_body"):
         pass
     if scope["path"] == "/stream":

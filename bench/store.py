@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from bench._plot import draw
-from bench._report import percentile, write_section
+from bench._report import load_sentence, percentile, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 TITLE = "Store scaling"
@@ -316,9 +316,7 @@ def report(results, checks, steps, setup: dict, load: tuple) -> str:
         *[f"- {label}: " + "; ".join(f"{step} {ms:.1f} ms" for step, ms in parts.items())
           for label, parts in steps.items()],
         "",
-        f"Load average (1/5/15 min) at the start of the calls: {load[0][0]:.2f} / {load[0][1]:.2f} / "
-        f"{load[0][2]:.2f}; at the end: {load[1][0]:.2f} / {load[1][1]:.2f} / {load[1][2]:.2f} (2 cores, shared "
-        "with other work on the machine).",
+        load_sentence(load, "2 cores, shared with other work on the machine", when="at the start of the calls"),
         "",
         figure,
     ])

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real server on 127.0.0.1 (port 0) with its own data and config dirs."""
+"""Shared fixtures: a real server on 127.0.0.1 (port 0) with its own data and config dirs
+(`docker_server`: one whose runs are containers of the agent image)."""
 from __future__ import annotations
 
 import io
@@ -8,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from docker_support import agent_image, docker_engine  # noqa: F401
+from docker_support import agent_image, docker_engine, run_container  # noqa: F401
 from nanoclaw.config import Settings
 from nanoclaw.main import serve
 from nanoclaw.services import Services, build
@@ -56,6 +57,22 @@ async def server(nursery, settings) -> Server:
     srv = await start_server(nursery, settings)
     yield srv
     await srv.client.aclose()
+
+
+def docker_settings(tmp_path: Path, image: str | None = None, **overrides) -> Settings:
+    """A test server's settings for the real engine: Docker, host networking (the containers reach
+    the loopback fakes), `image` as the agent image."""
+    if image is not None:
+        overrides["agent_image"] = image
+    return make_settings(tmp_path, container_runtime="docker", container_network="host", **overrides)
+
+
+@pytest.fixture
+async def docker_server(nursery, tmp_path, agent_image):
+    """A server whose runs are containers of the agent image."""
+    server = await start_server(nursery, docker_settings(tmp_path, agent_image))
+    yield server
+    await server.client.aclose()
 
 
 @pytest.fixture

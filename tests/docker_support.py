@@ -3,15 +3,19 @@
 `docker_engine` skips (with the reason) when no engine answers, but fails when
 NANOCLAW_REQUIRE_DOCKER=1 (CI). `agent_image` builds nanoclaw-agent:test from the
 packaged nanoclaw/agent/ context on a local base image, never pulling.
+`run_container` starts containers by hand (`docker run`) and removes them after the test.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
 import nanoclaw.agent
 
@@ -60,6 +64,40 @@ def agent_image(docker_engine: str) -> str:
     if build.returncode != 0:
         pytest.fail(f"building {AGENT_TAG} failed (exit {build.returncode}):\n{(build.stdout + build.stderr)[-4000:]}")
     return AGENT_TAG
+
+
+@pytest.fixture
+async def run_container(docker_engine: str, tmp_path: Path):
+    """`await run_container(options, image, command, stdin)` starts
+    `docker run -i --rm --network host *options image *command` with its stderr in a file and
+    `stdin` (when given) written as one JSON line; returns (process, stderr path). Every container
+    it started is removed at the end, whatever the test did."""
+    names: list[str] = []
+    processes: list[trio.Process] = []
+
+    async def run(options: list[str], image: str, command: tuple[str, ...] | list[str] = (),
+                  stdin: dict | None = None) -> tuple[trio.Process, Path]:
+        name = f"nanoclaw-test-{os.getpid()}-{len(names)}-{int(time.time() * 1000)}"
+        names.append(name)
+        stderr_path = tmp_path / f"{name}.stderr"
+        with stderr_path.open("wb") as stderr:
+            process = await trio.lowlevel.open_process(
+                [docker_engine, "run", "-i", "--rm", "--name", name, "--network", "host", *options, image, *command],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        processes.append(process)
+        if stdin is not None:
+            await process.stdin.send_all(json.dumps(stdin).encode() + b"\n")
+        return process, stderr_path
+
+    yield run
+    with trio.CancelScope(shield=True):
+        for name in names:  # a failed test must not leave a container behind
+            await trio.run_process([docker_engine, "rm", "-f", name], capture_stdout=True, capture_stderr=True,
+                                   check=False)
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
 
 def build_script_image(engine: str, context: Path, tag: str, script: str) -> str:

@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from fakes.anthropic import FakeAnthropic
+from fakes.anthropic import FakeAnthropic, serve_fake_anthropic
 from fakes.telegram import FakeTelegram, _app
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from serverproc import cli_env
 from fakes import serve_on_loopback
 
@@ -114,15 +112,7 @@ class GatedAnthropic(FakeAnthropic):
         await super()._answer(scope, headers, body, send)
 
 
-async def serve_gated_anthropic(*, api_key: str | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    fake = GatedAnthropic(api_key)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = config.errorlog = None
-    config.graceful_timeout = 0.5
-    async with trio.open_nursery() as nursery:
-        fake.url = (await nursery.start(partial(serve, fake, config, mode="asgi")))[0]
-        task_status.started(fake)
+serve_gated_anthropic = partial(serve_fake_anthropic, kind=GatedAnthropic)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import json
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes import anthropic, openai
 from test_agent_image import fake, image_workspace, run_image  # noqa: F401  (fixtures)
@@ -48,8 +48,7 @@ async def test_a_bash_step_in_a_real_container_through_the_proxy(provider, nurse
     with trio.fail_after(120):
         llm = await nursery.start(lambda task_status: serve(api_key=REAL_KEY, task_status=task_status))
         llm.queue(*replies())
-        settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                                 agent_image=agent_image)
+        settings = docker_settings(tmp_path, agent_image)
         server = await start_server(nursery, settings)
         client = server.client
         r = await client.post("/container/credential-proxy/mappings", json={

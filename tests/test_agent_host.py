@@ -14,7 +14,7 @@ from nanoclaw.config import ConfigError, load_settings
 from nanoclaw.services import build
 from nanoclaw.supervisor import RunSink, Work
 from nanoclaw.supervisor._usage import month_bounds
-from test_supervisor_queue import START, ListMessages, env, inline, make_groups, task_work  # noqa: F401  (env: fixture)
+from test_supervisor_queue import START, ListMessages, env, inline, make_groups, message, task_work  # noqa: F401  (env: fixture)
 
 SPENT_100 = {"inputTokens": 200, "outputTokens": 20, "cacheReadTokens": 10, "cacheCreationTokens": 2,
              "totalTokens": 232}
@@ -82,8 +82,7 @@ async def test_a_group_past_its_monthly_budget_is_refused_in_the_chat_and_the_re
     first = await env.supervisor.submit("thrifty", Work("spend 100"))  # under budget when it starts
     with trio.fail_after(30):
         assert (await first.wait()).status == "success"
-    env.messages.add("thrifty", "once 1")
-    env.supervisor.notify("thrifty")
+    message(env, "thrifty", "once 1")
     await trio.sleep(120)  # long enough for any retry to have happened
     assert len(env.runtime_fake.containers) == 1  # the refused run started no container
     [(chat, text)] = env.messages.sent
@@ -116,8 +115,7 @@ def test_a_month_starts_on_the_first_at_midnight_utc():
 
 async def test_new_drops_the_session_closes_its_container_and_confirms(env, autojump_clock):
     await make_groups(env, "chat", idleTimeoutSecs=600)
-    env.messages.add("chat", "work 1")
-    env.supervisor.notify("chat")
+    message(env, "chat", "work 1")
     await trio.sleep(3)
     first = env.runtime_fake.containers[0]
     assert first.stdin["sessionId"] is None  # no session yet: the runner starts one and names it
@@ -127,8 +125,7 @@ async def test_new_drops_the_session_closes_its_container_and_confirms(env, auto
     assert first.ended_at is not None and first.ended_at < 5 and not first.stopped  # not after 600 s
     assert await session_row(env, "chat") is None
     for text in ("once 1", "once 2"):
-        env.messages.add("chat", text)
-        env.supervisor.notify("chat")
+        message(env, "chat", text)
         await trio.sleep(3)
     _, second, third = env.runtime_fake.containers
     assert second.stdin["sessionId"] is None  # a fresh session after /new
@@ -145,8 +142,7 @@ async def test_new_drops_the_session_closes_its_container_and_confirms(env, auto
 
 async def test_two_on_demand_runs_in_a_row_finish_at_once_each_in_its_own_session(env, autojump_clock):
     await make_groups(env, "ops", idleTimeoutSecs=300)
-    env.messages.add("ops", "once 0")  # the group's own session exists
-    env.supervisor.notify("ops")
+    message(env, "ops", "once 0")  # the group's own session exists
     await trio.sleep(1)
     group_session = await session_row(env, "ops")
     started = trio.current_time()
@@ -170,8 +166,7 @@ async def test_a_chat_message_waits_for_an_on_demand_answer_not_an_idle_timeout(
     await make_groups(env, "ops", idleTimeoutSecs=300)
     await env.supervisor.submit("ops", Work("work 5"))
     await trio.sleep(1)
-    env.messages.add("ops", "once 1")
-    env.supervisor.notify("ops")
+    message(env, "ops", "once 1")
     await trio.sleep(10)
     assert env.messages.sent == [("tg:ops", "done: once 1")]
     adhoc, chat = env.runtime_fake.containers
@@ -210,8 +205,7 @@ async def test_another_chats_message_closes_an_idle_container_at_once(env, autoj
 
 async def test_interim_messages_reach_the_chat_before_the_answer(env, autojump_clock):
     await env.namespaces.create({"name": "ops", "chatJids": ["tg:ops"]})
-    env.messages.add("ops", "tell working on it")
-    env.supervisor.notify("ops")
+    message(env, "ops", "tell working on it")
     await trio.sleep(2)
     assert env.messages.sent[:2] == [("tg:ops", "working on it"), ("tg:ops", "done: tell working on it")]
 

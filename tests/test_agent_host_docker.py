@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from docker_support import AGENT_TAG, agent_image, build_script_image, docker_engine  # noqa: F401  (fixtures)
-from test_containers_docker import docker_server, fake_llm, make_group, wait_run  # noqa: F401  (fixtures)
+from test_containers_docker import fake_llm, make_group, wait_run  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 

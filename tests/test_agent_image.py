@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 
 import pytest
-import trio
 
 from fakes.anthropic import serve_fake_anthropic, tool_reply
 from nanoclaw.runtime import container_user, give_to_container, hardening_args
@@ -20,39 +17,18 @@ async def fake(nursery):
 
 
 @pytest.fixture
-async def run_image(tmp_path, fake, docker_engine, agent_image):
-    names: list[str] = []
-    processes: list[trio.Process] = []
-
+def run_image(fake, agent_image, run_container):
     async def run(ws, stdin: dict) -> Runner:
-        name = f"nanoclaw-test-agent-{os.getpid()}-{len(names)}-{int(time.time() * 1000)}"
-        names.append(name)
         mounts = [arg for sub in ("group", "ipc", "sessions") for arg in ("-v", f"{ws / sub}:/workspace/{sub}")]
         mounts += ["-v", f"{ws / 'global'}:/workspace/global:ro"]
         # As the supervisor runs it: the image's uid 1000 (or ours), confined, owning its folders.
         user = container_user()
         give_to_container([ws / sub for sub in ("group", "ipc", "ipc/input", "ipc/messages", "ipc/tasks",
                                                 "sessions")], user)
-        stderr_path = tmp_path / f"{name}.stderr"
-        with stderr_path.open("wb") as stderr:
-            process = await trio.lowlevel.open_process(
-                [docker_engine, "run", "-i", "--rm", "--name", name, "--network", "host", *mounts,
-                 *hardening_args(256, 1, user),
-                 "-e", f"ANTHROPIC_BASE_URL={fake.url}", "-e", f"ANTHROPIC_API_KEY={API_KEY}", agent_image],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-        processes.append(process)
-        await process.stdin.send_all(json.dumps(stdin).encode() + b"\n")
-        return Runner(process, stderr_path)
+        env = ["-e", f"ANTHROPIC_BASE_URL={fake.url}", "-e", f"ANTHROPIC_API_KEY={API_KEY}"]
+        return Runner(*await run_container([*mounts, *hardening_args(256, 1, user), *env], agent_image, stdin=stdin))
 
-    yield run
-    with trio.CancelScope(shield=True):
-        for name in names:  # a failed test must not leave a container behind
-            await trio.run_process([docker_engine, "rm", "-f", name], capture_stdout=True, capture_stderr=True,
-                                   check=False)
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    return run
 
 
 def image_workspace(tmp_path):

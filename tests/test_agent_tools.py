@@ -8,6 +8,7 @@ import time
 import trio
 
 from fakes import serve_on_loopback
+from nanoclaw.lifespan import answer_lifespan
 from fakes.anthropic import text_reply, tool_reply
 from test_agent_runner import fake, request, start, tool_result_sent, ws  # noqa: F401  (fixtures)
 
@@ -165,11 +166,8 @@ PAGE = (b"<!doctype html><html><head><title>Opening hours</title><style>p{color:
 
 async def page(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            event = (await receive())["type"]
-            await send({"type": event + ".complete"})
-            if event == "lifespan.shutdown":
-                return
+        await answer_lifespan(receive, send)
+        return
     body, kind, status = PAGE, b"text/html; charset=utf-8", 200
     if scope["path"] == "/plain":
         body, kind = b"just text", b"text/plain"

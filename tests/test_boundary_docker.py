@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from boundary_support import make_canary, snapshot
-from conftest import make_settings, start_server
+from conftest import docker_settings
 from docker_support import docker_engine  # noqa: F401  (fixture)
 from test_containers_docker import make_group, misbehaving_image, wait_for, wait_run  # noqa: F401
 
@@ -20,12 +20,9 @@ TASK = {"type": "schedule_task", "prompt": "p", "schedule": {"type": "cron", "va
 
 
 @pytest.fixture
-async def server(nursery, tmp_path, misbehaving_image):
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=misbehaving_image)
-    srv = await start_server(nursery, settings)
-    yield srv
-    await srv.client.aclose()
+def settings(tmp_path, misbehaving_image):
+    """conftest's `server` runs the misbehaving image in Docker."""
+    return docker_settings(tmp_path, misbehaving_image)
 
 
 async def exec_in(container: str, script: str, *, python: bool = False) -> None:

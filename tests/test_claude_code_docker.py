@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import text_reply, tool_reply
 from fakes.anthropic_stream import serve_claude_code_fake
@@ -42,8 +42,7 @@ def shared_wheel_cache(tmp_path) -> None:
 async def test_build_api_makes_a_labelled_claude_code_image_and_namespaces_show_their_flavour(
         nursery, tmp_path, claude_image, agent_image):
     shared_wheel_cache(tmp_path)
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image, agent_base_image="nanoclaw-test-base:bookworm-tools")
+    settings = docker_settings(tmp_path, agent_image, agent_base_image="nanoclaw-test-base:bookworm-tools")
     server = await start_server(nursery, settings)
     client = server.client
 

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import AGENT_TAG, agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic
 from nanoclaw.runtime._args import AGENT_HOME, PIDS_LIMIT, container_user
@@ -42,15 +42,6 @@ def sleeper_image(agent_image, tmp_path_factory):
     return SLEEPER_TAG
 
 
-@pytest.fixture
-async def server(nursery, tmp_path, agent_image):
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image)
-    server = await start_server(nursery, settings)
-    yield server
-    await server.client.aclose()
-
-
 async def live_container(client, group: str, body: dict) -> tuple[str, str]:
     r = await client.post("/container/namespaces", json={"name": group, **body})
     assert r.status_code == 201, r.text
@@ -66,9 +57,10 @@ async def live_container(client, group: str, body: dict) -> tuple[str, str]:
     return run_id, (await client.get(f"/container/queue/groups/{group}")).json()["containerName"]
 
 
-async def test_an_agent_container_runs_without_privileges_and_cannot_plant_a_setuid_root_file(server, nursery):
+async def test_an_agent_container_runs_without_privileges_and_cannot_plant_a_setuid_root_file(
+        docker_server, nursery):
     fake = await nursery.start(serve_fake_anthropic)
-    client = server.client
+    client = docker_server.client
     env = [f"ANTHROPIC_BASE_URL={fake.url}", "ANTHROPIC_API_KEY=sk-test"]
     run_id, name = await live_container(client, "locked", {"containerConfig": {
         "env": env, "idleTimeoutSecs": 120, "memoryMb": 256}})
@@ -88,7 +80,7 @@ async def test_an_agent_container_runs_without_privileges_and_cannot_plant_a_set
     if os.geteuid() == 0:
         assert uid == 1000
     # The group folder is the agent's; the image root is not; /tmp and $HOME are small tmpfs.
-    group_dir = server.settings.groups_dir / "locked"
+    group_dir = docker_server.settings.groups_dir / "locked"
     assert os.stat(group_dir).st_uid == uid
     assert docker("exec", name, "touch", "/etc/owned", check=False).returncode != 0
     assert docker("exec", name, "sh", "-c", f"touch /tmp/x {AGENT_HOME}/x").returncode == 0
@@ -114,8 +106,7 @@ async def test_an_agent_container_runs_without_privileges_and_cannot_plant_a_set
 async def test_a_proxy_only_group_sits_on_an_internal_network_without_a_route_out(
         nursery, tmp_path, agent_image, sleeper_image):
     fake = await nursery.start(serve_fake_anthropic)
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image)
+    settings = docker_settings(tmp_path, agent_image)
     async with trio.open_nursery() as inner:
         server = await start_server(inner, settings)
         client = server.client

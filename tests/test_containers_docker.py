@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import agent_image, build_script_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic, tool_reply
 from test_supervisor_queue import ListMessages
@@ -72,15 +72,6 @@ async def wait_for(predicate, timeout=30):
 @pytest.fixture
 async def fake_llm(nursery):
     return await nursery.start(serve_fake_anthropic)
-
-
-@pytest.fixture
-async def docker_server(nursery, tmp_path, agent_image):
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image)
-    server = await start_server(nursery, settings)
-    yield server
-    await server.client.aclose()
 
 
 async def make_group(client, name, fake_llm=None, chat_jids=(), **config):
@@ -159,33 +150,27 @@ async def test_idle_timeout_closes_the_container(docker_server, fake_llm):
     assert containers_of(docker_server.services.supervisor.instance_id) == []
 
 
-async def test_hard_timeout_stops_the_container(docker_server, misbehaving_image):
+@pytest.mark.parametrize("group, config, wait, status, error", [
+    pytest.param("hang", {"timeoutSecs": 10}, 60, "timeout", "no result within 10 s",
+                 id="hard-timeout-stops-the-container"),
+    pytest.param("flood", {"env": ["MODE=flood"], "timeoutSecs": 600}, 120, "error", "stdout passed 10 MiB",
+                 id="printing-50-mib-is-capped-and-stopped"),
+])
+async def test_a_misbehaving_container_is_stopped_and_removed(docker_server, misbehaving_image,
+                                                              group, config, wait, status, error):
     client = docker_server.client
-    await make_group(client, "hang", image=misbehaving_image, timeoutSecs=10)
-    run_id = (await client.post("/container/runs", json={"group": "hang", "prompt": "x"})).json()["runId"]
-    run = await wait_run(client, run_id, timeout=60)
-    assert run["status"] == "timeout"
-    assert "no result within 10 s" in run["error"]
-    instance = docker_server.services.supervisor.instance_id
-    assert containers_of(instance) == []
-    await wait_for(lambda: _count_is(instance, 0, all_states=True), timeout=15)
-
-
-async def test_a_container_printing_50_mib_is_capped_and_stopped(docker_server, misbehaving_image):
-    client = docker_server.client
-    await make_group(client, "flood", image=misbehaving_image, env=["MODE=flood"], timeoutSecs=600)
-    run_id = (await client.post("/container/runs", json={"group": "flood", "prompt": "x"})).json()["runId"]
-    run = await wait_run(client, run_id, timeout=120)
-    assert run["status"] == "error"
-    assert "stdout passed 10 MiB" in run["error"]
+    await make_group(client, group, image=misbehaving_image, **config)
+    run_id = (await client.post("/container/runs", json={"group": group, "prompt": "x"})).json()["runId"]
+    run = await wait_run(client, run_id, timeout=wait)
+    assert run["status"] == status
+    assert error in run["error"]
     instance = docker_server.services.supervisor.instance_id
     assert containers_of(instance) == []
     await wait_for(lambda: _count_is(instance, 0, all_states=True), timeout=15)
 
 
 async def test_stopping_the_server_stops_every_container(nursery, tmp_path, agent_image, misbehaving_image):
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=misbehaving_image)
+    settings = docker_settings(tmp_path, misbehaving_image)
     async with trio.open_nursery() as inner:
         server = await start_server(inner, settings)
         for name in ("s1", "s2", "s3"):
@@ -204,7 +189,7 @@ async def _count_is(instance, n, all_states=False):
 
 
 async def test_orphans_of_an_earlier_life_are_removed_at_start(nursery, tmp_path, misbehaving_image):
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host")
+    settings = docker_settings(tmp_path)
     async with trio.open_nursery() as first:
         server = await start_server(first, settings)
         instance = server.services.supervisor.instance_id
@@ -243,13 +228,19 @@ async def _running_of(instance):
     return len(await trio.to_thread.run_sync(containers_of, instance))
 
 
+async def six_slow_runs(client, image: str, prefix: str, seconds: int) -> list[str]:
+    """With max-concurrent 2, six groups each ask for a run whose container sleeps `seconds`
+    before answering; returns the run ids, in order."""
+    await client.put("/container/queue/max-concurrent", json={"maxConcurrent": 2})
+    groups = [f"{prefix}{i}" for i in range(6)]
+    for name in groups:
+        await make_group(client, name, image=image, env=["MODE=slow", f"SLEEP={seconds}"])
+    return [(await client.post("/container/runs", json={"group": g, "prompt": "x"})).json()["runId"] for g in groups]
+
+
 async def test_max_concurrent_2_with_6_groups_never_runs_more_and_never_idles(docker_server, misbehaving_image):
     client = docker_server.client
-    await client.put("/container/queue/max-concurrent", json={"maxConcurrent": 2})
-    groups = [f"c{i}" for i in range(6)]
-    for name in groups:
-        await make_group(client, name, image=misbehaving_image, env=["MODE=slow", "SLEEP=2"])
-    ids = [(await client.post("/container/runs", json={"group": g, "prompt": "x"})).json()["runId"] for g in groups]
+    ids = await six_slow_runs(client, misbehaving_image, "c", 2)
     instance = docker_server.services.supervisor.instance_id
     seen = []
     with trio.fail_after(120):
@@ -274,12 +265,7 @@ async def test_max_concurrent_2_with_6_groups_never_runs_more_and_never_idles(do
 
 async def test_raising_the_limit_starts_waiting_groups_at_once(docker_server, misbehaving_image):
     client = docker_server.client
-    await client.put("/container/queue/max-concurrent", json={"maxConcurrent": 2})
-    groups = [f"r{i}" for i in range(6)]
-    for name in groups:
-        await make_group(client, name, image=misbehaving_image, env=["MODE=slow", "SLEEP=30"])
-    for g in groups:
-        await client.post("/container/runs", json={"group": g, "prompt": "x"})
+    await six_slow_runs(client, misbehaving_image, "r", 30)
     instance = docker_server.services.supervisor.instance_id
     await wait_for(lambda: _count_is(instance, 2))
     assert (await client.get("/container/queue/counts")).json() == {"queued": 4, "running": 2, "total": 6}

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic
 from fakes.telegram import TOKEN, serve_fake_telegram
@@ -35,8 +35,7 @@ async def proxied_telegram_server(nursery, tmp_path, image: str, serve_llm, real
     reached through the started credential proxy's `anthropic` mapping: (server, tg, llm)."""
     tg = await nursery.start(serve_fake_telegram)
     llm = await nursery.start(lambda task_status: serve_llm(api_key=real_key, task_status=task_status))
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=image, telegram_api_base=tg.url)
+    settings = docker_settings(tmp_path, image, telegram_api_base=tg.url)
     server = await start_server(nursery, settings)
     r = await server.client.post("/container/credential-proxy/mappings", json={
         "name": "anthropic", "upstreamUrl": llm.url, "credentialType": "api_key", "credential": real_key})

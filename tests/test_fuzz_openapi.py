@@ -17,6 +17,7 @@ import trio
 from docker_support import docker_engine  # noqa: F401  (fixture)
 from serverproc import cli_env, create_api_key, serve_process
 from fakes import serve_on_loopback
+from nanoclaw.lifespan import answer_lifespan
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -30,9 +31,7 @@ CHECKS = ",".join([
 async def refuse_everything(scope, receive, send):
     """Answers like a platform that does not know the credential (the shapes of all four)."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     body = json.dumps({"ok": False, "error": "invalid_auth", "error_code": 401,
                        "description": "Unauthorized", "message": "401: Unauthorized", "code": 0}).encode()

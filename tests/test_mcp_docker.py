@@ -6,11 +6,7 @@ server runs in a second container, reached over the host network.
 """
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
-import time
 
 import pytest
 import trio
@@ -32,33 +28,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def containers(docker_engine, tmp_path):
-    """Start containers; every one is removed at the end."""
-    names: list[str] = []
-    processes: list[trio.Process] = []
-
+def containers(run_container):
+    """Start containers as Runners; every one is removed at the end."""
     async def start(options: list[str], image: str, command: list[str], stdin: dict | None = None) -> Runner:
-        name = f"nanoclaw-test-mcp-{os.getpid()}-{len(names)}-{int(time.time() * 1000)}"
-        names.append(name)
-        stderr_path = tmp_path / f"{name}.stderr"
-        with stderr_path.open("wb") as stderr:
-            process = await trio.lowlevel.open_process(
-                [docker_engine, "run", "-i", "--rm", "--name", name, "--network", "host", *options, image, *command],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
-        processes.append(process)
-        if stdin is not None:
-            await process.stdin.send_all(json.dumps(stdin).encode() + b"\n")
-        return Runner(process, stderr_path)
+        return Runner(*await run_container(options, image, command, stdin))
 
-    yield start
-    with trio.CancelScope(shield=True):
-        for name in names:
-            await trio.run_process([docker_engine, "rm", "-f", name], capture_stdout=True, capture_stderr=True,
-                                   check=False)
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    return start
 
 
 async def wait_for_port(port: int, timeout: float = 60) -> None:

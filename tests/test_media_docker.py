@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import AGENT_TAG, agent_image, build_script_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic, text_reply, tool_reply
 from fakes.telegram import TOKEN, serve_fake_telegram
@@ -55,8 +55,7 @@ def echo_image(docker_engine, tmp_path_factory):  # noqa: F811
 
 async def test_a_photo_reaches_the_container_and_its_send_file_reaches_telegram(nursery, tmp_path, echo_image):
     tg = await nursery.start(serve_fake_telegram)
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=echo_image, telegram_api_base=tg.url)
+    settings = docker_settings(tmp_path, echo_image, telegram_api_base=tg.url)
     server = await start_server(nursery, settings)
     r = await server.client.post("/container/namespaces", json={
         "name": "photos", "chatJids": [f"tg:{CHAT}"], "containerConfig": {"idleTimeoutSecs": 5}})

@@ -10,15 +10,14 @@ import socket
 import sqlite3
 import stat
 from dataclasses import dataclass, field
-from functools import partial
 
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 
 from conftest import make_settings, start_server
+from fakes import serve_on_loopback
+from nanoclaw.lifespan import answer_lifespan
 
 SECRET = "sk-real-secret-7f3a9c1e5b2d"
 CHUNK = 64 * 1024
@@ -67,11 +66,8 @@ class RecordingUpstream:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await answer_lifespan(receive, send)
+            return
         digest, length = hashlib.sha256(), 0
         while True:
             message = await receive()
@@ -121,12 +117,7 @@ class RecordingUpstream:
 
 async def start_upstream(nursery) -> RecordingUpstream:
     upstream = RecordingUpstream()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 0.1
-    binds = await nursery.start(partial(hypercorn_serve, upstream, config))
-    upstream.url = binds[0]
+    upstream.url = await serve_on_loopback(nursery, upstream, graceful_timeout=0.1)
     return upstream
 
 

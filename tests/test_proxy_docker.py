@@ -9,7 +9,7 @@ import json
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic
 
@@ -24,8 +24,7 @@ async def test_a_container_run_reaches_the_llm_through_the_proxy_with_the_real_k
         # The fake LLM answers 401 to any other key: only the proxy can talk to it.
         fake_llm = await nursery.start(lambda task_status: serve_fake_anthropic(api_key=REAL_KEY,
                                                                                 task_status=task_status))
-        settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                                 agent_image=agent_image)
+        settings = docker_settings(tmp_path, agent_image)
         server = await start_server(nursery, settings)
         client = server.client
         r = await client.post("/container/credential-proxy/mappings", json={

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import gzip
 import json
-from functools import partial
 
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 
 from checks import assert_error
 from conftest import make_settings, start_server
+from fakes import serve_on_loopback
+from nanoclaw.lifespan import answer_lifespan
 from nanoclaw.proxy._redact import MARKER
 
 SECRET = "sk-real-secret-9d8c7b6a5f4e3d2c1b0a"
@@ -28,11 +27,8 @@ async def echo_upstream(scope, receive, send):
     """Echoes the request headers: as response headers, then as a body in 7-byte chunks
     (so the credential is split across chunks); /gzip answers gzip-compressed."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await answer_lifespan(receive, send)
+        return
     while (await receive()).get("more_body"):
         pass
     headers = [(k.decode(), v.decode()) for k, v in scope["headers"]]
@@ -52,11 +48,7 @@ async def echo_upstream(scope, receive, send):
 
 @pytest.fixture
 async def setup(nursery, tmp_path):
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 0.1
-    [upstream] = await nursery.start(partial(hypercorn_serve, echo_upstream, config))
+    upstream = await serve_on_loopback(nursery, echo_upstream, graceful_timeout=0.1)
     server = await start_server(nursery, make_settings(tmp_path))
     async with httpx.AsyncClient(timeout=10) as proxy_client:
         yield server, upstream, proxy_client

@@ -6,20 +6,10 @@ import datetime as dt
 import pytest
 import trio
 
-from conftest import make_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
-
-
-@pytest.fixture
-async def docker_server(nursery, tmp_path, agent_image):
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image)
-    server = await start_server(nursery, settings)
-    yield server
-    await server.client.aclose()
 
 
 async def test_a_schedule_run_is_logged_and_linked_to_its_run_history_entry(docker_server, nursery):

@@ -24,11 +24,17 @@ def instance(nursery, tmp_path):
     return _make
 
 
-async def started(make, start: float = FRIDAY) -> Instance:
+async def started(make, start: float = FRIDAY, supervisor: RecordingSupervisor | None = None) -> Instance:
     inst = make(start)
-    await inst.start()
+    await inst.start(supervisor)
     await inst.group()
     return inst
+
+
+async def every(inst: Instance, ms: int):
+    """An interval schedule of `ms` made now, and when that was (ms)."""
+    schedule = await inst.schedule("interval", ms)
+    return schedule, inst.now_ms()
 
 
 async def test_cron_fires_at_each_due_minute_and_not_between(instance, autojump_clock):
@@ -86,9 +92,8 @@ async def test_time_repeated_by_dst_end_runs_once(instance, autojump_clock):
 async def test_interval_fires_on_its_grid_without_drift_over_1000_runs(instance, autojump_clock):
     with trio.fail_after(6000):
         inst = await started(instance)
-        schedule = await inst.schedule("interval", 5000)
+        schedule, created = await every(inst, 5000)
         first = round(dt.datetime.fromisoformat(schedule.nextRun).timestamp() * 1000)
-        created = inst.now_ms()
         await inst.sleep_until((created + 5000 * 1000 + 2500) / 1000)
     assert first == created + 5000
     assert inst.supervisor.times == [created + 5000 * k for k in range(1, 1001)]
@@ -139,8 +144,7 @@ async def test_editing_to_a_later_time_does_not_fire_at_the_old_one(instance, au
 async def test_pause_stops_firing_and_resume_restarts_it(instance, autojump_clock):
     with trio.fail_after(600):
         inst = await started(instance)
-        schedule = await inst.schedule("interval", 10_000)
-        created = inst.now_ms()
+        schedule, created = await every(inst, 10_000)
         await inst.sleep_until(FRIDAY + 25)
         paused = await inst.scheduler.update(schedule.id, ScheduleUpdate(enabled=False))
         await inst.sleep_until(FRIDAY + 100)
@@ -156,8 +160,7 @@ async def test_pause_stops_firing_and_resume_restarts_it(instance, autojump_cloc
 async def test_restart_after_missing_three_slots_runs_once_and_logs_two_skips(instance, autojump_clock):
     with trio.fail_after(600):
         inst = await started(instance)
-        schedule = await inst.schedule("interval", 60_000)
-        created = inst.now_ms()
+        schedule, created = await every(inst, 60_000)
         await inst.sleep_until(FRIDAY + 30)
         await inst.stop()
         await trio.sleep_until(trio.current_time() + 170)  # down while slots +60 s, +120 s, +180 s pass
@@ -176,11 +179,9 @@ async def test_restart_after_missing_three_slots_runs_once_and_logs_two_skips(in
 
 async def test_crash_after_next_run_advanced_does_not_run_the_slot_twice(instance, autojump_clock):
     with trio.fail_after(600):
-        inst = instance(FRIDAY)
-        first = await inst.start(RecordingSupervisor(None, hang=True))
-        await inst.group()
-        schedule = await inst.schedule("interval", 60_000)
-        created = inst.now_ms()
+        inst = await started(instance, supervisor=RecordingSupervisor(None, hang=True))
+        first = inst.supervisor
+        schedule, created = await every(inst, 60_000)
         await inst.sleep_until(FRIDAY + 61)
         assert first.times == [created + 60_000]  # handed over; the server dies before it finishes
         before_crash = await inst.row(schedule.id)
@@ -198,11 +199,9 @@ async def test_crash_after_next_run_advanced_does_not_run_the_slot_twice(instanc
 
 async def test_a_slot_due_while_the_previous_run_is_going_is_skipped(instance, autojump_clock):
     with trio.fail_after(600):
-        inst = instance(FRIDAY)
-        held = await inst.start(RecordingSupervisor(None, hold=True))
-        await inst.group()
-        schedule = await inst.schedule("interval", 10_000)
-        created = inst.now_ms()
+        inst = await started(instance, supervisor=RecordingSupervisor(None, hold=True))
+        held = inst.supervisor
+        schedule, created = await every(inst, 10_000)
         await inst.sleep_until(FRIDAY + 25)
         held.release()
         await inst.sleep_until(FRIDAY + 35)

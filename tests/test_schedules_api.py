@@ -35,6 +35,14 @@ async def listed(client) -> list[dict]:
     return r.json()["schedules"]
 
 
+async def refused(client, status: int, **fields) -> dict:
+    """POST a schedule that must be refused with `status`: creates nothing; returns the envelope's error."""
+    r = await client.post("/container/schedules", json=body(**fields))
+    assert r.status_code == status, r.text
+    assert await listed(client) == []
+    return r.json()["error"]
+
+
 async def test_create_answers_201_with_every_field(reporting):
     spec_body = body(containerConfig={"image": "aigo-agent-runner:latest", "timeoutSecs": 600, "env": []},
                      contextMode="isolated", enabled=True, timezone="UTC")
@@ -78,17 +86,11 @@ async def test_timezone_defaults_to_the_servers(nursery, settings, monkeypatch):
     ({"type": "once", "value": 1775000000}, "ISO 8601"),
 ])
 async def test_bad_schedule_is_a_400_that_says_why_and_creates_nothing(reporting, schedule, words):
-    r = await reporting.post("/container/schedules", json=body(schedule=schedule))
-    assert r.status_code == 400, r.text
-    assert words in r.json()["error"]["message"]
-    assert await listed(reporting) == []
+    assert words in (await refused(reporting, 400, schedule=schedule))["message"]
 
 
 async def test_unknown_timezone_is_a_400(reporting):
-    r = await reporting.post("/container/schedules", json=body(timezone="Mars/Olympus"))
-    assert r.status_code == 400
-    assert "timezone" in r.json()["error"]["message"]
-    assert await listed(reporting) == []
+    assert "timezone" in (await refused(reporting, 400, timezone="Mars/Olympus"))["message"]
 
 
 @pytest.mark.parametrize("fields", [
@@ -98,23 +100,15 @@ async def test_unknown_timezone_is_a_400(reporting):
     {"colour": "blue"},
 ])
 async def test_malformed_body_is_a_400_envelope(reporting, fields):
-    r = await reporting.post("/container/schedules", json=body(**fields))
-    assert r.status_code == 400
-    assert r.json()["error"]["code"] == "VALIDATION_ERROR"
-    assert await listed(reporting) == []
+    assert (await refused(reporting, 400, **fields))["code"] == "VALIDATION_ERROR"
 
 
 async def test_unknown_group_is_a_404(reporting):
-    r = await reporting.post("/container/schedules", json=body(group="nobody"))
-    assert r.status_code == 404
-    assert "nobody" in r.json()["error"]["message"]
-    assert await listed(reporting) == []
+    assert "nobody" in (await refused(reporting, 404, group="nobody"))["message"]
 
 
 async def test_bad_chat_jid_is_a_400(reporting):
-    r = await reporting.post("/container/schedules", json=body(chatJid="not a jid"))
-    assert r.status_code == 400
-    assert await listed(reporting) == []
+    await refused(reporting, 400, chatJid="not a jid")
 
 
 async def test_unknown_id_is_a_404_for_every_method(client):

@@ -94,6 +94,12 @@ async def env(nursery, tmp_path):
     return services
 
 
+def message(services, group: str, text: str) -> None:
+    """A chat message arrives: the channel layer files it and tells the supervisor."""
+    services.messages.add(group, text)
+    services.supervisor.notify(group)
+
+
 async def make_groups(services, *names, **config):
     for name in names:
         await services.namespaces.create({"name": name, "containerConfig": _config(**config)})
@@ -152,8 +158,7 @@ async def test_scheduled_tasks_run_before_pending_messages(env, autojump_clock):
     await make_groups(env, "busy", "other", "third")
     env.supervisor.set_max_concurrent(1)
     blocker = await env.supervisor.submit("other", Work("once 10"))
-    env.messages.add("busy", "once 1")
-    env.supervisor.notify("busy")
+    message(env, "busy", "once 1")
     task = await env.supervisor.submit("busy", task_work("once 2"))
     with trio.fail_after(100):
         await blocker.wait()
@@ -166,11 +171,9 @@ async def test_scheduled_tasks_run_before_pending_messages(env, autojump_clock):
 
 async def test_follow_up_reaches_the_live_message_container(env, autojump_clock):
     await make_groups(env, "chat", idleTimeoutSecs=60)
-    env.messages.add("chat", "work 1")
-    env.supervisor.notify("chat")
+    message(env, "chat", "work 1")
     await trio.sleep(2)
-    env.messages.add("chat", "second question")
-    env.supervisor.notify("chat")
+    message(env, "chat", "second question")
     await trio.sleep(1)
     containers = env.runtime_fake.containers
     assert len(containers) == 1
@@ -183,8 +186,7 @@ async def test_no_follow_ups_are_piped_into_a_task_container(env, autojump_clock
     await make_groups(env, "tasky", idleTimeoutSecs=30)
     task = await env.supervisor.submit("tasky", task_work("work 5"))
     await trio.sleep(1)
-    env.messages.add("tasky", "once 1")
-    env.supervisor.notify("tasky")
+    message(env, "tasky", "once 1")
     with trio.fail_after(100):
         await task.wait()
     await trio.sleep(5)
@@ -199,8 +201,7 @@ async def test_no_follow_ups_are_piped_into_a_task_container(env, autojump_clock
 
 async def test_task_arriving_while_container_idles_closes_it_early(env, autojump_clock):
     await make_groups(env, "idler", idleTimeoutSecs=600)
-    env.messages.add("idler", "work 1")
-    env.supervisor.notify("idler")
+    message(env, "idler", "work 1")
     await trio.sleep(5)
     assert env.supervisor.group_state("idler")["idle"] is True
     task = await env.supervisor.submit("idler", task_work("once 1"))
@@ -213,8 +214,7 @@ async def test_task_arriving_while_container_idles_closes_it_early(env, autojump
 
 async def test_idle_timeout_writes_close_and_container_exits(env, autojump_clock):
     await make_groups(env, "quiet", idleTimeoutSecs=30)
-    env.messages.add("quiet", "work 2")
-    env.supervisor.notify("quiet")
+    message(env, "quiet", "work 2")
     await trio.sleep(100)
     container = env.runtime_fake.containers[0]
     assert env.messages.sent == [("tg:quiet", "done: work 2")]
@@ -239,8 +239,7 @@ async def test_hard_timeout_stops_the_container_by_name(env, autojump_clock):
 
 async def test_each_result_resets_the_hard_timeout(env, autojump_clock):
     await make_groups(env, "chatty", timeoutSecs=20, idleTimeoutSecs=600)
-    env.messages.add("chatty", "work 15")
-    env.supervisor.notify("chatty")
+    message(env, "chatty", "work 15")
     await trio.sleep(30)  # answered at 15: the hard deadline moved to 35
     assert env.runtime_fake.running
     await trio.sleep(10)
@@ -250,8 +249,7 @@ async def test_each_result_resets_the_hard_timeout(env, autojump_clock):
 
 async def test_failed_message_runs_retry_with_backoff_then_give_up(env, autojump_clock):
     await make_groups(env, "flaky")
-    env.messages.add("flaky", "fail")
-    env.supervisor.notify("flaky")
+    message(env, "flaky", "fail")
     await trio.sleep(400)
     starts = [round(c.started_at) for c in env.runtime_fake.containers]
     assert starts == [0, 5, 15, 35, 75, 155]

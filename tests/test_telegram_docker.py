@@ -7,7 +7,7 @@ import json
 import pytest
 import trio
 
-from conftest import make_settings, start_server
+from conftest import docker_settings, start_server
 from docker_support import agent_image, docker_engine  # noqa: F401  (fixtures)
 from fakes.anthropic import serve_fake_anthropic, text_reply
 from fakes.telegram import TOKEN, serve_fake_telegram
@@ -20,8 +20,7 @@ GROUP_CHAT = -1004242
 async def test_a_triggered_message_runs_the_agent_and_its_answer_reaches_the_chat(nursery, tmp_path, agent_image):
     tg = await nursery.start(serve_fake_telegram)
     llm = await nursery.start(serve_fake_anthropic)
-    settings = make_settings(tmp_path, container_runtime="docker", container_network="host",
-                             agent_image=agent_image, telegram_api_base=tg.url)
+    settings = docker_settings(tmp_path, agent_image, telegram_api_base=tg.url)
     server = await start_server(nursery, settings)
     client = server.client
     r = await client.post("/container/namespaces", json={

@@ -11,6 +11,7 @@ import trio
 
 from nanoclaw.audit import Audit
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound, UpstreamError
+from nanoclaw.lifespan import answer_lifespan
 from nanoclaw.proxy._mappings import PLACEHOLDER, RUN_TOKEN_HEADER, Mapping
 from nanoclaw.proxy._redact import Redactor, redact, secret_forms
 
@@ -62,16 +63,6 @@ async def _answer_error(send, error: NanoclawError) -> int:
     return error.status
 
 
-async def _lifespan(receive, send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 class Forwarder:
     """ASGI app. `routes` (name -> Mapping) and `runs` (run token -> group) are
     owned by the CredentialProxy and read live, so a change applies to the next request."""
@@ -94,7 +85,7 @@ class Forwarder:
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return

@@ -11,12 +11,12 @@ from hypercorn.trio import serve
 from trio_websocket import WebSocketRequest, serve_websocket
 
 
-async def serve_on_loopback(nursery: trio.Nursery, app, *, port: int = 0) -> str:
+async def serve_on_loopback(nursery: trio.Nursery, app, *, port: int = 0, graceful_timeout: float = 0.5) -> str:
     """Serve an ASGI app with Hypercorn on 127.0.0.1 in `nursery`; returns its base URL."""
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = config.errorlog = None
-    config.graceful_timeout = 0.5
+    config.graceful_timeout = graceful_timeout
     binds = await nursery.start(lambda task_status: serve(app, config, mode="asgi", task_status=task_status))
     return binds[0]
 

@@ -24,6 +24,8 @@ from functools import partial
 from typing import Any
 
 import trio
+
+from nanoclaw.lifespan import answer_lifespan
 from . import Observable, serve_on_loopback
 
 ERROR_TYPES = {
@@ -129,11 +131,8 @@ class RecordingLlm(Observable):
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                event = (await receive())["type"]  # lifespan.startup, then lifespan.shutdown
-                await send({"type": event + ".complete"})
-                if event == "lifespan.shutdown":
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         raw = b""
@@ -250,13 +249,13 @@ async def _stream(send, message: dict, pause: trio.Event | None, broken: bool = 
                 "body": _event("message_stop", {"type": "message_stop"}), "more_body": False})
 
 
-async def serve_fake_anthropic(*, port: int = 0, api_key: str | None = None,
+async def serve_fake_anthropic(*, port: int = 0, api_key: str | None = None, kind: type[FakeAnthropic] = FakeAnthropic,
                                task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve a FakeAnthropic on 127.0.0.1 until cancelled.
+    """Serve a FakeAnthropic (or a subclass, `kind`) on 127.0.0.1 until cancelled.
 
     Supports the nursery start protocol: `fake = await nursery.start(serve_fake_anthropic)`.
     """
-    fake = FakeAnthropic(api_key)
+    fake = kind(api_key)
     async with trio.open_nursery() as nursery:
         fake.url = await serve_on_loopback(nursery, fake, port=port)
         task_status.started(fake)
