@@ -57,6 +57,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         openapi_provider_class=_OpenAPI,
     )
     app.json.sort_keys = False
+    app.make_response = _responses_as_they_are(app.make_response)  # type: ignore[method-assign]
     app.asgi_app = _shield_sends(_valid_text_path(app.asgi_app))
     errors.install(app)
 
@@ -94,7 +95,7 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
     async def _close_if_body_unread(response):
         # An early answer (401, 415, 413, 429, 404...) leaves the rest of the body unread, and
         # the server then closes the connection: say so, so keep-alive clients do not reuse it.
-        if _has_body() and not request.body._complete.is_set():
+        if not request.body._complete.is_set() and _has_body():
             response.headers["Connection"] = "close"
         return response
 
@@ -168,6 +169,21 @@ def _on_loopback(scope) -> bool:
 _is_loopback = functools.lru_cache(maxsize=1024)(is_loopback)
 
 
+def _responses_as_they_are(make_response):
+    """quart-schema converts every handler's return value (models to dicts); a Response (the
+    answer of the polled routes, nanoclaw.api._common.answers) passes its conversion unchanged,
+    so it skips it."""
+    unconverted = make_response.__wrapped__
+
+    @functools.wraps(make_response)
+    async def app_make_response(result):
+        if isinstance(result, Response):
+            return await unconverted(result)
+        return await make_response(result)
+
+    return app_make_response
+
+
 def _valid_text_path(asgi_app):
     """A path that is not valid Unicode text (an ASGI server may decode raw bytes with
     surrogateescape) gets U+FFFD for each bad byte, so routing answers with the JSON
@@ -175,7 +191,7 @@ def _valid_text_path(asgi_app):
 
     async def app(scope, receive, send):
         path = scope.get("path")
-        if isinstance(path, str):
+        if isinstance(path, str) and not path.isascii():
             try:
                 path.encode("utf-8")
             except UnicodeEncodeError:
@@ -190,18 +206,22 @@ def _valid_text_path(asgi_app):
 
 
 def _shield_sends(asgi_app):
-    """Run every ASGI send() shielded from Quart-Trio's request cancellation.
+    """Run the last ASGI send() of a response shielded from Quart-Trio's request cancellation.
 
     Quart-Trio cancels its per-request nursery once the response is out. Under
     Hypercorn's trio worker, the last send() restarts the connection's keep-alive
     idle timer from inside that nursery, so the cancel kills the timer: an idle
     keep-alive connection then never closes, and Ctrl-C waits the whole graceful
     timeout for it. Hypercorn already shields the socket write itself, so this
-    adds no new way to block.
+    adds no new way to block. The other sends need no shield (a cancel scope per
+    send is a measurable part of a small request).
     """
 
     async def app(scope, receive, send):
         async def shielded_send(message):
+            if message.get("more_body") or message.get("type") != "http.response.body":
+                await send(message)
+                return
             with trio.CancelScope(shield=True):
                 await send(message)
 

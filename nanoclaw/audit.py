@@ -44,6 +44,26 @@ def _parse(details_json: str | None) -> Any:
         return details_json
 
 
+class Entry:
+    """One audit entry, redacted, not yet written (Audit.entry)."""
+
+    def __init__(self, audit: Audit, ts: float, severity: str, category: str, message: str, group: str | None,
+                 details_json: str | None) -> None:
+        self.audit, self.ts, self.severity, self.category = audit, ts, severity, category
+        self.message, self.group, self.details_json = message, group, details_json
+
+    def insert(self, conn: sqlite3.Connection) -> int:
+        """Write it inside the caller's transaction (blocking: runs in the write's worker thread)."""
+        return insert_entry(conn, self.ts, self.severity, self.category, self.message, self.group, self.details_json)
+
+    def announce(self) -> None:
+        """Tell the listeners (live events, metrics) and the log, once the entry is committed."""
+        self.audit.listeners({"timestamp": iso(self.ts), "severity": self.severity, "category": self.category,
+                              "message": self.message, "group": self.group, "details": _parse(self.details_json)})
+        log.log(logging.WARNING if self.severity != "info" else logging.INFO,
+                "audit %s %s: %s", self.severity, self.category, self.message)
+
+
 class Audit:
     def __init__(self, db: Database, clock: Clock, secrets: SecretBox, *, retention_days: int = 90) -> None:
         self.db = db
@@ -80,17 +100,20 @@ class Audit:
         details: dict[str, Any] | None = None,
     ) -> int:
         """Write one entry (secrets redacted); its id."""
+        entry = self.entry(severity, category, message, group, details)
+        row_id = await self.db.write(entry.insert)
+        entry.announce()
+        return row_id
+
+    def entry(self, severity: str, category: str, message: str, group: str | None = None,
+              details: dict[str, Any] | None = None) -> Entry:
+        """An entry to write inside the caller's own write transaction (`entry.insert(conn)`, one
+        thread hop for the change and its entry, and no entry when the change rolls back); call
+        `entry.announce()` once that transaction committed."""
         if severity not in SEVERITIES:
             raise ValueError(f"unknown severity {severity!r}")
-        message = self.secrets.redact(message)
         details_json = self.secrets.redact(json.dumps(details)) if details is not None else None
-        now = self.clock.now()
-        row_id = await self.db.write(insert_entry, now, severity, category, message, group, details_json)
-        self.listeners({"timestamp": iso(now), "severity": severity, "category": category, "message": message,
-                        "group": group, "details": _parse(details_json)})
-        log.log(logging.WARNING if severity != "info" else logging.INFO,
-                "audit %s %s: %s", severity, category, message)
-        return row_id
+        return Entry(self, self.clock.now(), severity, category, self.secrets.redact(message), group, details_json)
 
     async def update_details(self, row_id: int, details: dict[str, Any]) -> None:
         """Replace the details of an entry (aggregated entries keep counting)."""

@@ -131,9 +131,12 @@ def read_regular(dir_fd: int, name: str, cap: int) -> bytes:
         os.close(fd)
 
 
-def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, durable: bool = True,
+                    sync_folder: bool = True) -> None:
     """Replace dir_fd/name with data atomically; an entry there (even a link or folder) is replaced,
-    never written through. durable: fsync the file and the folder."""
+    never written through. durable: fsync the file before the rename (even a power loss then never
+    leaves a torn file) and, with sync_folder, the folder after it (the rename itself survives a
+    power loss; without it an OS crash may bring back the previous file)."""
     tmp = f".{name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
@@ -158,7 +161,7 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, d
         except OSError:
             pass
         raise
-    if durable:
+    if durable and sync_folder:
         os.fsync(dir_fd)
 
 

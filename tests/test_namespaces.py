@@ -309,6 +309,18 @@ async def test_deleting_is_audited_as_info(client):
     assert entries[0]["severity"] == "info"
 
 
+
+async def test_a_refused_namespace_write_leaves_no_audit_entry(client):
+    """The entry is written in the write's own transaction: a write that is refused or rolled back
+    leaves none."""
+    await create(client, "once")
+    assert_error(await client.post(NS, json={"name": "once"}), 409)
+    assert_error(await client.delete(f"{NS}/ghost"), 404)
+    assert_error(await client.put(f"{NS}/once", json={"chatJids": ["tg:1", "tg:1"]}), 400)
+    messages = [e["message"] for e in (await client.get("/container/audit-log", params={"limit": 500})).json()["entries"]]
+    assert messages.count("namespace once created") == 1
+    assert not [m for m in messages if "ghost" in m or "once updated" in m]
+
 # -- the name rule shared with other modules (the IPC watcher checks folder names with it) ---
 
 @pytest.mark.parametrize("name", ["abc\n", "abc\r\n", "a" * 64 + "\n"])

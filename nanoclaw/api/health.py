@@ -1,10 +1,10 @@
 """GET /health: always open."""
 from pydantic import Field
 from quart import Blueprint
-from quart_schema import security_scheme, validate_response
+from quart_schema import security_scheme
 
 from nanoclaw import __version__
-from nanoclaw.api._common import Answer, services
+from nanoclaw.api._common import Answer, answers, services
 from nanoclaw.runtime import running_as_root
 
 bp = Blueprint("health", __name__)
@@ -19,7 +19,7 @@ class Health(Answer):
 
 @bp.get("/health")
 @security_scheme([])
-@validate_response(Health)
+@answers(Health)
 async def health() -> Health:
     """Liveness, version and whether API keys are required."""
 

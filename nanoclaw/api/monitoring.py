@@ -5,7 +5,7 @@ from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_response
 
-from nanoclaw.api._common import Answer, services
+from nanoclaw.api._common import Answer, answers, services
 from nanoclaw.api.runs import TokenUsage
 from nanoclaw.supervisor import history
 
@@ -55,7 +55,7 @@ class Analytics(Answer):
 
 
 @bp.get("/container/metrics")
-@validate_response(Metrics)
+@answers(Metrics)
 async def metrics():
     """Running and queued containers, the limit, audit events by severity, runs in the last hour."""
     svc = services()

@@ -5,7 +5,7 @@ from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from nanoclaw.api._common import Answer, ApiModel, Kept, services
+from nanoclaw.api._common import Answer, ApiModel, Kept, answers, services
 from nanoclaw.errors import Invalid
 from nanoclaw.models import GROUP_NAME_PATTERN, ContainerConfig
 from nanoclaw.namespaces import GLOBAL, Namespace
@@ -80,7 +80,7 @@ async def check_config(config: ContainerConfig | None, group: str) -> None:
 
 
 @bp.get("/container/namespaces")
-@validate_response(NamespaceList)
+@answers(NamespaceList)
 async def list_namespaces():
     """All group namespaces, by name."""
     svc = services()

@@ -5,7 +5,7 @@ from pydantic import Field
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from nanoclaw.api._common import Answer, ApiModel, services
+from nanoclaw.api._common import Answer, ApiModel, answers, services
 from nanoclaw.clock import iso
 from nanoclaw.supervisor import measure_disk
 
@@ -49,7 +49,7 @@ async def list_groups():
 
 
 @bp.get("/container/queue/counts")
-@validate_response(QueueCounts)
+@answers(QueueCounts)
 async def counts():
     """How many groups have a running container and how many wait for a slot."""
     stats = services().supervisor.statistics()

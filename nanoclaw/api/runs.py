@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 from quart import Blueprint
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import validate_request, validate_response
 
-from nanoclaw.api._common import Answer, ApiModel, Kept, clamp, services
+from nanoclaw.api._common import Answer, ApiModel, Kept, answers, clamp, query, services
 from nanoclaw.errors import NotFound
 from nanoclaw.models import GROUP_NAME_PATTERN
 from nanoclaw.supervisor import Work, history
@@ -88,8 +88,8 @@ async def get_run(run_id: str):
 
 
 @bp.get("/container/run-history")
-@validate_querystring(HistoryQuery)
-@validate_response(RunHistory)
+@query(HistoryQuery)
+@answers(RunHistory)
 async def run_history(query_args: HistoryQuery):
     """Newest first."""
     limit = clamp(query_args.limit, default=50, maximum=500)

@@ -5,7 +5,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from nanoclaw.api._common import Answer, Kept, clamp, services
+from nanoclaw.api._common import Answer, Kept, answers, clamp, query, services
 from nanoclaw.api.namespaces import check_config
 from nanoclaw.scheduler import Schedule, ScheduleCreate, ScheduleLog, ScheduleUpdate
 
@@ -34,8 +34,8 @@ class ScheduleLogs(Answer):
 
 
 @bp.get("/container/schedules")
-@validate_querystring(ListQuery)
-@validate_response(ScheduleList)
+@query(ListQuery)
+@answers(ScheduleList)
 async def list_schedules(query_args: ListQuery):
     """Schedules, oldest first, a page at a time (`total` counts them all)."""
     limit = clamp(query_args.limit, default=500, maximum=5000)

@@ -158,6 +158,7 @@ class Namespaces:
         config = fields.get("containerConfig") or ContainerConfig()
         now = self.clock.now()
         ns_id = str(uuid.uuid4())
+        entry = self.audit.entry("info", "config", f"namespace {name} created", group=name)
 
         def _tx(conn):
             if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone():
@@ -175,10 +176,11 @@ class Namespaces:
             # Inside the transaction (this runs in a worker thread): a refused create
             # leaves no folder behind, and a folder that cannot be made rolls back the record.
             self._ensure_folder(name)
+            entry.insert(conn)
             return self._load(conn, conn.execute("SELECT * FROM namespaces WHERE id = ?", (ns_id,)).fetchone())
 
         created = await self._write(_tx)
-        await self.audit.record("info", "config", f"namespace {name} created", group=name)
+        entry.announce()
         await self._notify()
         return created
 
@@ -186,6 +188,8 @@ class Namespaces:
         for jid in fields.get("chatJids") or []:
             check_jid(jid)
         now = self.clock.now()
+        entry = self.audit.entry("info", "config", f"namespace {name} updated", group=name,
+                                 details={"fields": sorted(k for k, v in fields.items() if v is not None)})
 
         def _tx(conn):
             row = conn.execute("SELECT * FROM namespaces WHERE name = ?", (name,)).fetchone()
@@ -210,24 +214,29 @@ class Namespaces:
             if fields.get("chatJids") is not None:
                 self._set_jids(conn, row["id"], fields["chatJids"])
             conn.execute("UPDATE namespaces SET updated_at = ? WHERE id = ?", (now, row["id"]))
+            entry.insert(conn)
             return self._load(conn, conn.execute("SELECT * FROM namespaces WHERE id = ?", (row["id"],)).fetchone())
 
         updated = await self._write(_tx)
-        await self.audit.record("info", "config", f"namespace {name} updated", group=name,
-                                details={"fields": sorted(k for k, v in fields.items() if v is not None)})
+        entry.announce()
         await self._notify()
         return updated
 
     async def delete(self, name: str, *, purge: bool = False) -> None:
-        def _tx(conn):
-            return conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount
+        entry = self.audit.entry("info", "config", f"namespace {name} deleted" + (" and purged" if purge else ""),
+                                 group=name)
 
-        if name == GLOBAL or not await self._write(_tx):
+        def _tx(conn):
+            if not conn.execute("DELETE FROM namespaces WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"No namespace named {name!r}")
+            entry.insert(conn)
+
+        if name == GLOBAL:
             raise NotFound(f"No namespace named {name!r}")
+        await self._write(_tx)
         if purge:
             await self.offload(self._purge_folders, name)
-        await self.audit.record("info", "config", f"namespace {name} deleted" + (" and purged" if purge else ""),
-                                group=name)
+        entry.announce()
         await self._notify()
 
     @staticmethod
@@ -326,11 +335,14 @@ class Namespaces:
                     raise safefs.UnsafeEntry(errno.ELOOP, f"{INSTRUCTIONS_FILE} is a symbolic link")
                 if kind not in ("missing", "a file"):
                     raise safefs.UnsafeEntry(errno.EINVAL, f"{INSTRUCTIONS_FILE} is {kind}")
-                # A rename: a link swapped in meanwhile is replaced, never written through.
-                safefs.write_atomic_at(fd, INSTRUCTIONS_FILE, data)
+                # A rename: a link swapped in meanwhile is replaced, never written through. As
+                # durable as the store's commits (WAL, synchronous=NORMAL): never torn, but an OS
+                # crash or power loss may bring back the previous file (the folder is not synced).
+                safefs.write_atomic_at(fd, INSTRUCTIONS_FILE, data, sync_folder=False)
             finally:
                 os.close(fd)
 
+        # Not inside the store's write transaction: concurrent writes sync their files in parallel.
         await self._instructions_io(name, _write)
         await self.audit.record("info", "config", f"instructions of {name} updated",
                                 group=None if name == GLOBAL else name, details={"bytes": len(data)})
