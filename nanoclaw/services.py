@@ -78,6 +78,7 @@ class Services:
                         await nursery.start(service.run)
                     task_status.started(scope)
         finally:
+            await self.outbox.aclose()  # only now: every service sends through it until it stopped
             await self.db.close()
 
 

@@ -46,7 +46,8 @@ class Outbox:
     """Sends to chats through the channel owning each JID prefix. Holds every channel's state
     (the Channels service connects and updates them) and the HTTP client all platform calls use.
 
-    `await nursery.start(outbox.run)` opens the client; it runs the chats' Activity.
+    `await nursery.start(outbox.run)` opens the client and runs the chats' Activity; `aclose()`
+    closes the client after every service that sends through it has stopped.
     """
 
     def __init__(self, store: ChatStore, namespaces: Namespaces, audit: Audit, adapters: list[Adapter]) -> None:
@@ -60,15 +61,19 @@ class Outbox:
         self.activity = Activity(self)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
-            self.http = http
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.activity.run)
-                    task_status.started()
-                    await trio.sleep_forever()
-            finally:
-                self.http = None
+        # Closed by aclose() once every service stopped: the channels, the supervisor's last
+        # results and the scheduler all send through it while they wind down.
+        self.http = httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.activity.run)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        http, self.http = self.http, None
+        if http is not None:
+            with trio.CancelScope(shield=True):
+                await http.aclose()
 
     def http_client(self) -> httpx.AsyncClient:
         if self.http is None:
