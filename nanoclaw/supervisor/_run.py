@@ -91,7 +91,7 @@ class RunLife:
         self._emit("started", run_id, group, work.kind, chat_jid, {"containerName": name, "sessionId": session_id})
         log.info("%s run started in container %s", work.kind, name)
         try:
-            await self._tell_started(sink, active)
+            await self._tell(sink.started, active)
             agent = agent_settings(config.agent, self.settings)
             budget = config.agent.monthlyTokenBudget if config.agent else None
             refusal = await budget_refusal(self.db, group, budget, self.clock.now())
@@ -142,10 +142,7 @@ class RunLife:
                 self._emit("finished", run_id, group, work.kind, chat_jid, {
                     "status": outcome.status, "error": outcome.error, "durationMs": outcome.duration_ms,
                     "result": outcome.result, "usage": state.usage.as_dict(), "model": state.usage.model})
-                try:
-                    await sink.finished(active, outcome)
-                except Exception:  # whoever asked is told through the handle all the same
-                    log.exception("the sink of run %s failed on its outcome", run_id)
+                await self._tell(sink.finished, active, outcome)  # the handle hears it all the same
                 for listener in self.run_finished_listeners:
                     await listener(group, active)
         return outcome
@@ -217,11 +214,12 @@ class RunLife:
                 self._emit("result", active.run_id, active.group, active.kind, active.chat_jid, {"text": text})
                 await deliver(text)
 
-    async def _tell_started(self, sink, active: ActiveRun) -> None:
+    async def _tell(self, call, active: ActiveRun, *args) -> None:
+        """Call a method of the run's sink; its bug is logged and the run goes on."""
         try:
-            await sink.started(active)
-        except Exception:  # a sink's bug must not stop the run
-            log.exception("the sink of run %s failed on its start", active.run_id)
+            await call(active, *args)
+        except Exception:
+            log.exception("the sink of run %s failed in %s", active.run_id, call.__name__)
 
     def _progress(self, sink, active: ActiveRun, event: dict) -> None:
         self._emit("progress", active.run_id, active.group, active.kind, active.chat_jid, event)
