@@ -213,6 +213,22 @@ async def test_unknown_group_and_run_are_404(fake_server):
     assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
 
 
+async def test_a_run_polled_without_pause_is_never_missing_while_it_starts(nursery, tmp_path):
+    # Real thread hops for the database: the run's row is written while reads are in flight.
+    server = await start_server(nursery, make_settings(tmp_path), runtime=FakeRuntime(nursery))
+    client = server.client
+    await client.post("/container/namespaces", json={"name": "a"})
+    with trio.fail_after(60):
+        for _ in range(100):
+            run_id = (await client.post("/container/runs", json={"group": "a", "prompt": "once 0"})).json()["runId"]
+            seen = []
+            while not seen or seen[-1] not in ("success", "error"):
+                r = await client.get(f"/container/runs/{run_id}")
+                assert r.status_code == 200, (seen, r.json())
+                seen.append(r.json()["status"])
+            assert seen[-1] == "success" and set(seen) <= {"queued", "running", "success"}
+
+
 async def test_run_history_limit_is_clamped(fake_server, autojump_clock):
     client = fake_server.client
     await client.post("/container/namespaces", json={"name": "a"})

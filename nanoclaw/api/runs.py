@@ -78,10 +78,12 @@ async def start_run(data: RunRequest):
 async def get_run(run_id: str):
     """One run: status, results, timing (queued runs included)."""
     svc = services()
+    # Looked up before the row: a run that starts while the row is read leaves the queue after its
+    # row is written, so one of the two always finds it.
+    queued = svc.supervisor.queued_runs.get(run_id)
     record = await history.get_run(svc.db, run_id)
     if record is not None:
         return Run(**record)
-    queued = svc.supervisor.queued_runs.get(run_id)
     if queued is not None:
         return Run(runId=run_id, group=queued[0], kind=queued[1], status="queued")
     raise NotFound(f"No run with id {run_id!r}")
