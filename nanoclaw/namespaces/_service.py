@@ -7,7 +7,8 @@ import shutil
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import trio
 from pydantic import BaseModel, Field
@@ -20,6 +21,8 @@ from nanoclaw.errors import Conflict, Invalid, NotFound
 from nanoclaw.fileio import remove_stale_temporaries
 from nanoclaw.models import GROUP_NAME_RE, ContainerConfig
 from nanoclaw.store import Database
+
+T = TypeVar("T")
 
 log = logging.getLogger("nanoclaw.namespaces")
 
@@ -320,7 +323,7 @@ class Namespaces:
             finally:
                 os.close(fd)
 
-        return await self._instructions_io(name, _read)
+        return await self._instructions_io(name, self.offload(_read))
 
     async def write_instructions(self, name: str, text: str) -> None:
         if name != GLOBAL:
@@ -342,15 +345,17 @@ class Namespaces:
             finally:
                 os.close(fd)
 
-        # Not inside the store's write transaction: concurrent writes sync their files in parallel.
-        await self._instructions_io(name, _write)
-        await self.audit.record("info", "config", f"instructions of {name} updated",
-                                group=None if name == GLOBAL else name, details={"bytes": len(data)})
+        entry = self.audit.entry("info", "config", f"instructions of {name} updated",
+                                 group=None if name == GLOBAL else name, details={"bytes": len(data)})
+        # One thread hop for the file and its audit entry (the file first, outside the transaction);
+        # no entry when the file is refused.
+        await self._instructions_io(name, self.db.write(entry.insert, before=_write))
+        entry.announce()
 
-    async def _instructions_io(self, name: str, work):
+    async def _instructions_io(self, name: str, io: Awaitable[T]) -> T:
         group = None if name == GLOBAL else name
         try:
-            return await self.offload(work)
+            return await io
         except safefs.UnsafeEntry as exc:
             if exc.errno == errno.ELOOP:
                 await self.audit.record("violation", "instructions",

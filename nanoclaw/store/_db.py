@@ -126,14 +126,19 @@ class Database:
                 for conn in conns:
                     conn.close()
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:  # type: ignore[return]
-        """Run fn(conn, *args) in one IMMEDIATE transaction; writes never interleave."""
+    async def write(self, fn: Callable[..., T], *args: Any, before: Callable[[], object] | None = None) -> T:  # type: ignore[return]
+        """Run fn(conn, *args) in one IMMEDIATE transaction; writes never interleave.
+
+        before: blocking work for the same thread hop, run first and outside the transaction
+        (a file the change is about); when it raises, nothing is written."""
         async with self._write_lock:
             conn = self._writer
             if conn is None:
                 raise StoreError("the store is not open")
 
             def _tx() -> T:
+                if before is not None:
+                    before()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = fn(conn, *args)
