@@ -65,6 +65,20 @@ async def test_a_claude_md_folder_is_a_clear_error(client, group):
     assert (group / "CLAUDE.md").is_dir()
 
 
+async def test_a_refused_write_is_not_audited_as_an_update_and_the_next_one_is(client, server, group):
+    # The file and its audit entry share one store write: a refused file writes no entry and
+    # leaves the store free for the next write.
+    (group / "CLAUDE.md").mkdir()
+    assert_error(await client.put(f"{NS}/support/instructions", json={"instructions": "x"}), 409,
+                 "INSTRUCTIONS_NOT_A_FILE")
+    updated = ("info", "support", "instructions of support updated")
+    assert updated not in await audit_rows(server.services, category="config")
+    os.rmdir(group / "CLAUDE.md")
+    assert (await client.put(f"{NS}/support/instructions", json={"instructions": "fine"})).status_code == 200
+    assert (group / "CLAUDE.md").read_text() == "fine"
+    assert (await audit_rows(server.services, category="config")).count(updated) == 1
+
+
 async def test_a_claude_md_link_to_a_folder_is_refused(client, group, canary):
     (group / "CLAUDE.md").symlink_to(canary)
     assert_error(await client.get(f"{NS}/support/instructions"), 409, "INSTRUCTIONS_LINK")
