@@ -56,9 +56,9 @@ def create_app(services, *, manage_services: bool = False) -> QuartTrio:
         security=[{"ApiKey": []}],
         openapi_provider_class=_OpenAPI,
     )
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
     app.make_response = _responses_as_they_are(app.make_response)  # type: ignore[method-assign]
-    app.asgi_app = _shield_sends(_valid_text_path(app.asgi_app))
+    app.asgi_app = _shield_sends(_valid_text_path(app.asgi_app))  # type: ignore[method-assign]
     errors.install(app)
 
     @app.before_request

@@ -11,7 +11,7 @@ import trio
 from nanoclaw.clock import Clock, iso
 from nanoclaw.events import Listeners
 from nanoclaw.secrets import SecretBox
-from nanoclaw.store import Database
+from nanoclaw.store import Database, inserted_id
 
 SEVERITIES = ("info", "warning", "violation", "error")
 log = logging.getLogger("nanoclaw.audit")
@@ -20,10 +20,10 @@ log = logging.getLogger("nanoclaw.audit")
 def insert_entry(conn: sqlite3.Connection, ts: float, severity: str, category: str, message: str,
                  group: str | None = None, details_json: str | None = None) -> int:
     """One audit row, inside the caller's transaction (the CLI writes through this too); its id."""
-    return conn.execute(
+    return inserted_id(conn.execute(
         "INSERT INTO audit_log (ts, severity, category, message, group_name, details) VALUES (?, ?, ?, ?, ?, ?)",
         (ts, severity, category, message, group, details_json),
-    ).lastrowid
+    ))
 
 
 def _prune(conn: sqlite3.Connection, before: float, batch: int) -> int:

@@ -59,7 +59,7 @@ def local_timezone() -> str:
     candidates = [os.environ.get("TZ", "").lstrip(":")]
     try:
         target = str(Path("/etc/localtime").resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links
         target = ""
     if "zoneinfo/" in target:
         candidates.append(target.split("zoneinfo/", 1)[1])

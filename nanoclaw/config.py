@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 55765
@@ -78,7 +80,7 @@ def is_loopback(host: str) -> bool:
 
 
 # (field, environment variable, parser)
-ENVIRONMENT = [
+ENVIRONMENT: list[tuple[str, str, Callable[[str], Any]]] = [
     ("host", "NANOCLAW_HOST", str),
     ("port", "NANOCLAW_PORT", int),
     ("data_dir", "NANOCLAW_DATA_DIR", Path),
@@ -109,7 +111,7 @@ class ConfigError(ValueError):
     """A flag or environment variable has a value we cannot use."""
 
 
-def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings:
     """Defaults, then NANOCLAW_* variables, then explicit overrides (flags)."""
     env = os.environ if env is None else env
     values = {}

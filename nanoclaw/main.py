@@ -103,6 +103,7 @@ def run(settings: Settings) -> int:
         code = EXIT_INSECURE
     except* OSError as group:
         error = innermost(group)
-        print(f"error: {error.strerror or error} ({settings.host}:{settings.port})", file=sys.stderr)
+        print(f"error: {getattr(error, 'strerror', None) or error} ({settings.host}:{settings.port})",
+              file=sys.stderr)
         code = 1
     return code

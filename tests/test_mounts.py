@@ -329,6 +329,14 @@ async def test_a_dangling_symlink_is_refused_as_missing(client, tree):
     assert "does not exist" in decision["message"]
 
 
+async def test_a_symlink_loop_is_refused_with_a_clear_message(client, tree):
+    (tree.ro / "a").symlink_to(tree.ro / "b")
+    (tree.ro / "b").symlink_to(tree.ro / "a")
+    decision = await validate(client, tree.ro / "a")
+    assert decision["allowed"] is False
+    assert "cannot be resolved" in decision["message"] and "loop" in decision["message"].lower()
+
+
 async def test_read_write_on_a_read_only_root_is_refused(client, tree):
     decision = await validate(client, tree.ro / "project", read_only=False)
     assert decision["allowed"] is False

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import wraps
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, TypeAdapter, ValidationError
 from quart import Response, current_app, request
@@ -45,10 +45,11 @@ class Kept(Answer):
 
 async def _json_response(value: Answer) -> Response:
     """What quart-schema's conversion and Quart's JSON provider make of value, byte for byte."""
+    # Quart's provider makes a Quart Response; its stubs name werkzeug's base class.
     if not isinstance(value, Kept):
-        return current_app.json.response(value.model_dump())
+        return cast(Response, current_app.json.response(value.model_dump()))
     if value._body is None:
-        value._body = await current_app.json.response(value.model_dump()).get_data()
+        value._body = await cast(Response, current_app.json.response(value.model_dump())).get_data(as_text=False)
     return current_app.response_class(value._body, mimetype=current_app.json.mimetype)  # type: ignore[attr-defined]
 
 

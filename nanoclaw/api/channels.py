@@ -2,7 +2,7 @@
 disconnect and validate (plus the WhatsApp webhook)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError
 from quart import Blueprint, Response, request
@@ -17,7 +17,7 @@ from nanoclaw.errors import Forbidden, Invalid, Unauthorized
 bp = Blueprint("channels", __name__)
 
 ChannelName = Literal["telegram", "slack", "discord", "whatsapp"]
-assert set(ChannelName.__args__) == set(CHANNEL_NAMES)
+assert set(get_args(ChannelName)) == set(CHANNEL_NAMES)
 
 
 class ChannelSummary(Answer):

@@ -89,8 +89,9 @@ def install(app: Quart) -> None:
         if status == 413:
             # The rest of the body was never read: the connection cannot be reused.
             response.headers["Connection"] = "close"
-        if status == 405 and getattr(error, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(error.valid_methods)
+        allowed = getattr(error, "valid_methods", None) if status == 405 else None
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(Exception)

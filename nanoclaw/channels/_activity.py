@@ -152,6 +152,7 @@ class Activity:
 
     async def _handle(self, nursery: trio.Nursery, event: RunEvent, answers: int) -> None:
         jid = event.chat_jid
+        assert jid is not None  # on_run_event queues only events with a chat
         stale = self._stale(jid, answers)
         if event.type == "started":
             self._runs[event.run_id] = jid

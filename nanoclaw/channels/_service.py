@@ -184,6 +184,7 @@ class Channels:
     async def _stop(self, state: ChannelState) -> None:
         if state.scope is not None:
             state.scope.cancel()
+            assert state.stopped is not None  # set with the scope
             await state.stopped.wait()
         state.scope = state.stopped = None
 

@@ -93,7 +93,8 @@ class Discord(Adapter):
         """One gateway connection. Returns when it ended after the session was up (the caller
         connects again at once, resuming); PlatformError when it ended before or for good."""
         resuming = session.session_id is not None
-        url = (session.resume_url if resuming else session.gateway_url).rstrip("/") + "/?v=10&encoding=json"
+        base = session.resume_url if resuming and session.resume_url else session.gateway_url
+        url = base.rstrip("/") + "/?v=10&encoding=json"
         session.up = False
         async with open_socket(url, "the Discord gateway") as ws:
             try:

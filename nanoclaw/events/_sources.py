@@ -2,7 +2,7 @@
 audit warnings."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nanoclaw.events._hub import EventHub
 
@@ -30,7 +30,8 @@ def wire(hub: EventHub, *, supervisor: Supervisor, scheduler: Scheduler, channel
             hub.publish("queue", data)
 
     def on_run(event: RunEvent) -> None:
-        data = {"runId": event.run_id, "group": event.group, "kind": event.kind, "chatJid": event.chat_jid}
+        data: dict[str, Any] = {"runId": event.run_id, "group": event.group, "kind": event.kind,
+                                "chatJid": event.chat_jid}
         if event.type == "progress":
             data["event"] = event.data  # the runner's object: the hub bounds its size
         else:

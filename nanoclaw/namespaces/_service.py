@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 import uuid
 from pathlib import Path
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -249,7 +249,7 @@ class Namespaces:
             raise Conflict(f"Namespace {row['name']!r} is already the main namespace")
 
     @staticmethod
-    def _set_jids(conn: sqlite3.Connection, ns_id: str, jids: list[str]) -> None:
+    def _set_jids(conn: sqlite3.Connection, ns_id: str, jids: Sequence[str]) -> None:
         if len(set(jids)) != len(jids):
             raise Invalid("chatJids lists a chat twice")
         taken = []

@@ -144,6 +144,7 @@ class Runtime:
         elif network == "host" or state.backend == "apple_container":
             state.host_gateway = "127.0.0.1" if network == "host" else "192.168.64.1"
         else:
+            assert state.backend is not None  # called once a backend answered
             binary = BACKENDS[state.backend][0]
             gateway = None
             try:

@@ -167,6 +167,7 @@ class ImageBuilder:
     async def _stream(self, build: Build, command: list[str]) -> int | None:
         """Run command, its output appended to the build's; the exit code, None on timeout."""
         process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert process.stdout is not None
         try:
             with trio.move_on_after(BUILD_TIMEOUT):
                 async for chunk in process.stdout:

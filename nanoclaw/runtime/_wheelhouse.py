@@ -66,6 +66,7 @@ async def download(requirements: tuple[str, ...], cache: Path, python: str, mach
     await trio.to_thread.run_sync(lambda: dest.mkdir(parents=True, exist_ok=True))
     process = await trio.lowlevel.open_process(pip_download_command(requirements, dest, python, machine),
                                                stdout=-1, stderr=-2)
+    assert process.stdout is not None
     with trio.move_on_after(DOWNLOAD_TIMEOUT) as scope:
         async for chunk in process.stdout:
             output(chunk)

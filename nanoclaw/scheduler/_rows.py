@@ -5,6 +5,7 @@ import json
 import sqlite3
 
 from nanoclaw.clock import iso
+from nanoclaw.store import inserted_id
 from nanoclaw.scheduler._model import Schedule, ScheduleLog, ScheduleSpec
 
 
@@ -51,8 +52,8 @@ def _load_log(row: sqlite3.Row) -> ScheduleLog:
 
 def _add_log(conn: sqlite3.Connection, schedule_id: str, planned_ms: int, run_at_ms: int, status: str, *,
              catch_up: bool = False, error: str | None = None) -> int:
-    return conn.execute(
+    return inserted_id(conn.execute(
         "INSERT INTO schedule_logs (schedule_id, planned_ms, run_at_ms, status, catch_up, error) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (schedule_id, planned_ms, run_at_ms, status, int(catch_up), error),
-    ).lastrowid
+    ))

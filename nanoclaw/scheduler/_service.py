@@ -7,6 +7,7 @@ supervisor, so a crash or restart can never run a slot twice.
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 import uuid
@@ -212,7 +213,7 @@ class Scheduler:
                                 details={"scheduleId": schedule_id, "by": by or "api"})
         return await self.get(schedule_id)
 
-    async def logs(self, schedule_id: str, *, limit: int, offset: int) -> tuple[list[ScheduleLog], int]:
+    async def logs(self, schedule_id: str, *, limit: int, offset: int) -> tuple[builtins.list[ScheduleLog], int]:
         """Newest first, and the total number of rows."""
         await self.get(schedule_id)
 
@@ -245,6 +246,7 @@ class Scheduler:
                 self._changed = changed = trio.Event()
                 earliest = await self.db.fetchone(
                     "SELECT MIN(next_run_ms) FROM schedules WHERE status = 'active'")
+                assert earliest is not None  # an aggregate always gives a row
                 if earliest[0] is None:
                     await changed.wait()
                 else:

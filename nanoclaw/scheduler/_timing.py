@@ -26,6 +26,12 @@ class Timing:
     value: str | int
     zone: ZoneInfo
 
+    @property
+    def step_ms(self) -> int:
+        """An interval schedule's step."""
+        assert isinstance(self.value, int), "not an interval"
+        return self.value
+
 
 def zone(name: str) -> ZoneInfo:
     try:
@@ -101,7 +107,7 @@ def first_run(timing: Timing, now_ms: int) -> int:
     if timing.type == "cron":
         return _cron_after(timing, now_ms)
     if timing.type == "interval":
-        return now_ms + timing.value
+        return now_ms + timing.step_ms
     return _once_ms(timing)
 
 
@@ -115,7 +121,7 @@ def due_slots(timing: Timing, planned_ms: int, now_ms: int) -> tuple[list[int], 
     if timing.type == "once":
         return [planned_ms], False, None
     if timing.type == "interval":
-        step = timing.value
+        step = timing.step_ms
         due = (now_ms - planned_ms) // step + 1
         listed = [planned_ms + k * step for k in range(min(due, MAX_LISTED_SLOTS))]
         return listed, due > MAX_LISTED_SLOTS, planned_ms + due * step

@@ -136,9 +136,12 @@ class MountPolicy:
         except (FileNotFoundError, NotADirectoryError):
             return MountDecision(allowed=False, containerPath=container,
                                  message=f"hostPath {request.hostPath} does not exist")
-        except (OSError, RuntimeError) as exc:
+        except OSError as exc:
             return MountDecision(allowed=False, containerPath=container,
                                  message=f"hostPath cannot be resolved: {exc.strerror or exc}")
+        except RuntimeError:  # what Path.resolve raises for a symbolic link loop
+            return MountDecision(allowed=False, containerPath=container,
+                                 message="hostPath cannot be resolved: a loop of symbolic links")
         refused = dict(canonicalHostPath=str(canonical), containerPath=container, allowed=False)
         for path in (given, canonical):
             for part in path.parts:

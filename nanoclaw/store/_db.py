@@ -215,6 +215,13 @@ class Database:
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
 
+def inserted_id(cursor: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just made."""
+    row_id = cursor.lastrowid
+    assert row_id is not None, "not an INSERT"
+    return row_id
+
+
 @contextlib.contextmanager
 def sync_connection(path: Path):
     """A short-lived connection for the CLI, with migrations applied."""

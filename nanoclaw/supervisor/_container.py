@@ -67,6 +67,7 @@ class ContainerHooks:
 async def run_container(runtime: Runtime, container_name: str, args: list[str], stdin: bytes,
                         config: ContainerConfig, state: RunState, hooks: ContainerHooks) -> None:
     process = await runtime.start_container(args)
+    assert process.stdout is not None  # started with its output piped
     parser = FrameParser()
     timer = Deadlines(hard=trio.current_time() + config.timeoutSecs)
     stderr_tail = bytearray()

@@ -50,6 +50,7 @@ async def get_run(db: Database, run_id: str) -> dict | None:
 
 async def runs_since(db: Database, since: float) -> int:
     row = await db.fetchone("SELECT COUNT(*) FROM run_history WHERE started_at >= ?", (since,))
+    assert row is not None  # an aggregate always gives a row
     return row[0]
 
 

@@ -73,6 +73,7 @@ async def budget_refusal(db: Database, group: str, budget: int | None, now: floa
     row = await db.fetchone(
         f"SELECT COALESCE(SUM({TOTAL_SQL}), 0) FROM run_history WHERE group_name = ? AND started_at >= ?",
         (group, start))
+    assert row is not None  # an aggregate always gives a row
     used = row[0]
     if used < budget:
         return None
