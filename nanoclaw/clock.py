@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import time
 from pathlib import Path
+from typing import overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
@@ -41,6 +42,14 @@ class Clock:
 
     async def sleep_until(self, wall: float) -> None:
         await trio.sleep_until(self.to_trio(wall))
+
+
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: None) -> None: ...
+@overload
+def iso(ts: float | None) -> str | None: ...
 
 
 def iso(ts: float | None) -> str | None:

@@ -35,7 +35,7 @@ class Build:
     total: int = 0
     changed: trio.Event = field(default_factory=trio.Event)
 
-    def append(self, chunk: bytes) -> None:
+    def append(self, chunk: bytes | bytearray) -> None:
         self.output += chunk
         if len(self.output) > OUTPUT_KEEP:
             del self.output[: len(self.output) - OUTPUT_KEEP]

@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import overload
 
 from nanoclaw.clock import iso
 from nanoclaw.store import inserted_id
 from nanoclaw.scheduler._model import Schedule, ScheduleLog, ScheduleSpec
+
+
+@overload
+def _sec(ms: int) -> float: ...
+@overload
+def _sec(ms: int | None) -> float | None: ...
 
 
 def _sec(ms: int | None) -> float | None:

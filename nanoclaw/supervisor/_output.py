@@ -29,7 +29,7 @@ class FrameParser:
         self._in_frame = False
         self.log_tail = bytearray()
 
-    def feed(self, chunk: bytes) -> list[dict]:
+    def feed(self, chunk: bytes | bytearray) -> list[dict]:
         self.total += len(chunk)
         if self.total > self.cap:
             raise OutputTooLarge(f"stdout passed {self.cap // (1024 * 1024)} MiB")
@@ -57,7 +57,7 @@ class FrameParser:
             self._in_frame = False
             results.append(_decode(body))
 
-    def _log(self, data: bytes) -> None:
+    def _log(self, data: bytes | bytearray) -> None:
         self.log_tail += data
         if len(self.log_tail) > 16384:
             del self.log_tail[: len(self.log_tail) - 16384]
