@@ -6,8 +6,8 @@ import os
 import shutil
 import sqlite3
 import uuid
-from pathlib import Path
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
