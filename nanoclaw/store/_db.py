@@ -84,6 +84,49 @@ def _split(script: str) -> list[str]:
     return statements
 
 
+class _Pending:
+    """One write waiting for its batch: what to run, then its result or its error."""
+    __slots__ = ("fn", "args", "before", "done", "result", "error")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, before: Callable[[], object] | None) -> None:
+        self.fn, self.args, self.before = fn, args, before
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        try:
+            if self.before is not None:
+                self.before()
+            conn.execute("SAVEPOINT one_write")
+            try:
+                self.result = self.fn(conn, *self.args)
+            except BaseException:
+                conn.execute("ROLLBACK TO one_write")
+                raise
+            finally:
+                conn.execute("RELEASE one_write")
+        except BaseException as exc:
+            self.error = exc
+
+
+def _commit(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+    """The body of one thread hop: a batch of writes in one transaction, each in a savepoint,
+    so that one that fails rolls back alone. When the transaction itself fails, all fail."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for pending in batch:
+            pending.run(conn)
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for pending in batch:
+            pending.error = exc
+    for pending in batch:
+        pending.done = True
+
+
 class Database:
     """Serialised writes on one connection, concurrent reads on a small pool.
 
@@ -97,6 +140,7 @@ class Database:
         self._readers = readers
         self._offload = offload or trio.to_thread.run_sync
         self._write_lock = trio.Lock()
+        self._pending: list[_Pending] = []
         self._writer: sqlite3.Connection | None = None
         self._pool: list[sqlite3.Connection] = []
         self._read_slots = trio.CapacityLimiter(readers)
@@ -126,35 +170,32 @@ class Database:
                 for conn in conns:
                     conn.close()
 
-    async def write(self, fn: Callable[..., T], *args: Any, before: Callable[[], object] | None = None) -> T:  # type: ignore[return]
-        """Run fn(conn, *args) in one IMMEDIATE transaction; writes never interleave.
+    async def write(self, fn: Callable[..., T], *args: Any, before: Callable[[], object] | None = None) -> T:
+        """Run fn(conn, *args) atomically (all of its changes or none); writes never interleave.
 
-        before: blocking work for the same thread hop, run first and outside the transaction
-        (a file the change is about); when it raises, nothing is written."""
-        async with self._write_lock:
-            conn = self._writer
-            if conn is None:
-                raise StoreError("the store is not open")
+        before: blocking work for the same thread hop, run first (a file the change is about);
+        when it raises, fn is not run and nothing of this write is kept.
 
-            def _tx() -> T:
-                if before is not None:
-                    before()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn, *args)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
-
-            # Shielded so that a cancelled caller cannot leave the transaction
-            # half-open on the shared writer connection.
-            with trio.CancelScope(shield=True):
-                try:
-                    return await self._offload(_tx)
-                finally:
-                    self.generation += 1
+        Group commit: writes that arrive while one is in flight wait for it, then go together
+        in one thread hop and one COMMIT, each in its own savepoint, so one that fails rolls
+        back alone. Each caller gets its own result or exception."""
+        pending = _Pending(fn, args, before)
+        self._pending.append(pending)
+        # Shielded so that a cancelled caller neither leaves a transaction half-open on the
+        # shared writer connection nor loses track of a write that others will commit.
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                if not pending.done:
+                    if self._writer is None:
+                        raise StoreError("the store is not open")
+                    batch, self._pending = self._pending, []
+                    try:
+                        await self._offload(_commit, self._writer, batch)
+                    finally:
+                        self.generation += 1
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._read_slots:
