@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from checks import assert_error, error_fields
 
@@ -67,6 +68,24 @@ async def test_instructions_are_written_atomically(client, group, settings):
         assert reader.read() == b"old text " * 1000
     assert path.read_text() == "new text"
     assert sorted(p.name for p in path.parent.iterdir()) == ["CLAUDE.md"]
+
+
+async def test_concurrent_puts_all_answer_and_leave_one_whole_version_and_an_entry_each(client, group, settings):
+    # Queued PUTs of one file go in one batch (group commit): one file write, every caller answered.
+    assert (await client.post(NS, json={"name": "sales"})).status_code == 201
+    texts = {name: [f"{name} version {i} " * 50 for i in range(12)] for name in (group, "sales")}
+    async with trio.open_nursery() as nursery:
+        for name, versions in texts.items():
+            for text in versions:
+                nursery.start_soon(put, client, name, text)
+    for name, versions in texts.items():
+        folder = settings.data_dir / "groups" / name
+        assert (folder / "CLAUDE.md").read_text() in versions
+        assert sorted(p.name for p in folder.iterdir()) == ["CLAUDE.md"]
+        assert (await client.get(f"{NS}/{name}/instructions")).json()["instructions"] == \
+            (folder / "CLAUDE.md").read_text()
+        entries = (await client.get("/container/audit-log", params={"group": name, "limit": 100})).json()["entries"]
+        assert len([e for e in entries if e["message"] == f"instructions of {name} updated"]) == len(versions)
 
 
 async def test_instructions_of_an_unknown_group_are_a_404(client):

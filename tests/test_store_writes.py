@@ -141,3 +141,38 @@ async def test_a_write_to_a_closed_store_is_a_store_error(tmp_path):
     db = Database(tmp_path / "store.db")
     with pytest.raises(StoreError, match="not open"):
         await db.write(insert, "x")
+
+
+async def test_writes_that_replace_the_same_thing_in_one_batch_run_only_the_last_before_and_share_its_outcome(store):
+    db, offload = store
+    gate = threading.Event()
+    ran: list[str] = []
+    answers: dict[str, object] = {}
+
+    async def write(body, before, replaces):
+        try:
+            answers[body] = await db.write(insert, body, before=before, replaces=replaces)
+        except Exception as exc:  # noqa: BLE001 - the answer under test
+            answers[body] = exc
+
+    def refuse():
+        ran.append("refused")
+        raise PermissionError("the file is refused")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write, "first", lambda: gate.wait(10), None)
+        await trio.testing.wait_all_tasks_blocked()
+        for body in ("a1", "a2", "a3"):  # one after the other: a3 is the last of "a"
+            nursery.start_soon(write, body, partial(ran.append, body), "a")
+            await trio.testing.wait_all_tasks_blocked()
+        for body in ("b1", "b2"):
+            nursery.start_soon(write, body, partial(ran.append, body) if body == "b1" else refuse, "b")
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(write, "c", partial(ran.append, "c"), None)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+
+    assert sorted(ran) == ["a3", "c", "refused"], "of each group of replacing writes only the last ran its before"
+    assert all(isinstance(answers[body], int) for body in ("a1", "a2", "a3", "c"))
+    assert all(isinstance(answers[body], PermissionError) for body in ("b1", "b2")), "b1 shares b2's refusal"
+    assert sorted(rows(db)) == ["a1", "a2", "a3", "c", "first"]

@@ -348,8 +348,10 @@ class Namespaces:
         entry = self.audit.entry("info", "config", f"instructions of {name} updated",
                                  group=None if name == GLOBAL else name, details={"bytes": len(data)})
         # One thread hop for the file and its audit entry (the file first, outside the transaction);
-        # no entry when the file is refused.
-        await self._instructions_io(name, self.db.write(entry.insert, before=_write))
+        # no entry when the file is refused. PUTs of one file that queue together write it once,
+        # the last one's text, and each gets its entry.
+        await self._instructions_io(name, self.db.write(entry.insert, before=_write,
+                                                        replaces=(INSTRUCTIONS_FILE, name)))
         entry.announce()
 
     async def _instructions_io(self, name: str, io: Awaitable[T]) -> T:

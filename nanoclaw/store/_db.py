@@ -4,7 +4,7 @@ import contextlib
 import sqlite3
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
 import trio
 
@@ -86,37 +86,45 @@ def _split(script: str) -> list[str]:
 
 class _Pending:
     """One write waiting for its batch: what to run, then its result or its error."""
-    __slots__ = ("fn", "args", "before", "done", "result", "error")
+    __slots__ = ("fn", "args", "before", "replaces", "done", "result", "error")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, before: Callable[[], object] | None) -> None:
-        self.fn, self.args, self.before = fn, args, before
+    def __init__(self, fn: Callable[..., Any], args: tuple, before: Callable[[], object] | None,
+                 replaces: Hashable | None) -> None:
+        self.fn, self.args, self.before, self.replaces = fn, args, before, replaces
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
 
     def run(self, conn: sqlite3.Connection) -> None:
+        conn.execute("SAVEPOINT one_write")
         try:
-            if self.before is not None:
-                self.before()
-            conn.execute("SAVEPOINT one_write")
-            try:
-                self.result = self.fn(conn, *self.args)
-            except BaseException:
-                conn.execute("ROLLBACK TO one_write")
-                raise
-            finally:
-                conn.execute("RELEASE one_write")
+            self.result = self.fn(conn, *self.args)
         except BaseException as exc:
+            conn.execute("ROLLBACK TO one_write")
             self.error = exc
+        finally:
+            conn.execute("RELEASE one_write")
 
 
 def _commit(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-    """The body of one thread hop: a batch of writes in one transaction, each in a savepoint,
-    so that one that fails rolls back alone. When the transaction itself fails, all fail."""
+    """The body of one thread hop. First each `before` outside the transaction (of the writes
+    that replace the same thing, only the last one's: the others' would be overwritten at once,
+    and they share its outcome), then the writes in one transaction, each in a savepoint, so that
+    one that fails rolls back alone. When the transaction itself fails, all fail."""
+    last = {pending.replaces: pending for pending in batch if pending.replaces is not None}
+    for pending in batch:
+        if pending.before is not None and last.get(pending.replaces, pending) is pending:
+            try:
+                pending.before()
+            except BaseException as exc:
+                pending.error = exc
+    for pending in batch:
+        pending.error = last.get(pending.replaces, pending).error
     try:
         conn.execute("BEGIN IMMEDIATE")
         for pending in batch:
-            pending.run(conn)
+            if pending.error is None:
+                pending.run(conn)
         conn.execute("COMMIT")
     except BaseException as exc:
         if conn.in_transaction:
@@ -170,16 +178,19 @@ class Database:
                 for conn in conns:
                     conn.close()
 
-    async def write(self, fn: Callable[..., T], *args: Any, before: Callable[[], object] | None = None) -> T:
+    async def write(self, fn: Callable[..., T], *args: Any, before: Callable[[], object] | None = None,
+                    replaces: Hashable | None = None) -> T:
         """Run fn(conn, *args) atomically (all of its changes or none); writes never interleave.
 
-        before: blocking work for the same thread hop, run first (a file the change is about);
-        when it raises, fn is not run and nothing of this write is kept.
+        before: blocking work for the same thread hop, run first and outside the transaction (a
+        file the change is about); when it raises, fn is not run. replaces: what before replaces
+        as a whole (a file's path): of the writes in one batch that name the same, only the last
+        one's before runs, and they all get its outcome.
 
         Group commit: writes that arrive while one is in flight wait for it, then go together
         in one thread hop and one COMMIT, each in its own savepoint, so one that fails rolls
         back alone. Each caller gets its own result or exception."""
-        pending = _Pending(fn, args, before)
+        pending = _Pending(fn, args, before, replaces)
         self._pending.append(pending)
         # Shielded so that a cancelled caller neither leaves a transaction half-open on the
         # shared writer connection nor loses track of a write that others will commit.
