@@ -38,4 +38,4 @@ async def audit_log(query_args: AuditQuery):
     limit = clamp(query_args.limit, default=50, maximum=500)
     entries = await services().audit.entries(limit=limit, group=query_args.group,
                                              severity=query_args.severity)
-    return AuditLog(entries=entries)
+    return AuditLog.model_validate({"entries": entries})

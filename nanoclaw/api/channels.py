@@ -130,7 +130,8 @@ async def send_message(data: SendRequest):
 async def list_chats(query_args: ChatsQuery):
     """Chats seen or written to, most recently active first."""
     limit = clamp(query_args.limit, default=100, maximum=1000)
-    return ChatList(chats=await services().channels.store.chats(channel=query_args.channel, limit=limit))
+    return ChatList.model_validate({"chats": await services().channels.store.chats(channel=query_args.channel,
+                                                                                  limit=limit)})
 
 
 @bp.get("/channels/chats/<jid>/messages")
@@ -140,7 +141,7 @@ async def chat_messages(jid: str, query_args: MessagesQuery):
     """A chat's messages, newest first."""
     limit = clamp(query_args.limit, default=100, maximum=1000)
     rows = await services().channels.store.messages(jid, limit=limit, before=query_args.before)
-    return MessageList(messages=rows)
+    return MessageList.model_validate({"messages": rows})
 
 
 @bp.get("/channels/whatsapp/webhook")
@@ -183,7 +184,7 @@ async def whatsapp_deliver():
         messages = adapter.parse(credentials, raw)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise Invalid(f"Not a WhatsApp delivery: {exc}") from None
-    await channels.receive("whatsapp", messages)
+    await channels.receive("whatsapp", credentials, messages)
     return WebhookAnswer(received=len(messages))
 
 

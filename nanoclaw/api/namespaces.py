@@ -124,7 +124,7 @@ async def get_namespace(name: str):
             info = await svc.images.inspect(namespace.containerConfig.image or svc.settings.agent_image)
         except RuntimeUnavailable:
             info = None
-    return NamespaceDetail(**namespace.model_dump(), imageFlavor=info and info["flavor"])
+    return NamespaceDetail(**namespace.model_dump(), imageFlavor=info["flavor"] if info else None)
 
 
 @bp.put("/container/namespaces/<name>")

@@ -133,5 +133,5 @@ async def image_status(query_args: ImageQuery):
     else:
         message = "Image not built yet: POST /api/v1/container/image/build"
     return ImageStatus(exists=exists, imageTag=tag, building=building, message=message,
-                       output=build.text if build else None, flavor=info and info["flavor"],
-                       sizeBytes=info and info["size"])
+                       output=build.text if build else None, flavor=info["flavor"] if info else None,
+                       sizeBytes=info["size"] if info else None)

@@ -63,16 +63,16 @@ class Stream:
                             log.warning("streamed reply to %s not updated: %s", self.chat_jid, exc)
 
     async def _show(self, text: str, *, plain: bool) -> None:
-        adapter, state = self.outbox.route(self.chat_jid)
+        adapter, _, credentials = self.outbox.route(self.chat_jid)
         text = text[:adapter.max_length]
         if not text.strip() or text == self.shown:
             return
         http = self.outbox.http_client()
         try:
             if self.message_id is None:
-                self.message_id = await adapter.send(http, state.credentials, self.chat_jid, text, plain=plain)
+                self.message_id = await adapter.send(http, credentials, self.chat_jid, text, plain=plain)
             else:
-                await adapter.edit(http, state.credentials, self.chat_jid, self.message_id, text, plain=plain)
+                await adapter.edit(http, credentials, self.chat_jid, self.message_id, text, plain=plain)
                 self.edits += 1
         except PlatformError as exc:
             if exc.status == 429:
@@ -90,7 +90,7 @@ class Stream:
         async with self.lock:
             if self.message_id is None:
                 return False
-            adapter, state = self.outbox.route(self.chat_jid)
+            adapter, _, _ = self.outbox.route(self.chat_jid)
             for plain in (False, True):
                 try:
                     await self.outbox.retrying(adapter, self.chat_jid, self._paced(text, plain))
@@ -187,8 +187,8 @@ class Activity:
                 while True:
                     delay = adapter.typing_interval
                     try:
-                        _, state = self.outbox.route(jid)
-                        await adapter.typing(self.outbox.http_client(), state.credentials, jid)
+                        _, _, credentials = self.outbox.route(jid)
+                        await adapter.typing(self.outbox.http_client(), credentials, jid)
                     except PlatformError as exc:
                         delay = max(delay, exc.retry_after or 0)
                         log.debug("typing in %s: %s", jid, exc.reason)

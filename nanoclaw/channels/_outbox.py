@@ -84,7 +84,7 @@ class Outbox:
         """Send text to a chat through the channel owning its JID prefix, then store it as a
         bot message. None when nothing was left to send after removing <internal> notes.
         answer=False (the server's own notes): leaves a streamed reply and typing alone."""
-        adapter, state = self.route(chat_jid)
+        adapter, state, credentials = self.route(chat_jid)
         text = strip_internal(text)
         if not text:
             return None
@@ -95,7 +95,7 @@ class Outbox:
             if await stream.finish(pieces[0]):
                 pieces = pieces[1:]
         for piece in pieces:
-            await self._send_piece(adapter, state, chat_jid, piece)
+            await self._send_piece(adapter, credentials, chat_jid, piece)
         if answer:
             self.activity.stop_typing(chat_jid)
         state.messages_out += 1
@@ -104,11 +104,11 @@ class Outbox:
     async def send_file(self, chat_jid: str, file: OutFile, caption: str | None) -> dict[str, Any]:
         """Send a file (already read and checked) to a chat, then store it as a bot message
         with the file as its attachment."""
-        adapter, state = self.route(chat_jid)
+        adapter, state, credentials = self.route(chat_jid)
         caption = strip_internal(caption or "")[:1024] or None
         try:
             await self.retrying(adapter, chat_jid, lambda: adapter.send_file(
-                self.http_client(), state.credentials, chat_jid, file, caption))
+                self.http_client(), credentials, chat_jid, file, caption))
         except PlatformError as exc:
             raise await self._send_failed(adapter, chat_jid, exc, "a file") from None
         state.messages_out += 1
@@ -116,7 +116,8 @@ class Outbox:
             {"kind": file.kind, "name": file.name, "mimeType": file.mime_type, "size": len(file.data),
              "path": file.path}])
 
-    def route(self, chat_jid: str) -> tuple[Adapter, ChannelState]:
+    def route(self, chat_jid: str) -> tuple[Adapter, ChannelState, dict[str, Any]]:
+        """The adapter of a chat's channel, its state and its credentials; refused when it is not connected."""
         prefix = chat_jid.partition(":")[0]
         adapter = self.by_prefix.get(prefix)
         if adapter is None or ":" not in chat_jid:
@@ -126,15 +127,15 @@ class Outbox:
         if not state.connected or state.credentials is None:
             raise Conflict(f"The {adapter.name} channel is not connected ({state.status_message})",
                            code="CHANNEL_NOT_CONNECTED")
-        return adapter, state
+        return adapter, state, state.credentials
 
-    async def _send_piece(self, adapter: Adapter, state: ChannelState, chat_jid: str, piece: str) -> str | None:
+    async def _send_piece(self, adapter: Adapter, credentials: dict[str, Any], chat_jid: str, piece: str) -> str | None:
         """Send one piece in the platform's format, and as plain text if the platform refuses
         the formatting. Returns the platform's message id when it gives one."""
         for plain in (False, True):
             try:
                 return await self.retrying(adapter, chat_jid, lambda: adapter.send(
-                    self.http_client(), state.credentials, chat_jid, piece, plain=plain))
+                    self.http_client(), credentials, chat_jid, piece, plain=plain))
             except PlatformError as exc:
                 if plain or not adapter.format_refused(exc):
                     raise await self._send_failed(adapter, chat_jid, exc, "a message") from None

@@ -43,9 +43,10 @@ class ChannelStatistics:
 
 
 class _ChannelLink(Link):
-    def __init__(self, channels: Channels, state: ChannelState) -> None:
+    def __init__(self, channels: Channels, state: ChannelState, credentials: dict[str, Any]) -> None:
         self.channels = channels
         self.state = state
+        self.credentials = credentials
         self.made_progress = False
 
     async def connected(self, account: str) -> None:
@@ -54,7 +55,7 @@ class _ChannelLink(Link):
             state.connected_at = self.channels.clock.now()
         was_connected = state.connected
         state.connected, state.account, state.last_error = True, account, None
-        state.status_message = self.channels.connected_message(state.name, account, state.credentials)
+        state.status_message = self.channels.connected_message(state.name, account, self.credentials)
         if not was_connected:
             self.channels.listeners("connected", {"channel": state.name, "account": account})
 
@@ -70,7 +71,7 @@ class _ChannelLink(Link):
         channels = self.channels
         group_dir = channels.groups_dir / group if group and channels.groups_dir else None
         outbox = channels.outbox
-        return await fetch_media(channels.adapters[self.state.name], outbox.http_client(), self.state.credentials,
+        return await fetch_media(channels.adapters[self.state.name], outbox.http_client(), self.credentials,
                                  message, group_dir, channels.clock.now(), channels.offload,
                                  lambda jid, text: outbox.send(jid, text, answer=False))
 
@@ -108,8 +109,8 @@ class Channels:
         self.adapters = outbox.adapters
         self.states = outbox.states
         # Channels to keep connected: _start sends them here, run() starts a task for each.
-        self._starts, self._to_start = trio.open_memory_channel[tuple[ChannelState, trio.CancelScope, trio.Event]](
-            math.inf)
+        self._starts, self._to_start = trio.open_memory_channel[
+            tuple[ChannelState, dict[str, Any], trio.CancelScope, trio.Event]](math.inf)
         # connect/disconnect one at a time, so a channel never ends up with two tasks
         self._config_lock = trio.Lock()
         # Called with (type, data): connected / disconnected / error (live events).
@@ -145,21 +146,22 @@ class Channels:
         state.scope, state.stopped = trio.CancelScope(), trio.Event()
         if not state.connected:
             state.status_message = "Connecting"
-        self._starts.send_nowait((state, state.scope, state.stopped))
+        self._starts.send_nowait((state, credentials, state.scope, state.stopped))
 
     async def _start_sent(self, nursery: trio.Nursery) -> None:
-        async for state, scope, stopped in self._to_start:
-            nursery.start_soon(self._keep_connected, state, scope, stopped)
+        async for state, credentials, scope, stopped in self._to_start:
+            nursery.start_soon(self._keep_connected, state, credentials, scope, stopped)
 
-    async def _keep_connected(self, state: ChannelState, scope: trio.CancelScope, stopped: trio.Event) -> None:
+    async def _keep_connected(self, state: ChannelState, credentials: dict[str, Any], scope: trio.CancelScope,
+                              stopped: trio.Event) -> None:
         adapter = self.adapters[state.name]
         attempt = 0
         try:
             with scope:
                 while True:
-                    link = _ChannelLink(self, state)
+                    link = _ChannelLink(self, state, credentials)
                     try:
-                        await adapter.run(self.outbox.http_client(), state.credentials, link)
+                        await adapter.run(self.outbox.http_client(), credentials, link)
                         reason = "the connection ended"
                     except PlatformError as exc:
                         reason = exc.reason
@@ -259,9 +261,10 @@ class Channels:
         """The stored credentials of a configured channel (for webhook checks), else None."""
         return self.states[name].credentials
 
-    async def receive(self, name: str, messages: list[Inbound]) -> None:
-        """Route messages a platform pushed to us (webhooks) as if the channel's task got them."""
-        link = _ChannelLink(self, self.states[name])
+    async def receive(self, name: str, credentials: dict[str, Any], messages: list[Inbound]) -> None:
+        """Route messages a platform pushed to us (webhooks, verified with credentials) as if the
+        channel's task got them."""
+        link = _ChannelLink(self, self.states[name], credentials)
         for message in messages:
             await link.deliver(message)
 

@@ -85,7 +85,8 @@ class ChatStore:
         return await self.db.write(_tx)
 
     async def messages(self, chat_jid: str, *, limit: int, before: float | None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM messages WHERE chat_jid = ?", [chat_jid]
+        sql = "SELECT * FROM messages WHERE chat_jid = ?"
+        params: list[Any] = [chat_jid]
         if before is not None:
             sql += " AND ts < ?"
             params.append(before)

@@ -127,12 +127,13 @@ class IpcWatcher:
                         "the rest of this minute's files are quarantined without being acted on", group=group,
                         details={"limit": self.settings.ipc_files_per_minute, "file": item.name})
                 return
-            if item.problem:
-                raise Invalid(item.problem)
+            payload = item.payload
+            if item.problem or payload is None:
+                raise Invalid(item.problem or "not a JSON object")
             if item.kind == "messages":
-                await self._send_message(group, is_main, chat_jid, item.payload)
+                await self._send_message(group, is_main, chat_jid, payload)
             else:
-                await self._task_request(group, is_main, item.payload)
+                await self._task_request(group, is_main, payload)
             self.processed += 1
             quarantine = False
         except NanoclawError as exc:

@@ -5,12 +5,13 @@ import dataclasses
 import logging
 from functools import partial
 from secrets import token_urlsafe
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, cast
 
 import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import ASGIFramework
 
 from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock
@@ -251,10 +252,12 @@ class CredentialProxy:
         config.include_server_header = False
         shutdown = trio.Event()
         listener = None
+        forwarder = self._forwarder
+        assert forwarder is not None, "run() makes it before any listener starts"
         with trio.CancelScope() as scope:
             try:
                 async with trio.open_nursery() as nursery:
-                    binds = await nursery.start(partial(hypercorn_serve, self._forwarder, config,
+                    binds = await nursery.start(partial(hypercorn_serve, cast(ASGIFramework, forwarder), config,
                                                         shutdown_trigger=shutdown.wait))
                     listener = _Listener(host, int(binds[0].rsplit(":", 1)[1]), scope, shutdown)
                     task_status.started(listener)

@@ -28,13 +28,13 @@ async def handle_request(scheduler: Scheduler, group: str, is_main: bool, reques
             raise Forbidden(f"group {group!r} may only schedule tasks for itself, not for {target!r}")
         prompt = request.get("prompt")
         try:
-            data = ScheduleCreate(
-                name=prompt[:60] if isinstance(prompt, str) else "",
-                group=target,
-                prompt=prompt,
-                schedule=_interval_as_number(request.get("schedule")),
-                contextMode=request.get("contextMode") or "isolated",
-            )
+            data = ScheduleCreate.model_validate({  # the container's values, checked here
+                "name": prompt[:60] if isinstance(prompt, str) else "",
+                "group": target,
+                "prompt": prompt,
+                "schedule": _interval_as_number(request.get("schedule")),
+                "contextMode": request.get("contextMode") or "isolated",
+            })
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
             raise Invalid(f"malformed schedule_task request: {problems}") from None

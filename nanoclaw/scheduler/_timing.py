@@ -78,7 +78,7 @@ def _ms(moment: dt.datetime) -> int:
 
 
 def _once_ms(timing: Timing) -> int:
-    moment = dt.datetime.fromisoformat(timing.value)
+    moment = dt.datetime.fromisoformat(str(timing.value))
     if moment.tzinfo is None:
         # A time without an offset is wall time in the schedule's timezone.
         moment = moment.replace(tzinfo=timing.zone)

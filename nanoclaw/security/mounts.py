@@ -142,19 +142,19 @@ class MountPolicy:
         except RuntimeError:  # what Path.resolve raises for a symbolic link loop
             return MountDecision(allowed=False, containerPath=container,
                                  message="hostPath cannot be resolved: a loop of symbolic links")
-        refused = dict(canonicalHostPath=str(canonical), containerPath=container, allowed=False)
+        def refused(message: str) -> MountDecision:
+            return MountDecision(canonicalHostPath=str(canonical), containerPath=container, allowed=False,
+                                 message=message)
+
         for path in (given, canonical):
             for part in path.parts:
                 for pattern in (*DEFAULT_BLOCKED, *allowlist.blockedPatterns):
                     if part == pattern or pattern in part:
-                        return MountDecision(
-                            **refused,
-                            message=f"path component {part!r} matches blocked pattern {pattern!r}",
-                        )
+                        return refused(f"path component {part!r} matches blocked pattern {pattern!r}")
         for private in (self.settings.config_dir, self.settings.data_dir):
             private = private.resolve()
             if canonical.is_relative_to(private) or private.is_relative_to(canonical):
-                return MountDecision(**refused, message=f"the server's own folder {private} is never mounted")
+                return refused(f"the server's own folder {private} is never mounted")
         root = None
         for candidate in _roots(allowlist):
             try:
@@ -165,13 +165,10 @@ class MountPolicy:
                 root = candidate
                 break
         if root is None:
-            return MountDecision(**refused, message="hostPath is not under any allowed root")
+            return refused("hostPath is not under any allowed root")
         read_only = request.readOnly or not root.allowReadWrite
         if not request.readOnly and read_only:
-            return MountDecision(
-                **refused,
-                message=f"read-write was asked for but allowed root {root.path} is read-only",
-            )
+            return refused(f"read-write was asked for but allowed root {root.path} is read-only")
         return MountDecision(
             allowed=True, canonicalHostPath=str(canonical), containerPath=container,
             readOnly=read_only, message=f"Mount validated successfully (allowed root {root.path})",

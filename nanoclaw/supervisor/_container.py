@@ -10,6 +10,7 @@ from nanoclaw.broadcast import Broadcast
 from nanoclaw.models import ContainerConfig
 from nanoclaw.runtime import Runtime
 from nanoclaw.supervisor._output import FrameParser, OutputTooLarge
+from nanoclaw.supervisor._types import RunStatus
 from nanoclaw.supervisor._usage import Usage
 
 # What `docker run` / `podman run` exit with when the engine, not the container, failed.
@@ -19,7 +20,7 @@ STDERR_CAP = 10 * 1024 * 1024
 
 @dataclass
 class RunState:
-    status: str | None = None
+    status: RunStatus | None = None
     error: str | None = None
     last_error: str | None = None
     exit_code: int | None = None
@@ -29,7 +30,7 @@ class RunState:
     # The session the runner last reported (the run's own id until it does).
     session_id: str | None = None
 
-    def fail(self, status: str, error: str) -> None:
+    def fail(self, status: RunStatus, error: str) -> None:
         if self.status is None:
             self.status, self.error = status, error
 
@@ -148,4 +149,4 @@ async def run_container(runtime: Runtime, container_name: str, args: list[str], 
         if state.exit_code == ENGINE_ERROR_EXIT:
             # `run` itself failed, as when the engine is gone: the watchdog should look now,
             # not only once some other CLI call happens to fail.
-            runtime.mark_down(state.error)
+            runtime.mark_down(state.error or "the engine's run command failed")

@@ -33,7 +33,7 @@ from nanoclaw.supervisor._queue import ActiveRun, GroupQueue
 from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
-from nanoclaw.supervisor._types import RunOutcome, Work, WorkFeed, new_id
+from nanoclaw.supervisor._types import RunOutcome, RunStatus, Work, WorkFeed, new_id
 from nanoclaw.text import strip_internal
 from nanoclaw.supervisor._usage import RunRefused, budget_refusal, save_usage
 
@@ -166,6 +166,7 @@ class RunLife:
             env[key] = value
         network, gateway = settings.container_network, self.runtime.state.host_gateway or "127.0.0.1"
         if config.network == "proxy-only":
+            assert self.instance_id is not None, "Supervisor.run() loads it before any run"
             network, gateway = await self.internal_network.ensure(self.instance_id)
             await self.proxy.listen_also(gateway)
         env.update(self.proxy.container_env(token, gateway))
@@ -177,7 +178,7 @@ class RunLife:
         ]
         for request in config.additionalMounts:
             decision = await self.mounts.validate(request, group=group)
-            if decision.allowed:
+            if decision.allowed and decision.canonicalHostPath and decision.containerPath:
                 mounts.append((Path(decision.canonicalHostPath), decision.containerPath, decision.readOnly))
         labels = {"nanoclaw.instance": self.instance_id, "nanoclaw.group": group, "nanoclaw.run": active.run_id}
         args, skipped = run_args(name=active.container_name, labels=labels, network=network,
@@ -243,16 +244,17 @@ class RunLife:
                 state.fail("error", state.last_error)
             else:
                 state.status = "success"
+        status: RunStatus = state.status or "success"  # set just above
         finished = self.clock.now()
         duration = int((finished - active.started_at) * 1000)
-        await finish_run(self.db, active.run_id, status=state.status, finished=finished, duration_ms=duration,
+        await finish_run(self.db, active.run_id, status=status, finished=finished, duration_ms=duration,
                          exit_code=state.exit_code, results=state.results, error=state.error)
         if active.fed:
             if state.status in ("success", "cancelled") or state.delivered:
                 queue.retries, queue.retry_at = 0, None
             else:
                 await self._schedule_retry(queue, state)
-        return RunOutcome(active.run_id, state.status, state.results[-1] if state.results else None,
+        return RunOutcome(active.run_id, status, state.results[-1] if state.results else None,
                           state.error, duration)
 
     async def _schedule_retry(self, queue: GroupQueue, state: RunState) -> None:

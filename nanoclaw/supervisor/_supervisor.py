@@ -22,7 +22,8 @@ from nanoclaw.store import Database
 from nanoclaw.supervisor._history import forget_group_session, load_instance_id, mark_interrupted
 from nanoclaw.supervisor._queue import ActiveRun, GroupQueue
 from nanoclaw.supervisor._run import SESSION_RE, RunLife
-from nanoclaw.supervisor._types import QueueStatistics, RunEvent, RunHandle, RunListener, RunOutcome, Work, WorkFeed
+from nanoclaw.supervisor._types import (QueueStatistics, RunEvent, RunEventType, RunHandle, RunListener, RunOutcome,
+                                        Work, WorkFeed)
 
 log = logging.getLogger("nanoclaw.supervisor")
 
@@ -120,7 +121,7 @@ class Supervisor(RunLife):
         """Call listener with every RunEvent from now on (it must not block)."""
         self._listeners.add(listener)
 
-    def _emit(self, type_: str, run_id: str, group: str, kind: str, chat_jid: str | None,
+    def _emit(self, type_: RunEventType, run_id: str, group: str, kind: str, chat_jid: str | None,
               data: dict | None = None) -> None:
         self._listeners(RunEvent(type_, run_id, group, kind, chat_jid, data or {}))
 
