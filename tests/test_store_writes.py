@@ -176,3 +176,38 @@ async def test_writes_that_replace_the_same_thing_in_one_batch_run_only_the_last
     assert all(isinstance(answers[body], int) for body in ("a1", "a2", "a3", "c"))
     assert all(isinstance(answers[body], PermissionError) for body in ("b1", "b2")), "b1 shares b2's refusal"
     assert sorted(rows(db)) == ["a1", "a2", "a3", "c", "first"]
+
+
+async def test_when_the_hop_itself_fails_every_queued_writer_hears_it_and_nothing_is_kept(tmp_path):
+    class FailingSecondHop(CountingOffload):
+        async def __call__(self, fn, *args):
+            self.calls += 1
+            if self.calls == 4:  # open, the table, the first write; then the batch's hop
+                raise RuntimeError("no worker thread could be started")
+            return await trio.to_thread.run_sync(fn, *args)
+
+    offload = FailingSecondHop()
+    db = Database(tmp_path / "store.db", offload=offload)
+    await db.open()
+    await db.write(lambda conn: conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT UNIQUE)"))
+    gate = threading.Event()
+    answers: dict[str, object] = {}
+
+    async def write(body, before=None):
+        try:
+            answers[body] = await db.write(insert, body, before=before)
+        except Exception as exc:  # noqa: BLE001 - the answer under test
+            answers[body] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write, "first", lambda: gate.wait(10))
+        await trio.testing.wait_all_tasks_blocked()
+        for body in ("a", "b", "c"):
+            nursery.start_soon(write, body)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+
+    assert answers["first"] == 1
+    assert all(isinstance(answers[body], Exception) for body in ("a", "b", "c")), answers
+    assert rows(db) == ["first"]
+    await db.close()

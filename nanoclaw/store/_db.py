@@ -204,6 +204,9 @@ class Database:
                         await self._offload(_commit, self._writer, batch)
                     finally:
                         self.generation += 1
+                        for other in batch:
+                            if not other.done:  # the hop itself failed: _commit did not end
+                                other.error, other.done = StoreError("the write could not be run"), True
         if pending.error is not None:
             raise pending.error
         return pending.result
