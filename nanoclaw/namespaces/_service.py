@@ -226,6 +226,8 @@ class Namespaces:
         return updated
 
     async def delete(self, name: str, *, purge: bool = False) -> None:
+        if name == GLOBAL:
+            raise NotFound(f"No namespace named {name!r}")
         entry = self.audit.entry("info", "config", f"namespace {name} deleted" + (" and purged" if purge else ""),
                                  group=name)
 
@@ -234,8 +236,6 @@ class Namespaces:
                 raise NotFound(f"No namespace named {name!r}")
             entry.insert(conn)
 
-        if name == GLOBAL:
-            raise NotFound(f"No namespace named {name!r}")
         await self._write(_tx)
         if purge:
             await self.offload(self._purge_folders, name)

@@ -142,6 +142,7 @@ class MountPolicy:
         except RuntimeError:  # what Path.resolve raises for a symbolic link loop
             return MountDecision(allowed=False, containerPath=container,
                                  message="hostPath cannot be resolved: a loop of symbolic links")
+
         def refused(message: str) -> MountDecision:
             return MountDecision(canonicalHostPath=str(canonical), containerPath=container, allowed=False,
                                  message=message)

@@ -239,18 +239,15 @@ class RunLife:
                                     group=active.group)
 
     async def _finish(self, queue: GroupQueue, active: ActiveRun, state: RunState) -> RunOutcome:
-        if state.status is None:
-            if state.last_error is not None:
-                state.fail("error", state.last_error)
-            else:
-                state.status = "success"
-        status: RunStatus = state.status or "success"  # set just above
+        if state.last_error is not None:
+            state.fail("error", state.last_error)  # unless the run already ended otherwise
+        status: RunStatus = state.status or "success"
         finished = self.clock.now()
         duration = int((finished - active.started_at) * 1000)
         await finish_run(self.db, active.run_id, status=status, finished=finished, duration_ms=duration,
                          exit_code=state.exit_code, results=state.results, error=state.error)
         if active.fed:
-            if state.status in ("success", "cancelled") or state.delivered:
+            if status in ("success", "cancelled") or state.delivered:
                 queue.retries, queue.retry_at = 0, None
             else:
                 await self._schedule_retry(queue, state)
