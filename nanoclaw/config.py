@@ -66,6 +66,11 @@ class Settings:
         return self.data_dir / "ipc"
 
     @property
+    def media_dir(self) -> Path:
+        """Chat media, per group: host-owned, mounted read-only into the group's containers."""
+        return self.data_dir / "media"
+
+    @property
     def sessions_dir(self) -> Path:
         return self.data_dir / "sessions"
 

@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from pathlib import Path
-
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write data so that readers see the old file or the new one, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The name is what remove_stale_temporaries looks for.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -30,19 +26,3 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def remove_stale_temporaries(directory: Path, name: str) -> list[Path]:
-    """Remove the temporaries write_atomic(directory / name) left when the process was
-    killed mid-write. Only call it while nothing writes that file (at start-up)."""
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        found = _TEMPORARY.match(entry.name)
-        if found and found["name"] == name and entry.is_file(follow_symlinks=False):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(Path(entry.path))
-    return removed

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO planted under a file's name must not hang the reader.
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+# What write_atomic_at names its temporary: .<name>.<12 hex>.tmp
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
 
 
 class UnsafeEntry(OSError):
@@ -94,6 +99,21 @@ def describe(dir_fd: int, name: str) -> str:
     return "a special file"
 
 
+def subfolders(dir_fd: int) -> list[str]:
+    """The names of the real folders (never links) in dir_fd."""
+    with os.scandir(dir_fd) as entries:
+        return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+
+
+def remove_matching(dir_fd: int, matches: Callable[[str], bool]) -> list[str]:
+    """Remove the regular files (never links or folders) of dir_fd whose name matches; their names."""
+    with os.scandir(dir_fd) as entries:
+        names = [e.name for e in entries if matches(e.name) and e.is_file(follow_symlinks=False)]
+    for name in names:
+        remove(dir_fd, name)
+    return names
+
+
 def remove(dir_fd: int, name: str) -> None:
     """Remove the entry itself (a link, never its target; a folder with all inside it)."""
     try:
@@ -137,7 +157,7 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, d
     never written through. durable: fsync the file before the rename (even a power loss then never
     leaves a torn file) and, with sync_folder, the folder after it (the rename itself survives a
     power loss; without it an OS crash may bring back the previous file)."""
-    tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+    tmp = f".{name}.{secrets.token_hex(6)}.tmp"  # what is_temporary_of recognises
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
         try:
@@ -165,6 +185,12 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, *, mode: int = 0o644, d
         os.fsync(dir_fd)
 
 
+def is_temporary_of(name: str, entry: str) -> bool:
+    """Whether entry is a temporary write_atomic_at(.., name, ..) left when the process was killed."""
+    found = _TEMPORARY.match(entry)
+    return bool(found and found["name"] == name)
+
+
 def tree_bytes(path: Path) -> int:
     """Bytes held by the regular files under path; links are counted as links, never followed."""
     total = 0
@@ -183,4 +209,5 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
-__all__ = ["UnsafeEntry", "describe", "open_dir", "read_regular", "remove", "tree_bytes", "write_atomic_at"]
+__all__ = ["UnsafeEntry", "describe", "is_temporary_of", "open_dir", "read_regular", "remove", "remove_matching",
+           "subfolders", "tree_bytes", "write_atomic_at"]

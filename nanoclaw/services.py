@@ -103,7 +103,7 @@ def build(settings: Settings, *, clock: Clock | None = None, offload=None, runti
     supervisor = Supervisor(settings, db, clock, audit, namespaces, mounts, runtime, proxy, feed, offload=offload)
     supervisor.subscribe(real_outbox.activity.on_run_event)  # typing indicators, streamed replies
     router = Router(chats, namespaces, senders, audit, supervisor, outbox, real_outbox.activity)
-    channels = Channels(chats, router, real_outbox, secrets, audit, clock, groups_dir=settings.groups_dir,
+    channels = Channels(chats, router, real_outbox, secrets, audit, clock, media_dir=settings.media_dir,
                         offload=offload)
     scheduler = Scheduler(db, clock, audit, namespaces, supervisor, outbox,
                           max_per_group=settings.max_schedules_per_group)

@@ -1,5 +1,5 @@
 """End to end with a real Docker engine: a Telegram photo is downloaded by the host into the
-group's inbox, the container finds it at the path its stdin names, and its send_file IPC
+group's media folder (read-only in the container), the container finds it at the path its stdin names, and its send_file IPC
 request reaches the fake Bot API with the same bytes.
 
 The first test runs a small script in place of the agent runner: it copies the attachment to
@@ -102,17 +102,17 @@ async def test_the_real_agent_sees_a_photo_and_sends_a_file_back(nursery, tmp_pa
     report = REPORT.format(size=len(photo))
     llm.queue(tool_reply("write_file", {"path": "report.txt", "content": report}),
               tool_reply("send_file", {"path": "report.txt", "caption": "your report"}),
-              tool_reply("bash", {"command": "cp /workspace/group/inbox/*/* back.jpg"}),
+              tool_reply("bash", {"command": "cp /workspace/media/*/* back.jpg"}),
               tool_reply("send_file", {"path": "/workspace/group/back.jpg"}),
               text_reply("I looked at your photo and sent a report."))
     file_id = tg.add_file(photo, "photos/file_7.jpg")
     tg.push_message(CHAT, None, chat_type="private", photo=[{"file_id": file_id, "width": 640, "height": 480}])
     await tg.wait_for(lambda: len(tg.uploads) == 2 and tg.sent, timeout=180)  # a real container runs in real time
 
-    # The host saved the photo in the group's inbox, byte for byte.
-    [saved] = (settings.groups_dir / "vision" / "inbox").glob("*/*")
+    # The host saved the photo in the group's media folder, byte for byte.
+    [saved] = (settings.media_dir / "vision").glob("*/*")
     assert saved.read_bytes() == photo
-    container_path = f"/workspace/group/inbox/{saved.parent.name}/{saved.name}"
+    container_path = f"/workspace/media/{saved.parent.name}/{saved.name}"
     # The model's first request carries the photo as an image block and the prompt names its path.
     first = llm.messages_requests[0]
     assert first.headers["x-api-key"] == REAL_KEY

@@ -1,5 +1,5 @@
 """Issue 14 on Slack, Discord and WhatsApp against their fakes: files in (downloaded with the
-platform's credentials into the group's inbox), files out through each platform's upload
+platform's credentials into the group's media folder), files out through each platform's upload
 protocol (from an IPC send_file of a live fake container), Discord typing, splitting."""
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ async def stored(server, jid: str, count: int = 1) -> list[dict]:
     return rows
 
 
-def inbox_file(server, attachment: dict) -> bytes:
-    assert attachment["path"].startswith("/workspace/group/inbox/")
-    return (server.settings.groups_dir / "team" / attachment["path"].removeprefix("/workspace/group/")).read_bytes()
+def media_file(server, attachment: dict) -> bytes:
+    assert attachment["path"].startswith("/workspace/media/")
+    return (server.settings.media_dir / "team" / attachment["path"].removeprefix("/workspace/media/")).read_bytes()
 
 
 async def send_file_from_container(server, jid: str, name: str, data: bytes, caption: str | None) -> None:
@@ -72,7 +72,7 @@ async def test_slack_file_share_is_downloaded_with_the_bot_token(nursery, tmp_pa
     [attachment] = message["attachments"]
     assert attachment | {"path": None} == {"kind": "image", "name": "scan.png", "mimeType": "image/png",
                                            "size": 5000, "path": None}
-    assert inbox_file(server, attachment) == data
+    assert media_file(server, attachment) == data
     assert slack.downloads == [(file["url_private"].removeprefix(slack.url), f"Bearer {BOT_TOKEN}")]
 
 
@@ -110,7 +110,7 @@ async def test_discord_attachments_are_downloaded(nursery, tmp_path, discord):
     await discord.dispatch_message(channel_id="321", content="", guild_id=None, attachments=[attachment])
     [message] = await stored(server, "dc:321")
     assert [(a["kind"], a["name"], a["size"]) for a in message["attachments"]] == [("audio", "memo.ogg", 5000)]
-    assert inbox_file(server, message["attachments"][0]) == data
+    assert media_file(server, message["attachments"][0]) == data
 
 
 async def test_discord_send_file_is_a_multipart_message(nursery, tmp_path, discord, autojump_clock):
@@ -159,7 +159,7 @@ async def test_discord_streamed_reply_is_edited_with_patch(nursery, tmp_path, di
 # -- WhatsApp --------------------------------------------------------------------------
 
 
-async def test_whatsapp_media_goes_from_id_to_url_to_the_inbox(nursery, tmp_path, wa):
+async def test_whatsapp_media_goes_from_id_to_url_to_the_media_folder(nursery, tmp_path, wa):
     server = await open_server(nursery, tmp_path, False, whatsapp_api_base=wa.api_url)
     await WHATSAPP.connect(server, wa)
     await make_group(server, f"wa:{CUSTOMER}")
@@ -173,7 +173,7 @@ async def test_whatsapp_media_goes_from_id_to_url_to_the_inbox(nursery, tmp_path
     [attachment] = message["attachments"]
     assert (attachment["kind"], attachment["name"], attachment["mimeType"]) == (
         "document", "invoice.pdf", "application/pdf")
-    assert inbox_file(server, attachment) == data
+    assert media_file(server, attachment) == data
     assert wa.downloads == [media["id"]]
 
 

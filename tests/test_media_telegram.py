@@ -42,8 +42,8 @@ async def stored(server) -> list[dict]:
 
 
 def host_path(server, container_path: str) -> Path:
-    assert container_path.startswith("/workspace/group/inbox/")
-    return server.settings.groups_dir / "support" / container_path.removeprefix("/workspace/group/")
+    assert container_path.startswith("/workspace/media/")
+    return server.settings.media_dir / "support" / container_path.removeprefix("/workspace/media/")
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -53,7 +53,7 @@ def files_under(folder: Path) -> list[Path]:
 # -- media in ---------------------------------------------------------------------
 
 
-async def test_a_photo_without_caption_is_stored_with_its_file_in_the_inbox(server, tg):
+async def test_a_photo_without_caption_is_stored_with_its_file_in_the_groups_media_folder(server, tg):
     await setup(server)
     photo = os.urandom(300_000)
     small, big = tg.add_file(b"thumb", "photos/thumb.jpg"), tg.add_file(photo, "photos/file_7.jpg")
@@ -68,7 +68,7 @@ async def test_a_photo_without_caption_is_stored_with_its_file_in_the_inbox(serv
     # Downloaded from Telegram's file URL for the largest size only.
     assert tg.downloads == ["photos/file_7.jpg"]
     assert host_path(server, attachment["path"]).read_bytes() == photo
-    assert re.fullmatch(r"/workspace/group/inbox/\d{4}-\d{2}-\d{2}/photo\.jpg", attachment["path"])
+    assert re.fullmatch(r"/workspace/media/\d{4}-\d{2}-\d{2}/photo\.jpg", attachment["path"])
     # The agent's prompt lists the container path, and the batch carries the attachment.
     batch = await server.services.feed.pending("support")
     assert attachment["path"] in batch.prompt and batch.attachments == [attachment]
@@ -87,11 +87,11 @@ async def test_a_25_mib_document_is_refused_with_a_note_and_nothing_is_left(serv
     [message] = [m for m in await stored(server) if not m["isFromBot"]]
     assert message["attachments"] == []
     assert "big.pdf not saved: larger than the 20.0 MiB limit" in message["content"]
-    assert files_under(server.settings.groups_dir / "support") == []
+    assert files_under(server.settings.media_dir / "support") == []
 
 
 async def test_a_download_cut_short_by_a_kill_is_removed_at_start_up(nursery, settings):
-    inbox = settings.groups_dir / "support" / "inbox" / "2026-12-01"
+    inbox = settings.media_dir / "support" / "2026-12-01"
     inbox.mkdir(parents=True)
     (inbox / ".download-0123456789ab.part").write_bytes(b"half")
     (inbox / "kept.jpg").write_bytes(b"whole")
@@ -100,7 +100,7 @@ async def test_a_download_cut_short_by_a_kill_is_removed_at_start_up(nursery, se
     await server.client.aclose()
 
 
-async def test_a_document_name_cannot_escape_the_inbox(server, tg):
+async def test_a_document_name_cannot_escape_the_media_folder(server, tg):
     await setup(server)
     file_id = tg.add_file(b"hello", "documents/x")
     update = tg.push_message(CHAT, "see file", chat_type="private", document={
@@ -114,7 +114,7 @@ async def test_a_document_name_cannot_escape_the_inbox(server, tg):
     update = tg.push_message(CHAT, None, chat_type="private", document={
         "file_id": file_id, "file_name": "bashrc", "mime_type": "text/plain"})
     await tg.wait_for(lambda: tg.confirmed > update["update_id"])
-    names = sorted(p.name for p in files_under(server.settings.groups_dir / "support"))
+    names = sorted(p.name for p in files_under(server.settings.media_dir / "support"))
     assert names == ["bashrc-2.txt", "bashrc.txt"]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from tools import Toolbox, ToolError, int_arg, string_arg
 
 CONTAINER_ROOT = "/workspace"
-AREAS = ("group", "global", "extra")
+AREAS = ("group", "global", "extra", "media")
 READ_LINES = 2000
 LINE_CHARS = 2000
 OUTPUT_CHARS = 30_000
@@ -43,7 +43,7 @@ class Workspace:
         target = candidate.resolve()
         if not any(target == area or area in target.parents for area in self._areas()):
             raise ToolError(f"{raw!r} is outside the workspace folders the agent may use "
-                            "(/workspace/group, /workspace/global, /workspace/extra)")
+                            "(/workspace/group, /workspace/global, /workspace/extra, /workspace/media)")
         if write and _read_only(target):
             raise ToolError(f"{raw!r} is on a read-only mount; write in /workspace/group instead")
         return target

@@ -52,7 +52,7 @@ class Attachment(Answer):
     name: str
     mimeType: str | None
     size: int = Field(description="Bytes")
-    path: str = Field(description="Where the agent's container sees it, e.g. /workspace/group/inbox/2026-12-03/a.jpg")
+    path: str = Field(description="Where the agent's container sees it, e.g. /workspace/media/2026-12-03/a.jpg (read-only there)")
 
 
 class Message(Answer):

@@ -1,5 +1,5 @@
-"""Files in and out of chats: downloading a platform's media into a group's inbox with a
-size cap, and reading a file a container asks to send without following links.
+"""Files in and out of chats: downloading a platform's media into a group's media folder
+(host-owned, mounted read-only into the container) with a size cap.
 
 Everything here that touches the disk blocks; it runs through an offload
 (trio.to_thread.run_sync by default).
@@ -17,10 +17,10 @@ from pathlib import Path, PurePosixPath
 import httpx
 import trio
 
-from nanoclaw.groupfiles import CONTAINER_GROUP, MAX_MEDIA
+from nanoclaw import safefs
+from nanoclaw.groupfiles import CONTAINER_MEDIA, MAX_MEDIA
 
-
-INBOX = "inbox"
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".download-", ".part"
 # Chunks of a download are gathered to about this size before each write.
 WRITE_CHUNK = 1024 * 1024
 
@@ -77,18 +77,20 @@ def safe_name(name: str | None, mime_type: str | None, kind: str) -> str:
     return f"{stem}{ext}"
 
 
-def container_path(group_dir: Path, host_path: Path) -> str:
-    return str(CONTAINER_GROUP / host_path.relative_to(group_dir).as_posix())
+def container_path(relative: str) -> str:
+    """Where the container sees a file of its group's media folder."""
+    return str(CONTAINER_MEDIA / relative)
 
 
-async def download(http: httpx.AsyncClient, where: Download, platform: str, folder: Path, name: str,
-                   offload, *, limit: int = MAX_MEDIA) -> tuple[Path, int]:
-    """Stream a file into folder/name (made unique) counting bytes as they come; never trusts
-    a declared size. TooLarge past `limit`; PlatformError when the platform fails. Either way
-    nothing is left behind: the bytes go to a hidden temporary renamed only when complete."""
+async def download(http: httpx.AsyncClient, where: Download, platform: str, media_dir: Path,
+                   folder: tuple[str, ...], name: str, offload, *, limit: int = MAX_MEDIA) -> tuple[str, int]:
+    """Stream a file into media_dir/folder.../name (made unique) counting bytes as they come;
+    never trusts a declared size. Returns the file name it got (made unique) and the size.
+    TooLarge past `limit`; PlatformError when the platform fails; safefs.UnsafeEntry when a
+    folder on the way is a link or a file. Either way nothing is left behind: the bytes go to a
+    hidden temporary renamed only when complete."""
     from nanoclaw.channels._base import PlatformError, network_error  # _base imports this module
-    tmp = await offload(_open_temporary, folder)
-    fd = tmp[1]
+    tmp = await offload(_open_temporary, media_dir, folder)
     size = 0
     done = False
     try:
@@ -104,19 +106,25 @@ async def download(http: httpx.AsyncClient, where: Download, platform: str, fold
                     raise TooLarge()
                 buffer += chunk
                 if len(buffer) >= WRITE_CHUNK:
-                    await offload(_write_all, fd, bytes(buffer))
+                    await offload(_write_all, tmp.fd, bytes(buffer))
                     buffer.clear()
             if buffer:
-                await offload(_write_all, fd, bytes(buffer))
-        final = await offload(_publish, tmp, folder, name)
+                await offload(_write_all, tmp.fd, bytes(buffer))
+        final = await offload(_publish, tmp, name)
         done = True
         return final, size
     except httpx.HTTPError as exc:
         raise network_error(platform, exc, *where.secrets) from None
     finally:
-        if not done:
-            with trio.CancelScope(shield=True):  # even when cancelled: nothing half-written stays
-                await offload(_discard, tmp)
+        with trio.CancelScope(shield=True):  # even when cancelled: nothing half-written stays
+            await offload(_close, tmp, not done)
+
+
+@dataclasses.dataclass
+class _Temporary:
+    dir_fd: int  # the no-follow fd of the folder it is in
+    name: str
+    fd: int
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -125,48 +133,72 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _open_temporary(folder: Path) -> tuple[Path, int]:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".download-{secrets.token_hex(6)}.part"
-    return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-
-
-def _discard(tmp: tuple[Path, int]) -> None:
+def _open_temporary(media_dir: Path, folder: tuple[str, ...]) -> _Temporary:
+    dir_fd = safefs.open_dir(media_dir, folder)
     try:
-        os.close(tmp[1])
-    except OSError:
-        pass
-    tmp[0].unlink(missing_ok=True)
+        name = f"{PARTIAL_PREFIX}{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return _Temporary(dir_fd, name, fd)
 
 
-def _publish(tmp: tuple[Path, int], folder: Path, name: str) -> Path:
+def _close(tmp: _Temporary, discard: bool) -> None:
+    try:
+        os.close(tmp.fd)
+        if discard:
+            safefs.remove(tmp.dir_fd, tmp.name)
+    finally:
+        os.close(tmp.dir_fd)
+
+
+def _publish(tmp: _Temporary, name: str) -> str:
     """Give the complete temporary its final name without replacing any file there."""
-    path, fd = tmp
-    os.fsync(fd)
-    os.close(fd)
+    os.fsync(tmp.fd)
     stem, ext = os.path.splitext(name)
     for n in range(1, 1000):
-        target = folder / (name if n == 1 else f"{stem}-{n}{ext}")
-        try:
-            os.link(path, target)  # fails if the name is taken: never overwrites
+        target = name if n == 1 else f"{stem}-{n}{ext}"
+        try:  # fails if the name is taken: never overwrites
+            os.link(tmp.name, target, src_dir_fd=tmp.dir_fd, dst_dir_fd=tmp.dir_fd, follow_symlinks=False)
         except FileExistsError:
             continue
-        path.unlink()
+        os.unlink(tmp.name, dir_fd=tmp.dir_fd)
         return target
-    raise OSError(f"no free name for {name} in {folder}")
+    raise OSError(f"no free name for {name}")
 
 
-def remove_partial_downloads(groups_dir: Path) -> list[Path]:
-    """Remove the temporaries of downloads a killed server left in any inbox. Only while no
-    download runs (at start-up)."""
-    removed = []
-    for path in groups_dir.glob(f"*/{INBOX}/*/.download-*.part"):
-        if path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(path)
+def remove_partial_downloads(media_dir: Path) -> list[str]:
+    """Remove the temporaries of downloads a killed server left in media/<group>/<day>/. Only
+    while no download runs (at start-up). Walked through no-follow fds: a link is never crossed."""
+    removed: list[str] = []
+    for group in _subfolders(media_dir, ()):
+        for day in _subfolders(media_dir, (group,)):
+            try:
+                fd = safefs.open_dir(media_dir, (group, day), create=False)
+            except OSError:
+                continue
+            try:
+                removed += [f"{group}/{day}/{name}" for name in safefs.remove_matching(fd, _is_partial)]
+            finally:
+                os.close(fd)
     return removed
 
 
-def inbox_folder(group_dir: Path, now: float) -> Path:
-    return group_dir / INBOX / dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d")
+def _subfolders(root: Path, parts: tuple[str, ...]) -> list[str]:
+    try:
+        fd = safefs.open_dir(root, parts, create=False)
+    except OSError:
+        return []
+    try:
+        return safefs.subfolders(fd)
+    finally:
+        os.close(fd)
 
+
+def _is_partial(name: str) -> bool:
+    return name.startswith(PARTIAL_PREFIX) and name.endswith(PARTIAL_SUFFIX)
+
+
+def day_folder(now: float) -> str:
+    return dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d")

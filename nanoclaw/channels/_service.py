@@ -69,11 +69,11 @@ class _ChannelLink(Link):
 
     async def _fetch(self, message: Inbound, group: str | None):
         channels = self.channels
-        group_dir = channels.groups_dir / group if group and channels.groups_dir else None
         outbox = channels.outbox
         return await fetch_media(channels.adapters[self.state.name], outbox.http_client(), self.credentials,
-                                 message, group_dir, channels.clock.now(), channels.offload,
-                                 lambda jid, text: outbox.send(jid, text, answer=False))
+                                 message, channels.media_dir, group or None, channels.clock.now(), channels.offload,
+                                 lambda jid, text: outbox.send(jid, text, answer=False),
+                                 lambda reason: channels.audit.record("violation", "media", reason, group=group))
 
     async def move_chat(self, old_jid: str, new_jid: str) -> None:
         if await self.channels.store.move_chat(old_jid, new_jid):
@@ -96,8 +96,8 @@ class Channels:
     """
 
     def __init__(self, store: ChatStore, router: Router, outbox: Outbox, secrets: SecretBox, audit: Audit,
-                 clock: Clock, *, groups_dir: Path | None = None, offload=None) -> None:
-        self.groups_dir = groups_dir
+                 clock: Clock, *, media_dir: Path, offload=None) -> None:
+        self.media_dir = media_dir
         self.offload = offload or trio.to_thread.run_sync
         self.store = store
         self.router = router
@@ -121,8 +121,8 @@ class Channels:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._start_sent, nursery)
-            if self.groups_dir is not None:
-                await self.offload(remove_partial_downloads, self.groups_dir)
+            for name in await self.offload(remove_partial_downloads, self.media_dir):
+                log.warning("removed %s, a download cut short when the server stopped", name)
             for row in await self.store.configs():
                 state = self.states.get(row["name"])
                 if state is None or row["name"] not in self.adapters:

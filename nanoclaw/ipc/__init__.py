@@ -167,7 +167,8 @@ class IpcWatcher:
             raise Invalid("caption must be text")
         jid = await self._target(group, is_main, default_jid, payload)
         try:
-            file = await self.offload(read_group_file, self.settings.groups_dir / group, payload.get("path"))
+            file = await self.offload(read_group_file, self.settings.groups_dir / group,
+                                      self.settings.media_dir / group, payload.get("path"))
         except (ValueError, OSError) as exc:
             raise Invalid(f"send_file refused: {exc}") from None
         await self.outbox.send_file(jid, file, caption)

@@ -3,7 +3,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -18,7 +17,6 @@ from nanoclaw.audit import Audit
 from nanoclaw.clock import Clock, iso
 from nanoclaw.config import Settings
 from nanoclaw.errors import Conflict, Invalid, NotFound
-from nanoclaw.fileio import remove_stale_temporaries
 from nanoclaw.models import GROUP_NAME_RE, ContainerConfig
 from nanoclaw.store import Database
 
@@ -288,19 +286,38 @@ class Namespaces:
         self.folder(name).mkdir(parents=True, exist_ok=True)
 
     def _purge_folders(self, name: str) -> None:
-        for path in (self.folder(name), self.settings.ipc_dir / name, self.settings.sessions_dir / name):
-            shutil.rmtree(path, ignore_errors=True)
+        settings = self.settings
+        for root in (settings.groups_dir, settings.ipc_dir, settings.sessions_dir, settings.media_dir):
+            try:
+                fd = safefs.open_dir(root, create=False)
+            except FileNotFoundError:
+                continue
+            try:
+                safefs.remove(fd, name)  # fd-based: nothing a container planted inside is followed
+            finally:
+                os.close(fd)
 
     async def remove_unfinished_writes(self) -> None:
         """A kill during an instructions write leaves its temporary in the group folder, which is
         mounted into the agent's container. Call at start-up, while nothing writes."""
 
-        def _sweep() -> list[Path]:
+        def _sweep() -> list[str]:
+            removed: list[str] = []
             try:
-                folders = [e.path for e in os.scandir(self.settings.groups_dir) if e.is_dir(follow_symlinks=False)]
+                root = safefs.open_dir(self.settings.groups_dir, create=False)
             except FileNotFoundError:
-                return []
-            return [p for folder in folders for p in remove_stale_temporaries(Path(folder), INSTRUCTIONS_FILE)]
+                return removed
+            try:
+                for folder in safefs.subfolders(root):
+                    fd = safefs.open_dir(self.settings.groups_dir, (folder,), create=False)
+                    try:
+                        names = safefs.remove_matching(fd, lambda n: safefs.is_temporary_of(INSTRUCTIONS_FILE, n))
+                    finally:
+                        os.close(fd)
+                    removed += [f"{folder}/{n}" for n in names]
+            finally:
+                os.close(root)
+            return removed
 
         for path in await self.offload(_sweep):
             log.warning("removed %s, left by an instructions write that never finished", path)

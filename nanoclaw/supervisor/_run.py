@@ -149,7 +149,7 @@ class RunLife:
 
     def _prepare_folders(self, group: str, ipc_dir: Path) -> list[Path]:
         for path in (self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
-                     self.settings.sessions_dir / group):
+                     self.settings.sessions_dir / group, self.settings.media_dir / group):
             path.mkdir(parents=True, exist_ok=True)
         if container_user() != (os.getuid(), os.getgid()):  # a root server: hand them to the agent user
             return give_to_container([self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
@@ -175,6 +175,8 @@ class RunLife:
             (settings.groups_dir / GLOBAL, "/workspace/global", not ns.isMain),
             (active.ipc_dir, "/workspace/ipc", False),
             (settings.sessions_dir / group, "/workspace/sessions", False),
+            # Chat media: the host writes there, the container only reads (docs/security.md).
+            (settings.media_dir / group, "/workspace/media", True),
         ]
         for request in config.additionalMounts:
             decision = await self.mounts.validate(request, group=group)
