@@ -2,8 +2,9 @@
 group's media folder (read-only in the container), the container finds it at the path its stdin names, and its send_file IPC
 request reaches the fake Bot API with the same bytes.
 
-The first test runs a small script in place of the agent runner: it copies the attachment to
-/workspace/group/out/ and asks the host to send that copy (sendPhoto). The second runs the real
+The first test runs a small script in place of the agent runner: it reads the attachment, finds
+it cannot write there (the media folder is read-only in the container) and asks the host to send
+it back from where it is (sendPhoto). The second runs the real
 agent image: the fake model sees the photo as an image block, writes a report with write_file
 and sends it with the send_file tool (sendDocument), then sends a copy of the photo (sendPhoto).
 """
@@ -31,12 +32,15 @@ import json, os, sys
 request = json.loads(sys.stdin.readline())
 [attachment] = request["attachments"]
 assert attachment["path"] in request["prompt"]
+assert attachment["path"].startswith("/workspace/media/")
 data = open(attachment["path"], "rb").read()
-os.makedirs("/workspace/group/out", exist_ok=True)
-with open("/workspace/group/out/echo.jpg", "wb") as fh:
-    fh.write(data)
-message = {"type": "send_file", "chatJid": request["chatJid"], "path": "/workspace/group/out/echo.jpg",
-           "caption": "got %d bytes" % len(data)}
+try:
+    open(attachment["path"], "ab")
+    writable = "writable"
+except OSError as exc:
+    writable = exc.strerror
+message = {"type": "send_file", "chatJid": request["chatJid"], "path": attachment["path"],
+           "caption": "got %d bytes, %s" % (len(data), writable)}
 with open("/workspace/ipc/messages/.send.tmp", "w") as fh:
     json.dump(message, fh)
 os.rename("/workspace/ipc/messages/.send.tmp", "/workspace/ipc/messages/1-send.json")
@@ -69,13 +73,14 @@ async def test_a_photo_reaches_the_container_and_its_send_file_reaches_telegram(
     await tg.wait_for(lambda: tg.uploads, timeout=120)
 
     [(method, form, files)] = tg.uploads
-    assert method == "sendPhoto" and form == {"chat_id": str(CHAT), "caption": f"got {len(photo)} bytes"}
-    assert files == {"photo": ("echo.jpg", "image/jpeg", photo)}
+    assert method == "sendPhoto" and form == {"chat_id": str(CHAT),
+                                           "caption": f"got {len(photo)} bytes, Read-only file system"}
+    assert files == {"photo": ("photo.jpg", "image/jpeg", photo)}
     await tg.wait_for(lambda: tg.sent)
     assert tg.sent == [{"chat_id": str(CHAT), "text": "sent it"}]
     # Audited right after the platform took the file: wait for that (bounded).
     with trio.fail_after(10):
-        while not any("sent the file /workspace/group/out/echo.jpg" in row[0] for row in
+        while not any("sent the file /workspace/media/" in row[0] for row in
                       await server.services.db.fetchall("SELECT message FROM audit_log WHERE category = 'ipc'")):
             await trio.sleep(0.05)
     await server.client.aclose()
