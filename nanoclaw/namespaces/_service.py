@@ -6,7 +6,6 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -279,11 +278,8 @@ class Namespaces:
 
     # -- folders and instructions ---------------------------------------
 
-    def folder(self, name: str) -> Path:
-        return self.settings.groups_dir / name
-
     def _ensure_folder(self, name: str) -> None:
-        self.folder(name).mkdir(parents=True, exist_ok=True)
+        os.close(safefs.open_dir(self.settings.groups_dir, (name,)))
 
     def _purge_folders(self, name: str) -> None:
         settings = self.settings

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from nanoclaw import safefs
 from nanoclaw.audit import Audit
 from nanoclaw.broadcast import Broadcast
 from nanoclaw.clock import Clock, local_timezone
@@ -98,11 +99,11 @@ class RunLife:
             if refusal is not None:
                 raise RunRefused(refusal)
             await self.remove_orphans()  # the engine may have been down at start-up
-            await prepare_audited(self.audit, group, ipc_dir, fresh=True, offload=self.offload)
             refused = await self.offload(self._prepare_folders, group, ipc_dir)
             if refused:
                 await self.audit.record("violation", "container", "not a folder (a link or a file?), left as it is: "
                                         + ", ".join(map(str, refused)), group=group)
+            await prepare_audited(self.audit, group, ipc_dir, fresh=True, offload=self.offload)
             await check_disk(self, active, config, sink)
             token = self.proxy.register_run(group)
             args = await self._run_args(active, ns, config, token)
@@ -148,13 +149,16 @@ class RunLife:
         return outcome
 
     def _prepare_folders(self, group: str, ipc_dir: Path) -> list[Path]:
-        for path in (self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
-                     self.settings.sessions_dir / group, self.settings.media_dir / group):
-            path.mkdir(parents=True, exist_ok=True)
+        """Make the mount points (through no-follow fds) and hand the container's to its user.
+        Only the mount points: what is inside them is the container's (the IPC subfolders are
+        made after, by nanoclaw.ipc, and take their owner from the folder they are made in)."""
+        settings = self.settings
+        mounts = [(settings.groups_dir, (group,)), (settings.groups_dir, (GLOBAL,)),
+                  (settings.sessions_dir, (group,)), (ipc_dir.parent.parent, (ipc_dir.parent.name, ipc_dir.name))]
+        for root, parts in [*mounts, (settings.media_dir, (group,))]:  # media: the host's, read-only
+            os.close(safefs.open_dir(root, parts))
         if container_user() != (os.getuid(), os.getgid()):  # a root server: hand them to the agent user
-            return give_to_container([self.settings.groups_dir / group, self.settings.groups_dir / GLOBAL,
-                                      self.settings.sessions_dir / group, ipc_dir, ipc_dir / "input",
-                                      ipc_dir / "messages", ipc_dir / "tasks"], container_user())
+            return give_to_container([root.joinpath(*parts) for root, parts in mounts], container_user())
         return []
 
     async def _run_args(self, active: ActiveRun, ns, config: ContainerConfig, token: str) -> list[str]:
