@@ -85,7 +85,7 @@ class AgentConfig(Strict):
 
 class ContainerConfig(Strict):
     image: str | None = Field(default=None, max_length=255, description="Agent image; the server default when null")
-    timeoutSecs: int = Field(default=1800, ge=10, le=86400, description="Hard timeout, reset by each result")
+    timeoutSecs: int = Field(default=1800, ge=10, le=86400, description="A container's lifetime; nothing extends it")
     idleTimeoutSecs: int = Field(default=300, ge=5, le=86400, description="Close after this long without input")
     memoryMb: int = Field(default=1024, ge=64, le=262144)
     cpus: float = Field(default=1.0, gt=0, le=64)

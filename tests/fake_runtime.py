@@ -7,6 +7,7 @@ exits on `_close`. What it does is read from the prompt:
   "work <seconds>"       answer after that many seconds, then wait for input
   "once <seconds>"       answer after that many seconds and exit
   "silent"               never answer (hard timeout)
+  "chatter <seconds>"    a success frame every that many seconds, forever, ignoring `_close`
   "fail"                 exit with code 1 at once
   "steps <n>"            send n progress frames, then answer and exit
   "spend <n>"            answer twice, each frame reporting usage (n input, n/10 output,
@@ -156,6 +157,10 @@ class FakeRuntime:
             return 1
         if verb == "silent":
             await trio.sleep_forever()
+        if verb == "chatter":
+            while True:
+                await trio.sleep(float(arg))
+                await self._say(container, process, "still here")
         if verb == "steps":
             for i in range(int(arg)):
                 frame = json.dumps({"status": "progress", "event": {"kind": "tool_start", "step": i}})

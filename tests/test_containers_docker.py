@@ -151,7 +151,7 @@ async def test_idle_timeout_closes_the_container(docker_server, fake_llm):
 
 
 @pytest.mark.parametrize("group, config, wait, status, error", [
-    pytest.param("hang", {"timeoutSecs": 10}, 60, "timeout", "no result within 10 s",
+    pytest.param("hang", {"timeoutSecs": 10}, 60, "timeout", "outlived its 10 s",
                  id="hard-timeout-stops-the-container"),
     pytest.param("flood", {"env": ["MODE=flood"], "timeoutSecs": 600}, 120, "error", "stdout passed 10 MiB",
                  id="printing-50-mib-is-capped-and-stopped"),

@@ -237,14 +237,18 @@ async def test_hard_timeout_stops_the_container_by_name(env, autojump_clock):
     assert row["status"] == "timeout" and "60 s" in row["error"]
 
 
-async def test_each_result_resets_the_hard_timeout(env, autojump_clock):
+async def test_results_do_not_extend_the_lifetime_and_the_token_dies_with_it(env, autojump_clock):
     await make_groups(env, "chatty", timeoutSecs=20, idleTimeoutSecs=600)
-    message(env, "chatty", "work 15")
-    await trio.sleep(30)  # answered at 15: the hard deadline moved to 35
-    assert env.runtime_fake.running
-    await trio.sleep(10)
-    assert not env.runtime_fake.running
-    assert env.runtime_fake.containers[0].stopped
+    handle = await env.supervisor.submit("chatty", Work("chatter 4"))  # a result every 4 s, _close ignored
+    await trio.sleep(19.5)
+    assert env.runtime_fake.running and env.supervisor.proxy.statistics().live_runs == 1
+    with trio.fail_after(5):
+        outcome = await handle.wait()
+    container = env.runtime_fake.containers[0]
+    assert container.stopped and container.ended_at == pytest.approx(20, abs=0.5)
+    assert container.outputs == ["still here"] * 4  # four results, none moved the end
+    assert outcome.status == "timeout" and "outlived its 20 s" in outcome.error
+    assert env.supervisor.proxy.statistics().live_runs == 0
 
 
 async def test_failed_message_runs_retry_with_backoff_then_give_up(env, autojump_clock):

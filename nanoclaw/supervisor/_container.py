@@ -36,7 +36,8 @@ class RunState:
 
 
 class Deadlines:
-    """The hard and idle deadlines of one container, in Trio time."""
+    """The deadlines of one container, in Trio time (the host's clock): its lifetime, fixed at its
+    start (nothing the container does moves it), and the idle deadline each result restarts."""
 
     def __init__(self, hard: float) -> None:
         self.hard = hard
@@ -46,8 +47,8 @@ class Deadlines:
     def next(self) -> float:
         return min(self.hard, self.idle if self.idle is not None else float("inf"))
 
-    def reset(self, *, hard: float, idle: float) -> None:
-        self.hard, self.idle = hard, idle
+    def restart_idle(self, idle: float) -> None:
+        self.idle = idle
         self.changed.fire()
 
 
@@ -55,7 +56,7 @@ class Deadlines:
 class ContainerHooks:
     """What one container's life reports to the run that started it."""
 
-    # A result or error frame (not progress): awaited before the deadlines are reset.
+    # A result or error frame (not progress): awaited before the idle deadline restarts.
     on_frame: Callable[[dict], Awaitable[None]]
     # A progress frame's event: neither resets nor starts a deadline.
     on_progress: Callable[[dict], None]
@@ -63,6 +64,8 @@ class ContainerHooks:
     write_close: Callable[[], Awaitable[None]]
     # Once a turn is done, close at once instead of waiting for follow-ups?
     close_after_turn: Callable[[], bool]
+    # The lifetime is over: called before the container is stopped (the run's token dies now).
+    expired: Callable[[], None]
 
 
 async def run_container(runtime: Runtime, container_name: str, args: list[str], stdin: bytes,
@@ -100,7 +103,9 @@ async def run_container(runtime: Runtime, container_name: str, args: list[str], 
                         continue
                     now = trio.current_time()
                     if now >= timer.hard:
-                        state.fail("timeout", f"no result within {config.timeoutSecs} s; the container was stopped")
+                        hooks.expired()
+                        state.fail("timeout", f"the container outlived its {config.timeoutSecs} s "
+                                              "(containerConfig.timeoutSecs) and was stopped")
                         await runtime.stop_container(container_name)
                         return
                     if timer.idle is not None and now >= timer.idle:
@@ -114,17 +119,16 @@ async def run_container(runtime: Runtime, container_name: str, args: list[str], 
                 async for chunk in process.stdout:
                     for frame in parser.feed(chunk):
                         if frame["status"] == "progress":
-                            # Progress is not a result: it neither resets nor starts a deadline.
+                            # Progress is not a result: it does not restart the idle deadline.
                             event = frame.get("event")
                             if isinstance(event, dict):
                                 hooks.on_progress(event)
                             continue
                         await hooks.on_frame(frame)
-                        now = trio.current_time()
                         # Once the turn is done, waiting out the idle timeout would only hold the
                         # group's slot when no follow-up can come or other work waits for it.
                         idle = 0 if hooks.close_after_turn() else config.idleTimeoutSecs
-                        timer.reset(hard=now + config.timeoutSecs, idle=now + idle)
+                        timer.restart_idle(trio.current_time() + idle)
             except OutputTooLarge as exc:
                 state.fail("error", f"{exc}; the container was stopped")
                 nursery.start_soon(runtime.stop_container, container_name)

@@ -118,7 +118,8 @@ class RunLife:
                     active, state, frame, lambda text: self._deliver(sink, active, state, text)),
                 on_progress=lambda event: self._progress(sink, active, event),
                 write_close=lambda: self._write_close(active),
-                close_after_turn=lambda: self._close_after_turn(active)))
+                close_after_turn=lambda: self._close_after_turn(active),
+                expired=lambda: self.proxy.unregister_run(token)))
         except (RunRefused, Invalid) as exc:
             # No container: the chat (or the task's chat) hears why, as it would hear an answer.
             state.fail("error", str(exc))
