@@ -35,6 +35,8 @@ class Settings:
     # Quotas per group (issue 11): schedules it may have, IPC files it may write per minute.
     max_schedules_per_group: int = 50
     ipc_files_per_minute: int = 120
+    # How often a live run's trees are measured against its disk quota (containerConfig.maxDiskMb).
+    disk_check_secs: float = 30.0
     telegram_api_base: str = "https://api.telegram.org"
     whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
     slack_api_base: str = "https://slack.com/api"
@@ -102,6 +104,7 @@ ENVIRONMENT: list[tuple[str, str, Callable[[str], Any]]] = [
     ("proxy_port", "NANOCLAW_PROXY_PORT", int),
     ("max_schedules_per_group", "NANOCLAW_MAX_SCHEDULES_PER_GROUP", int),
     ("ipc_files_per_minute", "NANOCLAW_IPC_FILES_PER_MINUTE", int),
+    ("disk_check_secs", "NANOCLAW_DISK_CHECK_SECS", float),
     ("telegram_api_base", "NANOCLAW_TELEGRAM_API_BASE", str),
     ("whatsapp_api_base", "NANOCLAW_WHATSAPP_API_BASE", str),
     ("slack_api_base", "NANOCLAW_SLACK_API_BASE", str),
@@ -133,6 +136,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
         raise ConfigError("NANOCLAW_MAX_CONCURRENT must be between 1 and 64")
     if settings.max_schedules_per_group < 0 or settings.ipc_files_per_minute < 1:
         raise ConfigError("NANOCLAW_MAX_SCHEDULES_PER_GROUP must be >= 0 and NANOCLAW_IPC_FILES_PER_MINUTE >= 1")
+    if not 0.1 <= settings.disk_check_secs <= 86400:
+        raise ConfigError("NANOCLAW_DISK_CHECK_SECS must be between 0.1 and 86400")
     if settings.audit_retention_days < 0:
         raise ConfigError("NANOCLAW_AUDIT_RETENTION_DAYS must be 0 (keep all) or more")
     if settings.container_network not in {"bridge", "host", "none"}:

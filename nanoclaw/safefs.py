@@ -191,23 +191,74 @@ def is_temporary_of(name: str, entry: str) -> bool:
     return bool(found and found["name"] == name)
 
 
-def tree_bytes(path: Path) -> int:
-    """Bytes held by the regular files under path; links are counted as links, never followed."""
-    total = 0
+# A measured tree with more entries, or folders nested deeper, is refused rather than walked on.
+MAX_TREE_ENTRIES = 200_000
+MAX_TREE_DEPTH = 128
+
+
+class TreeTooLarge(OSError):
+    """A tree past MAX_TREE_ENTRIES entries or MAX_TREE_DEPTH levels; counted: the bytes seen so far."""
+
+    def __init__(self, message: str, counted: int) -> None:
+        super().__init__(errno.EFBIG, message)
+        self.counted = counted
+
+
+def tree_bytes(root: Path, parts: Iterable[str] = (), *, max_entries: int = MAX_TREE_ENTRIES,
+               max_depth: int = MAX_TREE_DEPTH) -> int:
+    """Bytes held under root/parts...: every entry's allocated blocks, a regular file at least its
+    size; a link counts as itself, never followed. 0 when the folder is missing (or not a folder).
+    Past max_entries entries or max_depth levels, TreeTooLarge: a hostile tree cannot hold the
+    thread for long, and at most max_depth + 1 folders are open at a time."""
     try:
-        walker = os.fwalk(path, follow_symlinks=False)
-        for _, _, files, dir_fd in walker:
-            for name in files:
-                try:
-                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    total += max(info.st_size, info.st_blocks * 512)
-    except OSError:
-        pass
+        top = open_dir(root, parts, create=False)
+    except (FileNotFoundError, NotADirectoryError, UnsafeEntry):
+        return 0
+    total = entries = 0
+    stack: list[tuple[int, list[str]]] = []
+
+    def scan(fd: int) -> None:
+        nonlocal total, entries
+        folders = []
+        try:
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    entries += 1
+                    if entries > max_entries:
+                        raise TreeTooLarge(f"more than {max_entries} files and folders", total)
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += max(info.st_size if stat.S_ISREG(info.st_mode) else 0, info.st_blocks * 512)
+                    if stat.S_ISDIR(info.st_mode):
+                        folders.append(entry.name)
+        except BaseException:
+            os.close(fd)
+            raise
+        if folders and len(stack) >= max_depth:
+            os.close(fd)
+            raise TreeTooLarge(f"folders nested more than {max_depth} deep", total)
+        stack.append((fd, folders))
+
+    try:
+        scan(top)
+        while stack:
+            fd, folders = stack[-1]
+            if not folders:
+                os.close(fd)
+                stack.pop()
+                continue
+            try:
+                child = os.open(folders.pop(), DIR_FLAGS, dir_fd=fd)
+            except OSError:  # gone meanwhile, or swapped for a link: not walked
+                continue
+            scan(child)
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
     return total
 
 
-__all__ = ["UnsafeEntry", "describe", "is_temporary_of", "open_dir", "read_regular", "remove", "remove_matching",
-           "subfolders", "tree_bytes", "write_atomic_at"]
+__all__ = ["MAX_TREE_DEPTH", "MAX_TREE_ENTRIES", "TreeTooLarge", "UnsafeEntry", "describe", "is_temporary_of",
+           "open_dir", "read_regular", "remove", "remove_matching", "subfolders", "tree_bytes", "write_atomic_at"]

@@ -66,6 +66,8 @@ class ContainerHooks:
     close_after_turn: Callable[[], bool]
     # The lifetime is over: called before the container is stopped (the run's token dies now).
     expired: Callable[[], None]
+    # Runs alongside the container (the disk quota's watch), cancelled when it exits.
+    watch: Callable[[], Awaitable[None]]
 
 
 async def run_container(runtime: Runtime, container_name: str, args: list[str], stdin: bytes,
@@ -115,6 +117,7 @@ async def run_container(runtime: Runtime, container_name: str, args: list[str], 
             nursery.start_soon(feed_stdin)
             nursery.start_soon(drain_stderr)
             nursery.start_soon(watch_deadlines)
+            nursery.start_soon(hooks.watch)
             try:
                 async for chunk in process.stdout:
                     for frame in parser.feed(chunk):

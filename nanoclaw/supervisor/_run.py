@@ -31,7 +31,7 @@ from nanoclaw.supervisor._container import ContainerHooks, RunState, run_contain
 from nanoclaw.supervisor._history import (finish_run, insert_run, save_group_session,
                                           set_run_results, set_run_session, stored_session)
 from nanoclaw.supervisor._queue import ActiveRun, GroupQueue
-from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk
+from nanoclaw.supervisor._quota import DiskQuotaExceeded, check_disk, remove_leftovers, watch_disk
 from nanoclaw.security.mounts import MountPolicy
 from nanoclaw.store import Database
 from nanoclaw.supervisor._types import RunOutcome, RunStatus, Work, WorkFeed, new_id
@@ -119,7 +119,8 @@ class RunLife:
                 on_progress=lambda event: self._progress(sink, active, event),
                 write_close=lambda: self._write_close(active),
                 close_after_turn=lambda: self._close_after_turn(active),
-                expired=lambda: self.proxy.unregister_run(token)))
+                expired=lambda: self.proxy.unregister_run(token),
+                watch=lambda: watch_disk(self, active, config, sink, state)))
         except (RunRefused, Invalid) as exc:
             # No container: the chat (or the task's chat) hears why, as it would hear an answer.
             state.fail("error", str(exc))
@@ -147,6 +148,7 @@ class RunLife:
                 await self._tell(sink.finished, active, outcome)  # the handle hears it all the same
                 for listener in self.run_finished_listeners:
                     await listener(group, active)
+                await self._remove_leftovers(group)
         return outcome
 
     def _prepare_folders(self, group: str, ipc_dir: Path) -> list[Path]:
@@ -221,6 +223,15 @@ class RunLife:
                     await listener(active.group, active)
                 self._emit("result", active.run_id, active.group, active.kind, active.chat_jid, {"text": text})
                 await deliver(text)
+
+    async def _remove_leftovers(self, group: str) -> None:
+        try:
+            removed = await self.offload(remove_leftovers, self.settings, group)
+        except OSError as exc:
+            log.warning("could not remove what the run of %s left: %s", group, exc)
+            return
+        if removed:
+            log.info("removed what the run left: %s", ", ".join(removed))
 
     async def _tell(self, call, active: ActiveRun, *args) -> None:
         """Call a method of the run's sink; its bug is logged and the run goes on."""
