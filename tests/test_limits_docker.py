@@ -12,7 +12,8 @@ import trio
 from conftest import docker_settings, start_server
 from docker_support import build_script_image, docker_engine  # noqa: F401  (fixture)
 from fakes.anthropic import serve_fake_anthropic
-from test_containers_docker import make_group, wait_for, wait_run
+from test_boundary_docker import exec_in, running_container
+from test_containers_docker import make_group, misbehaving_image, wait_for, wait_run  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -87,3 +88,31 @@ async def test_a_container_that_deletes_close_and_prints_results_dies_at_its_tim
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_sessions_and_ipc_filled_from_inside_stop_the_run_and_refuse_the_next(nursery, tmp_path,
+                                                                                    misbehaving_image):
+    server = await start_server(nursery, docker_settings(tmp_path, misbehaving_image, disk_check_secs=1))
+    client = server.client
+    await make_group(client, "filler", env=["MODE=slow", "SLEEP=60"], maxDiskMb=5)
+    run_id = (await client.post("/container/runs", json={"group": "filler", "prompt": "x"})).json()["runId"]
+    name = await running_container(client, "filler")
+    await exec_in(name, "head -c 6291456 /dev/zero > /workspace/sessions/conv.json; "
+                        "head -c 2097152 /dev/zero > /workspace/sessions/junk.bin; "
+                        "head -c 2097152 /dev/zero > /workspace/ipc/blob")
+    run = await wait_run(client, run_id, timeout=30)  # stopped at a check, long before its 60 s
+    assert run["status"] == "error" and "over its quota of 5 MiB" in run["error"]
+    assert run["error"].endswith("the container was stopped")
+    await wait_for(lambda: _true(not _exists(name)), timeout=15)
+    # After the run: its IPC folder and the session junk are gone; the conversation is kept and counted.
+    sessions, ipc = server.settings.sessions_dir / "filler", server.settings.ipc_dir / "filler"
+    assert sorted(p.name for p in sessions.iterdir()) == ["conv.json"] and list(ipc.iterdir()) == []
+    run_id = (await client.post("/container/runs", json={"group": "filler", "prompt": "x"})).json()["runId"]
+    run = await wait_run(client, run_id)
+    assert run["status"] == "error" and "hold 6 MiB, over its quota of 5 MiB" in run["error"]
+    assert not _exists(run["containerName"])  # refused: no container was started
+    assert (await client.get("/container/queue/groups/filler")).json()["diskMb"] == 6.0
+    entries = (await client.get("/container/audit-log", params={"group": "filler"})).json()["entries"]
+    quota = sorted(e["message"].split(":")[0] for e in entries if e["category"] == "quota")
+    assert quota == ["run refused", "run stopped"]
+    await client.aclose()
