@@ -90,7 +90,7 @@ class ContainerConfig(Strict):
     memoryMb: int = Field(default=1024, ge=64, le=262144)
     cpus: float = Field(default=1.0, gt=0, le=64)
     maxDiskMb: int = Field(default=2048, ge=1, le=1048576,
-                           description="Quota of the group folder; over it, new runs are refused")
+                           description="Quota of the group's folders; over it, runs are refused or stopped")
     env: list[str] = Field(default_factory=list, description='Extra environment, "NAME=value" each')
     additionalMounts: list[MountRequest] = Field(default_factory=list)
     network: Literal["bridge", "proxy-only"] = Field(
