@@ -68,7 +68,7 @@ class Supervisor(RunLife):
         self._listeners = Listeners()  # of RunEvents; one that raises is logged, the run goes on
         # Made on the first "proxy-only" run, removed at shutdown.
         self.internal_network = InternalNetwork(runtime)
-        self.disk_mb: dict[str, float] = {}  # group -> its folder's size when last measured
+        self.disk_mb: dict[str, float] = {}  # group -> its folders' size when last measured
         # Called with statistics() when maxConcurrent changes (live events).
         self.limit_listeners = Listeners()
 
