@@ -89,7 +89,7 @@ async def test_a_group_folder_over_max_disk_is_refused_a_run(live, tmp_path, aut
     await trio.sleep(1)
     run = (await client.get(f"/container/runs/{run_id}")).json()
     assert run["status"] == "error"
-    assert "(group, sessions, IPC) hold 2 MiB, over its quota of 1 MiB (containerConfig.maxDiskMb)" in run["error"]
+    assert "(group, sessions, IPC, media) hold 2 MiB, over its quota of 1 MiB (containerConfig.maxDiskMb)" in run["error"]
     assert len(services.supervisor.runtime.containers) == started  # no container was started
     state = (await client.get("/container/queue/groups/full")).json()
     assert state["diskMb"] == 2.0
@@ -100,7 +100,7 @@ async def test_a_group_folder_over_max_disk_is_refused_a_run(live, tmp_path, aut
     services.supervisor.notify("full")
     await trio.sleep(300)
     notices = [text for jid, text in services.messages.sent if jid == "tg:full"]  # ListMessages: tg:<group>
-    assert len(notices) == 1 and notices[0].startswith("I cannot run now: the folders of full (group, sessions, IPC) hold 2 MiB")
+    assert len(notices) == 1 and notices[0].startswith("I cannot run now: the folders of full (group, sessions, IPC, media) hold 2 MiB")
     # Freed space: runs go again.
     (folder / "big.bin").unlink()
     run_id = (await client.post("/container/runs", json={"group": "full", "prompt": "once 0"})).json()["runId"]

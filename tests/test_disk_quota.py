@@ -43,7 +43,7 @@ async def test_sessions_and_ipc_count_toward_the_quota(live, autojump_clock):
     assert (await live.client.get("/container/queue/groups/full")).json()["diskMb"] == 1.3
     run = await adhoc(live, "full", "once 0")
     assert run["status"] == "error"
-    assert "the folders of full (group, sessions, IPC) hold 1.3 MiB, over its quota of 1 MiB" in run["error"]
+    assert "the folders of full (group, sessions, IPC, media) hold 1.3 MiB, over its quota of 1 MiB" in run["error"]
     # The refused run's IPC leftovers went with it; the session a later run resumes stays, counted.
     assert (await live.client.get("/container/queue/groups/full")).json()["diskMb"] == 0.8
 

@@ -32,7 +32,8 @@ class GroupState(Answer):
     pendingRuns: int
     retryCount: int
     nextRetryAt: str | None
-    diskMb: float | None = Field(default=None, description="Size of the group's folders (group, sessions, IPC) in MiB")
+    diskMb: float | None = Field(default=None,
+                                 description="Size of the group's folders (group, sessions, IPC, media) in MiB")
 
 
 class MaxConcurrent(ApiModel):

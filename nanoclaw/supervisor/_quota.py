@@ -1,5 +1,6 @@
 """A group's disk quota (containerConfig.maxDiskMb) over every tree its containers can write:
-groups/<group>, sessions/<group>, ipc/<group>, and groups/global for the main group. Measured
+groups/<group>, sessions/<group>, ipc/<group>, and groups/global for the main group, plus its chat
+media (media/<group>). Measured
 without following links and bounded (safefs.tree_bytes), off the event loop. Over it, a new run
 is refused and a live one is stopped. After a run, its leftovers go (remove_leftovers)."""
 from __future__ import annotations
@@ -31,9 +32,11 @@ class DiskQuotaExceeded(Exception):
 
 
 def writable_trees(settings: Settings, group: str, is_main: bool) -> list[tuple[Path, tuple[str, ...]]]:
-    """The host folders a container of group can write (the read-write mounts of every run)."""
+    """The host folders a container of group can write (the read-write mounts of every run), and
+    its chat media (read-only in the container, but its chats fill it)."""
     trees: list[tuple[Path, tuple[str, ...]]] = [
-        (settings.groups_dir, (group,)), (settings.sessions_dir, (group,)), (settings.ipc_dir, (group,))]
+        (settings.groups_dir, (group,)), (settings.sessions_dir, (group,)), (settings.ipc_dir, (group,)),
+        (settings.media_dir, (group,))]
     return trees + [(settings.groups_dir, (GLOBAL,))] if is_main else trees
 
 
@@ -64,8 +67,8 @@ async def over_quota(supervisor, group: str, limit: int) -> str | None:
     if too_large is not None:
         return f"{too_large}, more than the disk quota of {group} measures (containerConfig.maxDiskMb)"
     if size > limit:
-        return (f"the folders of {group} (group, sessions, IPC) hold {size:g} MiB, over its quota of {limit} MiB "
-                "(containerConfig.maxDiskMb)")
+        return (f"the folders of {group} (group, sessions, IPC, media) hold {size:g} MiB, over its quota of "
+                f"{limit} MiB (containerConfig.maxDiskMb)")
     return None
 
 
