@@ -13,7 +13,7 @@ from nanoclaw.clock import Clock
 from nanoclaw.config import ConfigError, load_settings
 from nanoclaw.services import build
 from nanoclaw.supervisor import RunSink, Work
-from nanoclaw.supervisor._usage import month_bounds
+from nanoclaw.proxy import month_start
 from test_supervisor_queue import START, ListMessages, env, inline, make_groups, message, task_work  # noqa: F401  (env: fixture)
 
 SPENT_100 = {"inputTokens": 200, "outputTokens": 20, "cacheReadTokens": 10, "cacheCreationTokens": 2,
@@ -77,17 +77,24 @@ async def test_the_finished_event_carries_the_runs_usage(env, autojump_clock):
 # -- monthly budget ---------------------------------------------------------------
 
 
+async def metered(env, group, tokens):
+    """What the credential proxy records from the upstream's answers (tests/test_proxy_meter.py)."""
+    await env.db.execute("INSERT INTO metered_usage (group_name, mapping, ts, input_tokens) VALUES (?, 'm', ?, ?)",
+                         (group, env.clock.now(), tokens))
+
+
 async def test_a_group_past_its_monthly_budget_is_refused_in_the_chat_and_the_record(env, autojump_clock):
     await make_groups(env, "thrifty", agent={"monthlyTokenBudget": 200})
     first = await env.supervisor.submit("thrifty", Work("spend 100"))  # under budget when it starts
     with trio.fail_after(30):
         assert (await first.wait()).status == "success"
+    await metered(env, "thrifty", 232)
     message(env, "thrifty", "once 1")
     await trio.sleep(120)  # long enough for any retry to have happened
     assert len(env.runtime_fake.containers) == 1  # the refused run started no container
     [(chat, text)] = env.messages.sent
     assert chat == "tg:thrifty"
-    assert "used 232 tokens this month" in text and "monthly token budget is 200" in text
+    assert "used 232 metered tokens this month" in text and "monthly token budget is 200" in text
     assert "2027-02-01" in text
     row = await env.db.fetchone("SELECT status, error FROM run_history WHERE kind = 'message'")
     assert row["status"] == "error" and row["error"] == text
@@ -104,10 +111,10 @@ async def test_other_groups_and_unbudgeted_groups_are_not_refused(env, autojump_
 
 
 def test_a_month_starts_on_the_first_at_midnight_utc():
-    start, following = month_bounds(dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.timezone.utc).timestamp())
+    start, following = month_start(dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.timezone.utc).timestamp())
     assert start == dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc).timestamp()
     assert following == "2027-01-01"
-    assert month_bounds(dt.datetime(2027, 2, 1, tzinfo=dt.timezone.utc).timestamp())[1] == "2027-03-01"
+    assert month_start(dt.datetime(2027, 2, 1, tzinfo=dt.timezone.utc).timestamp())[1] == "2027-03-01"
 
 
 # -- /new -------------------------------------------------------------------------
@@ -291,9 +298,7 @@ def test_server_defaults_come_from_the_environment():
 
 async def test_a_scheduled_task_past_the_budget_tells_the_schedules_chat(env, autojump_clock):
     await make_groups(env, "nightly", agent={"monthlyTokenBudget": 100})
-    spent = await env.supervisor.submit("nightly", Work("spend 100"))
-    with trio.fail_after(30):
-        await spent.wait()
+    await metered(env, "nightly", 100)
     told = []
 
     class Told(RunSink):
@@ -305,7 +310,7 @@ async def test_a_scheduled_task_past_the_budget_tells_the_schedules_chat(env, au
         outcome = await task.wait()
     assert outcome.status == "error" and "monthly token budget is 100" in outcome.error
     assert told == [outcome.error]
-    assert len(env.runtime_fake.containers) == 1
+    assert len(env.runtime_fake.containers) == 0
 
 
 async def test_without_any_model_for_its_provider_a_run_fails_saying_so(nursery, tmp_path, autojump_clock):

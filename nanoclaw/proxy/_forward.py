@@ -13,6 +13,7 @@ from nanoclaw.audit import Audit
 from nanoclaw.errors import Forbidden, Invalid, NanoclawError, NotFound, UpstreamError
 from nanoclaw.lifespan import answer_lifespan
 from nanoclaw.proxy._mappings import PLACEHOLDER, RUN_TOKEN_HEADER, Mapping
+from nanoclaw.proxy._meter import MAX_REQUEST, Meter, UsageParser, with_include_usage
 from nanoclaw.proxy._redact import Redactor, redact, secret_forms
 
 log = logging.getLogger("nanoclaw.proxy")
@@ -63,15 +64,35 @@ async def _answer_error(send, error: NanoclawError) -> int:
     return error.status
 
 
+async def _asking_usage(content, headers: list[tuple[bytes, bytes]]):
+    """A chat-completions body (read, up to MAX_REQUEST) with stream_options.include_usage on a streamed
+    request, so the upstream reports usage; the headers with the length to match."""
+    body = bytearray()
+    async for chunk in content:
+        body += chunk
+        if len(body) > MAX_REQUEST:
+            async def rest(head=bytes(body)):
+                yield head
+                async for more in content:
+                    yield more
+            return rest(), headers
+    changed = with_include_usage(bytes(body))
+    if changed is None:
+        return bytes(body), headers
+    return changed, [(n, v) for n, v in headers if n not in (b"content-length", b"transfer-encoding")] + [
+        (b"content-length", str(len(changed)).encode())]
+
+
 class Forwarder:
     """ASGI app. `routes` (name -> Mapping) and `runs` (run token -> group) are
     owned by the CredentialProxy and read live, so a change applies to the next request."""
 
     def __init__(self, routes: dict[str, Mapping], runs: dict[str, str], audit: Audit,
-                 client: httpx.AsyncClient) -> None:
+                 client: httpx.AsyncClient, meter: Meter) -> None:
         self.routes = routes
         self.runs = runs
         self.audit = audit
+        self.meter = meter
         self.client = client
         # Requests being handled, their audit entry included.
         self.in_flight = 0
@@ -108,7 +129,7 @@ class Forwarder:
         method = scope["method"]
         mapping = self.routes.get(name)
 
-        group = self._run_group(scope["headers"], mapping)
+        token, group = self._run_group(scope["headers"], mapping)
         if group is None:
             client = scope.get("client") or ("?",)
             await self.audit.record(
@@ -137,8 +158,11 @@ class Forwarder:
                 details={"method": method, "mapping": name[:64], "path": path[:200], "status": 403})
             await _answer_error(send, Forbidden(f"Credential mapping {name[:64]!r} does not serve this {refused}"))
             return
+        elif (spent := await self.meter.spent(token, group)) is not None:
+            status = await self._refuse_spent(send, group, method, name, path, spent)
         else:
-            status, outcome = await self._forward(scope, receive, send, mapping, rest if slash else None, stats)
+            status, outcome = await self._forward(scope, receive, send, mapping, rest if slash else None, stats,
+                                                  token, group)
         details = {"method": method, "mapping": name[:64], "path": path[:200], "status": status, **stats,
                    "durationMs": round((trio.current_time() - started) * 1000, 2)}
         if outcome is not None:
@@ -146,8 +170,25 @@ class Forwarder:
         await self.audit.record("info" if outcome is None else "warning", CATEGORY,
                                 f"{method} /{name[:64]}{path[:200]} -> {status}", group=group, details=details)
 
-    def _run_group(self, headers: list[tuple[bytes, bytes]], mapping: Mapping | None) -> str | None:
-        """The group of the live run whose token the request carries, if any."""
+    async def _refuse_spent(self, send, group: str, method: str, name: str, path: str,
+                            spent: tuple[int, int, str]) -> int:
+        """Refused before the upstream is called: the group's month is spent (429, Anthropic-shaped body)."""
+        used, budget, following = spent
+        message = (f"This group has used {used:,} metered tokens this month, its monthly token budget is "
+                   f"{budget:,}: no model calls until {following} (UTC) unless the budget "
+                   "(containerConfig.agent.monthlyTokenBudget) is raised.")
+        await self.audit.record("warning", CATEGORY, f"refused {method} /{name[:64]}{path[:200]}: monthly token "
+                                "budget spent", group=group,
+                                details={"mapping": name[:64], "used": used, "budget": budget, "status": 429})
+        body = json.dumps({"type": "error", "error": {"type": "rate_limit_error", "code": "budget_exceeded",
+                                                      "message": message}}).encode()
+        await send({"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return 429
+
+    def _run_group(self, headers: list[tuple[bytes, bytes]], mapping: Mapping | None) -> tuple[str, str | None]:
+        """The token and group of the live run the request's token belongs to, if any."""
         custom = mapping.auth_header[0] if mapping and mapping.credential_type.startswith("header:") else None
         for name, value in headers:
             if name == b"authorization":
@@ -159,11 +200,11 @@ class Forwarder:
             token = value.strip().decode("latin-1").removeprefix(_TOKEN_PREFIX)
             group = self.runs.get(token)
             if group is not None:
-                return group
-        return None
+                return token, group
+        return "", None
 
     async def _forward(self, scope, receive, send, mapping: Mapping, rest: bytes | None,
-                       stats: dict[str, int]) -> tuple[int, str | None]:
+                       stats: dict[str, int], token: str, group: str) -> tuple[int, str | None]:
         """Returns (status, outcome); outcome says why the exchange did not complete, if it did not."""
         url = mapping.upstream_url
         if rest is not None:
@@ -197,8 +238,10 @@ class Forwarder:
         if not has_body:
             body_done.set()
         try:
-            request = httpx.Request(scope["method"], url, headers=headers,
-                                    content=request_body() if has_body else None)
+            content = request_body() if has_body else None
+            if content is not None and scope["method"] == "POST" and url.split("?")[0].endswith("/chat/completions"):
+                content, headers = await _asking_usage(content, headers)
+            request = httpx.Request(scope["method"], url, headers=headers, content=content)
             response = await self.client.send(request, stream=True)
         except _ClientGone:
             return 499, "client disconnected"
@@ -220,6 +263,7 @@ class Forwarder:
         # The credential never flows back: masked in headers and (streamed) bodies, same length.
         forms = secret_forms(mapping.credential)
         redactor = Redactor(forms)
+        usage = UsageParser(response.headers.get("content-type", ""))
         # An upstream that compresses anyway: decode, so the scrubbing sees the plain bytes.
         encoded = response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
         dropped = HOP_BY_HOP | {b"content-encoding", b"content-length"} if encoded else HOP_BY_HOP
@@ -234,6 +278,7 @@ class Forwarder:
                 nursery.start_soon(self._cancel_on_disconnect, receive, body_done, nursery.cancel_scope)
                 async for chunk in (response.aiter_bytes() if encoded else response.aiter_raw()):
                     stats["responseBytes"] += len(chunk)
+                    usage.feed(chunk)
                     chunk = redactor.feed(chunk)
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -252,6 +297,7 @@ class Forwarder:
         finally:
             with trio.CancelScope(shield=True):
                 await response.aclose()
+                await self.meter.record(token, group, mapping.name, usage.finish())
         return response.status_code, outcome
 
     @staticmethod

@@ -20,6 +20,7 @@ from nanoclaw.errors import Conflict, NotFound, innermost
 from nanoclaw.net import bracketed, host_port
 from nanoclaw.proxy._forward import CATEGORY, Forwarder
 from nanoclaw.proxy._mappings import PLACEHOLDER, Mapping, MappingStore
+from nanoclaw.proxy._meter import Meter, RunMeter
 from nanoclaw.secrets import SecretBox
 from nanoclaw.store import Database
 
@@ -72,6 +73,7 @@ class CredentialProxy:
         self.db = db
         self.audit = audit
         self.store = MappingStore(db, secrets, clock)
+        self.meter = Meter(db, clock)
         self._bind_host = bind_host
         self._port = settings.proxy_port
         # Read live by the Forwarder: name -> Mapping, run token -> group.
@@ -92,7 +94,7 @@ class CredentialProxy:
         self._routes.update((m.name, m) for m in await self.store.load())
         async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT, trust_env=False,
                                      limits=httpx.Limits(max_connections=256)) as client:
-            self._forwarder = Forwarder(self._routes, self._runs, self.audit, client)
+            self._forwarder = Forwarder(self._routes, self._runs, self.audit, client, self.meter)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self._routes:
@@ -106,14 +108,17 @@ class CredentialProxy:
 
     # -- what the supervisor calls ------------------------------------------
 
-    def register_run(self, group: str) -> str:
-        """A fresh run token for a container run of `group`; valid until unregister_run."""
+    def register_run(self, group: str, run_id: str | None = None, budget: int | None = None) -> str:
+        """A fresh run token for a container run of `group`; valid until unregister_run. Its model
+        calls are metered against run_id and refused once the group's month reaches `budget`."""
         token = token_urlsafe(32)
         self._runs[token] = group
+        self.meter.runs[token] = RunMeter(run_id, budget)
         return token
 
     def unregister_run(self, token: str) -> None:
         self._runs.pop(token, None)
+        self.meter.runs.pop(token, None)
 
     def container_env(self, token: str, host_gateway: str) -> dict[str, str]:
         """Per mapping the run's group may use, <NAME>_BASE_URL and <NAME>_API_KEY (the

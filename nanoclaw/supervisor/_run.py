@@ -105,7 +105,7 @@ class RunLife:
                                         + ", ".join(map(str, refused)), group=group)
             await prepare_audited(self.audit, group, ipc_dir, fresh=True, offload=self.offload)
             await check_disk(self, active, config, sink)
-            token = self.proxy.register_run(group)
+            token = self.proxy.register_run(group, run_id, budget)
             args = await self._run_args(active, ns, config, token)
             stdin = json.dumps({
                 "prompt": work.prompt, "sessionId": None if group_session and resume is None else session_id,

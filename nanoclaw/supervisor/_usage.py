@@ -6,9 +6,9 @@ A group's tokens are inputTokens + outputTokens + cacheReadTokens + cacheCreatio
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import sqlite3
 
+from nanoclaw.proxy import metered_month, month_start
 from nanoclaw.store import Database
 
 # (frame / API name, run_history column)
@@ -57,27 +57,15 @@ async def save_usage(db: Database, run_id: str, usage: Usage) -> None:
         (*usage.counts.values(), usage.model, run_id))
 
 
-def month_bounds(now: float) -> tuple[float, str]:
-    """The start of now's calendar month (UTC) as a timestamp, and the next month's first day."""
-    day = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0,
-                                                                   microsecond=0)
-    following = (day + dt.timedelta(days=32)).replace(day=1)
-    return day.timestamp(), following.date().isoformat()
-
-
 async def budget_refusal(db: Database, group: str, budget: int | None, now: float) -> str | None:
     """Why a run of group may not start (its tokens this month reached the budget), else None."""
     if budget is None:
         return None
-    start, following = month_bounds(now)
-    row = await db.fetchone(
-        f"SELECT COALESCE(SUM({TOTAL_SQL}), 0) FROM run_history WHERE group_name = ? AND started_at >= ?",
-        (group, start))
-    assert row is not None  # an aggregate always gives a row
-    used = row[0]
+    following = month_start(now)[1]
+    used = await metered_month(db, group, now)  # what the upstream reported, never the runner
     if used < budget:
         return None
-    return (f"This group has used {used:,} tokens this month, its monthly token budget is {budget:,}: "
+    return (f"This group has used {used:,} metered tokens this month, its monthly token budget is {budget:,}: "
             f"no new runs until {following} (UTC) unless the budget (containerConfig.agent.monthlyTokenBudget) "
             f"is raised. Run refused.")
 
