@@ -249,6 +249,21 @@ async def test_dotdot_in_the_container_path_is_refused(client, tree, container_p
     assert "'..'" in decision["message"]
 
 
+@pytest.mark.parametrize("container_path", ["./x", "x/./y", "x/.", "/workspace/extra/./x"])
+async def test_dot_segments_in_the_container_path_are_refused(client, tree, container_path):
+    # Issue 22, item 10d: the path is normalised later, so the raw segments decide.
+    decision = await validate(client, tree.ro / "project", container_path)
+    assert decision["allowed"] is False
+    assert "'.' segments" in decision["message"]
+
+
+@pytest.mark.parametrize("suffix", ["/./project", "/project/.", "/project/./"])
+async def test_dot_segments_in_the_host_path_are_refused(client, tree, suffix):
+    decision = await validate(client, f"{tree.ro}{suffix}")
+    assert decision["allowed"] is False
+    assert "'.' segments" in decision["message"]
+
+
 @pytest.mark.parametrize("container_path", ["data:rw", "a:b", "data,ro", "x,y:z"])
 async def test_colon_and_comma_in_the_container_path_are_refused(client, tree, container_path):
     decision = await validate(client, tree.ro / "project", container_path)
@@ -388,10 +403,15 @@ async def test_the_server_data_and_config_dirs_are_never_mounted(client, setting
         assert "never mounted" in decision["message"]
 
 
-async def test_a_refused_mount_is_audited_as_a_violation(client, tree):
+async def test_a_refused_dry_run_is_audited_as_info_not_as_a_violation(client, tree):
+    # Issue 22, item 10b: validate is a dry run; it must not raise the violation count.
+    before = (await client.get("/container/metrics")).json()["securityEvents"]["violation"]
     await validate(client, tree.outside / "elsewhere", "leak")
-    [entry] = await violations(client)
-    assert entry["category"] == "mount"
+    assert (await client.get("/container/metrics")).json()["securityEvents"]["violation"] == before
+    assert await violations(client) == []
+    answer = await client.get("/container/audit-log", params={"severity": "info"})
+    [entry] = [e for e in answer.json()["entries"] if e["category"] == "mount"]
+    assert entry["severity"] == "info"
     assert "not under any allowed root" in entry["message"]
     assert entry["details"] == {"hostPath": str(tree.outside / "elsewhere"), "containerPath": "leak"}
 

@@ -13,8 +13,8 @@ bp = Blueprint("mounts", __name__)
 @validate_request(MountRequest)
 @validate_response(MountDecision)
 async def validate_mount(data: MountRequest):
-    """Would this mount be allowed? Always 200; `allowed` and `message` say why."""
-    return await services().mounts.validate(data)
+    """Would this mount be allowed? Always 200; `allowed` and `message` say why (a refusal is audited as info)."""
+    return await services().mounts.validate(data, severity="info")
 
 
 @bp.get("/container/mount/allowlist")

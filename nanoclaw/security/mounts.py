@@ -105,8 +105,9 @@ class MountPolicy:
             raise Invalid("containerConfig.additionalMounts has refused mounts", details=refused,
                           code="MOUNT_REFUSED")
 
-    async def validate(self, request: MountRequest, *, group: str | None = None) -> MountDecision:
-        """Decide on one mount; a refusal is audited as a violation."""
+    async def validate(self, request: MountRequest, *, group: str | None = None,
+                       severity: str = "violation") -> MountDecision:
+        """Decide on one mount; a refusal is audited at severity (a dry run passes "info")."""
         try:
             allowlist = await self.allowlist()
         except Unavailable as exc:
@@ -115,7 +116,7 @@ class MountPolicy:
             decision = await trio.to_thread.run_sync(self._decide, request, allowlist)
         if not decision.allowed:
             await self.audit.record(
-                "violation", "mount", f"mount refused: {decision.message}", group=group,
+                severity, "mount", f"mount refused: {decision.message}", group=group,
                 details={"hostPath": request.hostPath, "containerPath": request.containerPath},
             )
         return decision
@@ -127,6 +128,9 @@ class MountPolicy:
         if _has_control(request.hostPath):
             return MountDecision(allowed=False, containerPath=container,
                                  message="hostPath contains control characters")
+        if "." in request.hostPath.split("/"):
+            return MountDecision(allowed=False, containerPath=container,
+                                 message="hostPath must not contain '.' segments")
         given = Path(os.path.expanduser(request.hostPath))
         if not given.is_absolute():
             return MountDecision(allowed=False, containerPath=container,
@@ -195,6 +199,6 @@ def container_path(raw: str) -> tuple[str | None, str | None]:
     parts = [p for p in raw.split("/") if p]
     if ".." in parts or not str(path).strip() or str(path) == ".":
         return None, "containerPath must be a non-empty relative path without '..'"
-    if any(p == "." for p in PurePosixPath(path).parts):
+    if "." in parts:  # PurePosixPath drops them, so look at the raw segments
         return None, "containerPath must not contain '.' segments"
     return str(CONTAINER_ROOT / path), None
